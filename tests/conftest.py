@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny T5 / BART checkpoints built from a config, with a toy tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+#: A small corpus for the toy tokenizer and toy data sets.
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog .",
+    "a cat sat on the mat and looked at the dog .",
+    "summarize : the meeting is moved to friday at noon .",
+    "question : where is the meeting ? context : the meeting is in room four .",
+    "bob will bring the slides and alice will bring coffee .",
+    "one two three four five six seven eight nine ten .",
+]
+
+FAMILIES = ("t5", "t5-gated", "bart")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from nash_cli.toy import train_word_tokenizer
+
+    return train_word_tokenizer(CORPUS, vocab_size=96)
+
+
+def write_checkpoint(path: Path, model, tokenizer) -> Path:
+    """Saves `model` and `tokenizer` as a plain Hugging Face checkpoint directory."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory, tokenizer):
+    """Returns a factory: `make_checkpoint(family, **tiny_config_kwargs) -> Path` (cached)."""
+    from nash_cli.toy import tiny_model
+
+    cache: dict[str, Path] = {}
+
+    def make(family: str = "t5", **kwargs) -> Path:
+        key = json.dumps([family, sorted(kwargs.items())])
+        if key not in cache:
+            kwargs.setdefault("vocab_size", len(tokenizer))
+            model = tiny_model(family, **kwargs)
+            path = tmp_path_factory.mktemp(f"ckpt-{family}")
+            cache[key] = write_checkpoint(path, model, tokenizer)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """`../shared` beside the checkout; tests that need it skip when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared is absent")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    # Tests never reach a hub; make any accidental attempt fail fast instead of hanging.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", os.environ.get("TRANSFORMERS_VERBOSITY", "error"))
