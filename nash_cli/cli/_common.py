@@ -1,0 +1,68 @@
+"""Output helpers shared by the command modules: Rich consoles, progress bars, JSON results.
+
+Human-readable output (tables, progress) goes to stderr when `--json` is given, so that stdout
+carries exactly one JSON document for shell pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+#: Where tables and messages go by default.
+stdout = Console()
+#: Where progress bars and notes go; also where tables go under --json.
+stderr = Console(stderr=True)
+
+
+def human(json_mode: bool) -> Console:
+    """The console for human-readable output: stderr under --json, else stdout."""
+    return stderr if json_mode else stdout
+
+
+def print_json(result: Any) -> None:
+    """Writes `result` as one JSON document on stdout."""
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def progress(*, transient: bool = False, disable: bool = False):
+    """A Rich progress bar with rate and ETA, drawn on stderr.
+
+    Usage: `with progress() as bar: task = bar.add_task("training", total=n, status="");
+    bar.update(task, advance=1, status="loss 2.31")`. The `status` field is optional text.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            if speed is None:
+                return Text("  ?/s", style="cyan")
+            return Text(f"{speed:.2f}/s" if speed >= 0.1 else f"{1 / speed:.1f}s/it", style="cyan")
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=stderr,
+        transient=transient,
+        disable=disable,
+    )
