@@ -33,6 +33,8 @@ from nash_cli.errors import NashError
 
 #: Metric names accepted by `compute_metrics` (and `nash eval --metric`).
 METRICS = ("rouge", "meteor", "bleu", "exact_match", "accuracy")
+#: Short names accepted for convenience.
+ALIASES = {"em": "exact_match", "acc": "accuracy"}
 #: The scores each metric produces.
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -48,7 +50,8 @@ class MetricScores:
 
 
 def check_metrics(names: Sequence[str]) -> list[str]:
-    """Validates metric names (case-insensitive, `-` same as `_`); returns them normalised, deduplicated.
+    """Validates metric names (case-insensitive, `-` same as `_`, `em` and `acc` accepted); returns
+    them normalised and deduplicated.
 
     Raises:
         NashError: An unknown name.
@@ -56,6 +59,7 @@ def check_metrics(names: Sequence[str]) -> list[str]:
     result: list[str] = []
     for name in names:
         key = name.strip().lower().replace("-", "_")
+        key = ALIASES.get(key, key)
         if key not in METRICS:
             raise NashError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
         if key not in result:
