@@ -54,7 +54,7 @@ def resolve_settings(
         model: A loaded seq2seq model; its `generation_config` supplies the defaults.
         num_beams: Beam width; default: the generation config's `num_beams`.
         max_new_tokens: Length cap; default: the generation config's `max_new_tokens`, else its
-            `max_length` minus the decoder start token.
+            `max_length` minus the decoder start token, else 20 (what stock `generate()` does).
         fixed_length: Forces exactly this many new tokens (min = max new tokens); overrides
             `max_new_tokens`.
         compile: Compile the decoding step (static cache).
@@ -75,9 +75,11 @@ def resolve_settings(
         max_new_tokens = fixed_length
     if max_new_tokens is None:
         max_new_tokens = getattr(config, "max_new_tokens", None)
-        if max_new_tokens is None:
-            # max_length counts the decoder start token of an encoder-decoder.
-            max_new_tokens = max(1, int(getattr(config, "max_length", None) or 20) - 1)
+    if max_new_tokens is None:
+        max_length = getattr(config, "max_length", None)
+        # As stock generate(): a set max_length counts the decoder start token of an
+        # encoder-decoder; with nothing set it generates 20 new tokens.
+        max_new_tokens = max(1, int(max_length) - 1) if max_length is not None else 20
     if max_new_tokens < 1:
         raise NashError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if compile and needs_explicit_cache(model):

@@ -10,7 +10,6 @@ not ship, is written from `LEXNAMES` below. Nothing here touches the network.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import tempfile
@@ -132,20 +131,28 @@ def _is_complete(directory: Path) -> bool:
     return all((directory / name).is_file() for name in (*REQUIRED_FILES, "lexnames"))
 
 
-@functools.lru_cache(maxsize=4)
+#: Readers already built in this process, by real path (loading one takes seconds).
+_READERS: dict[str, object] = {}
+
+
 def _reader(root, data_root: Path | None = None):
-    """An nltk WordNet reader on `root` (loading takes seconds: kept per process)."""
+    """An nltk WordNet reader on `root` (a path or an nltk path pointer), built once per process."""
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
+    path = str(getattr(root, "path", root))  # a zip pointer's path is the zip file: keyed as is
+    key = os.path.realpath(path) if os.path.isdir(path) else str(root)
+    if key in _READERS:
+        return _READERS[key]
     # nltk reads corpora only below a directory on its data path (its pathsec sandbox).
     if data_root is not None and str(data_root) not in nltk.data.path:
         nltk.data.path.append(str(data_root))
-
     with warnings.catch_warnings():
         # Without the Open Multilingual Wordnet nltk warns once; METEOR is English-only.
         warnings.simplefilter("ignore")
-        return WordNetCorpusReader(root, None)
+        reader = WordNetCorpusReader(root, None)
+    _READERS[key] = reader
+    return reader
 
 
 def load_wordnet():

@@ -11,7 +11,8 @@ import sys
 import typer
 
 from nash_cli import __version__
-from nash_cli.cli import bench, eval_, select_layers
+from nash_cli.cli import bench, select_layers
+from nash_cli.cli import eval as eval_
 from nash_cli.errors import NashError
 
 app = typer.Typer(

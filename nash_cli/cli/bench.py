@@ -255,7 +255,9 @@ def _print_tables(document: dict, console) -> None:
         )
     )
     labels = _display_names([report["name"] for report in document["models"]])
-    for column in ("model", "enc/dec M", "median s", "p90 s", "p99 s", "tok/s", "len", "peak MiB", "speedup"):
+    has_baseline = document["baseline"] is not None
+    columns = ["model", "enc/dec M", "median s", "p90 s", "p99 s", "tok/s", "len", "peak MiB"]
+    for column in columns + (["speedup"] if has_baseline else []):
         table.add_column(column, justify="left" if column == "model" else "right")
     for report, label in zip(document["models"], labels):
         params = report["parameters"]
@@ -275,7 +277,7 @@ def _print_tables(document: dict, console) -> None:
             f"{report['tokens_per_s']:.0f}",
             f"{report['mean_generated_length']:.1f}",
             f"{memory['peak_mib']:.0f}" if memory else "",
-            speed,
+            *([speed] if has_baseline else []),
         )
     console.print(table)
     if any(report["breakdown"] for report in document["models"]):
@@ -291,9 +293,12 @@ def _print_tables(document: dict, console) -> None:
                     *(f"{100 * fraction[key]:.1f}%" for key in ("encoder", "decoder_layers", "lm_head", "rest")),
                 )
         console.print(parts)
-    console.print(
-        "[dim]speedup: median baseline time / median model time (min-max of the per-repeat ratios, "
-        "models interleaved); samples/s and more with --json; peak MiB: "
-        + ("max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS")
-        + " during one warm-up pass[/]"
-    )
+    notes = []
+    if has_baseline:
+        notes.append(
+            "speedup: median baseline time / median model time (min-max of the per-repeat ratios, "
+            "models interleaved)"
+        )
+    memory_kind = "max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS"
+    notes.append(f"peak MiB: {memory_kind} during one warm-up pass; samples/s and more with --json")
+    console.print("[dim]" + "; ".join(notes) + "[/]")
