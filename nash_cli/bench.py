@@ -216,8 +216,10 @@ class ModelReport:
     mean_generated_length: float
     """Mean new tokens per returned sequence, up to and including end-of-sequence."""
     peak_memory: dict[str, Any]
-    """CPU: peak RSS of the process and its rise during one warm-up call (sampled every
-    `RSS_INTERVAL_S`); CUDA: torch.cuda.max_memory_allocated over one warm-up call. MiB."""
+    """MiB, over the last warm-up pass: `weights_mib` (parameters and buffers); CPU: `peak_mib`,
+    the process's peak RSS (sampled every `RSS_INTERVAL_S`), and `increase_mib` over the RSS
+    before the pass (weights already paged in); CUDA: torch.cuda.max_memory_allocated and its
+    rise over the allocation before the pass."""
     speedup: dict[str, Any] | None = None
     """Against the baseline (see `speedup_stats`); None for the baseline or without one."""
     breakdown: dict[str, Any] | None = None
@@ -454,6 +456,19 @@ def _eos(model):
     return model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else model.config.eos_token_id
 
 
+def _weights_mib(model) -> float:
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+
+
+def _fault_in(model) -> None:
+    # safetensors weights are memory-mapped and paged in on first use; read them all once so
+    # that the RSS rise measured next is the generation's own memory, not the weights arriving.
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.numel():
+            tensor.detach().sum()
+
+
 def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict[str, Any]:
     import torch
 
@@ -461,6 +476,7 @@ def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict
         for batch in batches:
             _generate_once(model, batch, generation, sync)
         return {}
+    weights = _weights_mib(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -469,14 +485,17 @@ def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict
         peak = torch.cuda.max_memory_allocated(device)
         return {
             "kind": "cuda_max_allocated",
+            "weights_mib": weights,
             "peak_mib": peak / 2**20,
             "increase_mib": (peak - before) / 2**20,
         }
+    _fault_in(model)
     with _PeakRSS() as rss:
         for batch in batches:
             _generate_once(model, batch, generation, sync)
     return {
         "kind": "cpu_rss",
+        "weights_mib": weights,
         "peak_mib": rss.peak / 2**20,
         "increase_mib": (rss.peak - rss.before) / 2**20,
     }

@@ -101,6 +101,9 @@ def test_run_bench_interleaves_and_reports_sane_numbers():
         assert report.tokens_per_s == pytest.approx(5 * report.samples_per_s)
         assert report.generation == {"num_beams": 2, "max_new_tokens": 5, "min_new_tokens": 5, "compile": False}
         assert report.peak_memory["kind"] == "cpu_rss" and report.peak_memory["peak_mib"] > 10
+        weights = sum(p.numel() * 4 for p in models[name].parameters()) / 2**20
+        assert report.peak_memory["weights_mib"] == pytest.approx(weights, rel=0.05)  # + buffers, if any
+        assert report.peak_memory["increase_mib"] >= 0
         assert report.parameters == count_parameters(models[name])
         parts = report.breakdown["seconds"]
         assert sum(parts.values()) == pytest.approx(report.breakdown["total_s"])
