@@ -175,9 +175,15 @@ def random_batches(
 
 
 def text_batches(
-    tokenizer, sources: Sequence[str], *, batch_size: int, max_source_length: int | None = None
+    tokenizer,
+    sources: Sequence[str],
+    *,
+    batch_size: int,
+    max_source_length: int | None = None,
+    pad_to_max: bool = False,
 ) -> list[Batch]:
-    """Tokenised batches of real text, in the given order, each padded to its longest source."""
+    """Tokenised batches of real text, in the given order, each padded to its longest source
+    (or, with `pad_to_max`, to `max_source_length`: one shape for compiled models)."""
     if batch_size < 1:
         raise NashError(f"--batch must be at least 1, got {batch_size}")
     if not sources:
@@ -188,7 +194,7 @@ def text_batches(
             list(sources[start : start + batch_size]),
             truncation=True,
             max_length=max_source_length,
-            padding=True,
+            padding="max_length" if pad_to_max and max_source_length else True,
             return_tensors="pt",
         )
         batches.append(Batch(encoded["input_ids"], encoded["attention_mask"]))

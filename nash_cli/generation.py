@@ -33,7 +33,7 @@ class GenerationSettings:
     min_new_tokens: int = 0
     """Fewest tokens generated: end-of-sequence is suppressed before that (0 = no minimum)."""
     compile: bool = False
-    """Compile the decoding step with torch.compile over a static cache."""
+    """Use a static cache, for a forward compiled by `compile_model`."""
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
@@ -127,21 +127,37 @@ def generate_kwargs(model, settings: GenerationSettings) -> dict[str, Any]:
     if settings.min_new_tokens:
         kwargs["min_new_tokens"] = settings.min_new_tokens
     if settings.compile:
-        from transformers import CompileConfig
-
-        on_cuda = model.device.type == "cuda"
-        # reduce-overhead means CUDA graphs; elsewhere plain inductor. transformers compiles only on
-        # accelerators unless told that every device is fine.
-        compile_config = CompileConfig(mode="reduce-overhead" if on_cuda else "default")
-        if not on_cuda:
-            compile_config._compile_all_devices = True
+        # A static cache keeps every decoding step's shapes fixed, so the forward compiled by
+        # `compile_model` is reused step after step. transformers' own auto-compilation only
+        # covers greedy search (beam search calls the model uncompiled), so nash compiles the
+        # forward itself and switches transformers' off to avoid compiling twice.
         kwargs["cache_implementation"] = "static"
-        kwargs["compile_config"] = compile_config
+        kwargs["disable_compile"] = True
     elif needs_explicit_cache(model):
         from transformers import DynamicCache, EncoderDecoderCache
 
         kwargs["cache"] = EncoderDecoderCache(DynamicCache(), DynamicCache())
     return kwargs
+
+
+def compile_model(model, *, backend: str = "inductor", mode: str | None = None):
+    """Replaces `model.forward` by its `torch.compile`d version (in place); returns the model.
+
+    Use with `GenerationSettings(compile=True)`, which gives `generate()` a static cache. The
+    first calls compile (one graph for the first decoding step, one for the others); a new
+    batch or source shape compiles again.
+
+    Args:
+        model: A seq2seq model on its device.
+        backend: torch.compile backend ("eager" traces without generating code: for tests).
+        mode: torch.compile mode; default "reduce-overhead" (CUDA graphs) on CUDA, else inductor's default.
+    """
+    import torch
+
+    if mode is None and backend == "inductor":
+        mode = "reduce-overhead" if model.device.type == "cuda" else "default"
+    model.forward = torch.compile(model.forward, backend=backend, mode=mode, dynamic=False)
+    return model
 
 
 def generate(model, input_ids: "torch.Tensor", attention_mask: "torch.Tensor | None", settings: GenerationSettings):

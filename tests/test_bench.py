@@ -198,6 +198,10 @@ def test_cli_table_and_data_inputs(checkpoints, cli, tmp_path):
         (["--device", "tpu"], "--device"),
         (["--dtype", "int8"], "--dtype"),
         (["--source-column", "x"], "give --data"),
+        (["--fixed-length", "0"], "--fixed-length"),
+        (["--fixed-length", "8", "--max-new-tokens", "9"], "drop --max-new-tokens"),
+        (["--threads", "0"], "--threads"),
+        (["--compile", "--breakdown"], "--breakdown"),
     ],
 )
 def test_cli_bad_options_exit_2(checkpoints, cli, tmp_path, args, fragment):

@@ -7,6 +7,7 @@ import torch
 
 from nash_cli.errors import NashError
 from nash_cli.generation import (
+    compile_model,
     generate,
     generate_texts,
     generated_lengths,
@@ -15,6 +16,15 @@ from nash_cli.generation import (
     resolve_settings,
 )
 from nash_cli.toy import tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from threads, and OpenMP threads stall on a busy shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_settings_default_to_the_generation_config():
@@ -104,3 +114,22 @@ def test_generate_texts_keeps_the_input_order(tokenizer):
     alone = [generate_texts(model, tokenizer, [source], settings, batch_size=1)[0] for source in sources]
     assert batched == alone
     assert any(batched)  # the toy BART does emit tokens, so the comparison is not between empties
+
+
+def test_compiled_beam_search_over_a_static_cache_matches_eager():
+    import torch._dynamo
+
+    model = tiny_model("t5")
+    inputs = torch.randint(4, 128, (2, 7), generator=torch.Generator().manual_seed(3))
+    eager = generate(model, inputs, None, resolve_settings(model, num_beams=2, fixed_length=5))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    # The "eager" backend traces the graphs without generating code: the wiring, in seconds.
+    compile_model(model, backend="eager")
+    settings = resolve_settings(model, num_beams=2, fixed_length=5, compile=True)
+    try:
+        for _ in range(2):
+            assert torch.equal(generate(model, inputs, None, settings), eager)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    finally:
+        torch._dynamo.reset()

@@ -68,7 +68,11 @@ def command(
     ] = None,
     compile: Annotated[
         bool,
-        typer.Option("--compile", help="torch.compile the decoding step over a static cache.", rich_help_panel=_GEN),
+        typer.Option(
+            "--compile",
+            help="torch.compile each model's forward and decode over a static cache (first calls compile).",
+            rich_help_panel=_GEN,
+        ),
     ] = False,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed passes over all models.", rich_help_panel=_RUN)] = 10,
     warmup: Annotated[
@@ -108,6 +112,13 @@ def command(
                                ("--num-batches", num_batches, 1), ("--source-length", source_length, 1)):
         if value < least:
             raise NashError(f"{name} must be at least {least}, got {value}")
+    for name, value in (("--fixed-length", fixed_length), ("--max-new-tokens", max_new_tokens)):
+        if value is not None and value < 1:
+            raise NashError(f"{name} must be at least 1, got {value}")
+    if fixed_length is not None and max_new_tokens is not None and fixed_length != max_new_tokens:
+        raise NashError("--fixed-length sets the number of new tokens; drop --max-new-tokens")
+    if compile and breakdown:
+        raise NashError("--breakdown times modules through hooks, which compiled code skips; drop one of them")
     if warmup is not None and warmup < 0:
         raise NashError(f"--warmup must be 0 or more, got {warmup}")
     if threads is not None and threads < 1:
@@ -134,7 +145,7 @@ def command(
     if threads is not None:
         torch.set_num_threads(threads)
     target = _device(device, torch)
-    names = ([baseline] if baseline is not None else []) + [m for m in models if m != baseline]
+    names = list(dict.fromkeys(([baseline] if baseline is not None else []) + list(models)))
     # Every config is checked before any weights load, so a bad path fails fast.
     configs = {
         name: artifact.load_config(name, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
@@ -172,7 +183,11 @@ def command(
         )
         tokenizer = artifact.load_tokenizer(names[0])
         batches = text_batches(
-            tokenizer, [e.source for e in examples], batch_size=batch, max_source_length=max_source_length
+            tokenizer,
+            [e.source for e in examples],
+            batch_size=batch,
+            max_source_length=max_source_length,
+            pad_to_max=compile,  # one input shape, so compiled graphs are reused across batches
         )
         origin = {"kind": "data", "data": data, "tokenizer": names[0]}
     else:
@@ -193,6 +208,11 @@ def command(
         )
         origin = {"kind": "random", "seed": seed}
 
+    if compile:
+        from nash_cli.generation import compile_model
+
+        for model in loaded.values():
+            compile_model(model)
     settings = BenchSettings(
         repeats=repeats, warmup=warmup if warmup is not None else (3 if compile else 1), breakdown=breakdown
     )

@@ -84,8 +84,9 @@ def command(
     names = check_metrics(metric or ["rouge"])
     if device not in DEVICES:
         raise NashError(f"unknown --device {device!r}; use {', '.join(DEVICES)}")
-    if batch < 1:
-        raise NashError(f"--batch must be at least 1, got {batch}")
+    for name, value in (("--batch", batch), ("--beams", beams), ("--max-new-tokens", max_new_tokens)):
+        if value is not None and value < 1:
+            raise NashError(f"{name} must be at least 1, got {value}")
     if dtype not in DTYPES:
         raise NashError(f"unknown --dtype {dtype!r}; use {', '.join(DTYPES)}")
     if generations is not None and output is None:
