@@ -1,0 +1,470 @@
+"""Checkpoint directories: the only code in nash that knows the on-disk format.
+
+A nash checkpoint is a plain Hugging Face directory (`config.json`, `generation_config.json`,
+safetensors weights, the tokenizer's files) plus `nash.json`, a manifest recording how it was made:
+the stage, its exact arguments, the parent's path and weights hash, the layer map back to the
+original teacher, the state (`dense`, `masked` or `compact`), library versions and a timestamp.
+See docs/artifacts.md.
+
+Every output is written into a temporary directory beside its target and renamed into place, so
+an interrupted run never leaves a half-written checkpoint, and an existing output is replaced
+only when the caller passes `force=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from nash_cli import __version__
+from nash_cli._hf import quiet_transformers
+from nash_cli.errors import NashError
+
+MANIFEST = "nash.json"
+FORMAT_VERSION = 1
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+PICKLE_WEIGHTS = "pytorch_model.bin"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+STATES = ("dense", "masked", "compact")
+
+#: Files a tokenizer may consist of; whichever exist are copied into every output.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "chat_template.jinja",
+)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def is_local(source: str | Path) -> bool:
+    """True when `source` names a local path (existing or not) rather than a hub id."""
+    text = str(source)
+    return Path(text).exists() or not _HUB_ID.match(text) or text.endswith(("/", os.sep))
+
+
+def weight_files(directory: Path, *, allow_pickle: bool = False) -> list[Path]:
+    """Returns the weight files of a local checkpoint, checking that each one exists.
+
+    Raises:
+        NashError: when there are no weights, a shard named by the index is missing, or only
+            pickle weights exist and `allow_pickle` is false.
+    """
+    for index_name, single in ((SAFE_INDEX, SAFE_WEIGHTS), (PICKLE_INDEX, PICKLE_WEIGHTS)):
+        pickled = single == PICKLE_WEIGHTS
+        index = directory / index_name
+        if (directory / single).is_file():
+            files = [directory / single]
+        elif index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (ValueError, KeyError, TypeError) as error:
+                raise NashError(f"{index} is not a valid weight index ({error}); re-save the checkpoint") from None
+            files = [directory / name for name in shards]
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise NashError(f"{directory} is missing weight shard {missing[0]} named in {index_name}; copy it back")
+        else:
+            continue
+        if pickled and not allow_pickle:
+            raise NashError(
+                f"{directory} has only pickle weights ({files[0].name}); pass --allow-pickle to load them "
+                "(with weights_only=True), or convert the checkpoint to safetensors"
+            )
+        return files
+    raise NashError(
+        f"{directory} has no weights (expected {SAFE_WEIGHTS} or {SAFE_INDEX}); point to a saved checkpoint directory"
+    )
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as error:  # safetensors raises its own SafetensorError, or OSError
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise NashError(f"{path} is not a readable safetensors file ({first}); re-save or re-copy it") from None
+
+
+def read_config_dict(source: str | Path) -> dict[str, Any]:
+    """Reads `config.json` of a local checkpoint as a plain dict (no code is executed)."""
+    directory = Path(source)
+    if not directory.exists():
+        raise NashError(f"checkpoint {source} does not exist; check the path")
+    if not directory.is_dir():
+        raise NashError(f"checkpoint {source} is a file; pass the checkpoint's directory")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise NashError(f"{directory} has no config.json, so it is not a Hugging Face checkpoint; pass a saved model directory")
+    try:
+        return json.loads(config_path.read_text())
+    except ValueError as error:
+        raise NashError(f"{config_path} is not valid JSON ({error}); re-save the checkpoint") from None
+
+
+def check_checkpoint(source: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
+    """Validates a local checkpoint without loading it and returns its config as a dict.
+
+    Checks that the directory exists, holds a `config.json` of a supported encoder-decoder family,
+    and holds readable weights. Raises NashError naming the first problem found.
+    """
+    config = read_config_dict(source)
+    _check_family(config)
+    for path in weight_files(Path(source), allow_pickle=allow_pickle):
+        if path.suffix == ".safetensors":
+            _check_safetensors(path)
+    return config
+
+
+def _check_family(config: dict[str, Any]) -> None:
+    from types import SimpleNamespace
+
+    from nash_cli.arch import family_of
+
+    family_of(SimpleNamespace(**{"model_type": config.get("model_type"), **config}))
+
+
+def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False):
+    """Loads and validates a checkpoint's config without loading its weights.
+
+    A local directory is checked in full first (config, family, readable weights), so every
+    problem surfaces before any heavy work.
+
+    Raises:
+        NashError: for a missing or invalid checkpoint, or a model type nash does not support.
+    """
+    from transformers import AutoConfig
+
+    from nash_cli.arch import family_of
+
+    if is_local(source):
+        config_dict = check_checkpoint(source, allow_pickle=allow_pickle)
+        _register_nash_models(config_dict.get("model_type"))
+    with quiet_transformers():
+        try:
+            config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as error:
+            raise NashError(_hub_failure(source, error)) from None
+    family_of(config)
+    _register_nash_models(config.model_type)
+    return config
+
+
+def load_model(
+    source: str | Path,
+    *,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    dtype: Any = None,
+    config: Any = None,
+):
+    """Loads a seq2seq checkpoint (local directory or hub id) in eval mode.
+
+    Args:
+        source: A local checkpoint directory, or a hub id where a network exists.
+        allow_pickle: Accept `pytorch_model.bin` weights (loaded with `weights_only=True`).
+        trust_remote_code: Let transformers run the checkpoint's own modeling code. Only ever set
+            when the user asked for it; nash's own compact models load without it.
+        dtype: Optional torch dtype to load the weights in.
+        config: The checkpoint's config, when `load_config` already read it.
+
+    Raises:
+        NashError: for a missing or invalid checkpoint, or a model type nash does not support.
+    """
+    from transformers import AutoModelForSeq2SeqLM
+
+    if config is None:
+        config = load_config(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    with quiet_transformers():
+        try:
+            model = AutoModelForSeq2SeqLM.from_pretrained(
+                str(source),
+                config=config,
+                use_safetensors=None if allow_pickle else True,
+                weights_only=True,
+                **kwargs,
+            )
+        except (OSError, ValueError) as error:
+            if is_local(source):
+                raise NashError(f"could not load {source}: {str(error).splitlines()[0]}") from None
+            raise NashError(_hub_failure(source, error)) from None
+    return model.eval()
+
+
+def _hub_failure(source, error) -> str:
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (
+        f"{source} is neither a local checkpoint directory nor a model nash could fetch from the hub "
+        f"({first}); check the path, or the model id and your network"
+    )
+
+
+def _register_nash_models(model_type: str | None) -> None:
+    """Makes nash's own per-layer-width model classes known to the Auto classes."""
+    if model_type and model_type.startswith("nash_"):
+        from nash_cli import modeling
+
+        modeling.register_auto_classes()
+
+
+def load_tokenizer(source: str | Path):
+    """Loads the tokenizer stored with a checkpoint.
+
+    Raises:
+        NashError: when the checkpoint has no tokenizer files.
+    """
+    from transformers import AutoTokenizer
+
+    if is_local(source) and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
+        raise NashError(
+            f"{source} has no tokenizer files; save the tokenizer into the checkpoint "
+            "(tokenizer.save_pretrained(dir)) or copy them from the original model"
+        )
+    with quiet_transformers():
+        try:
+            return AutoTokenizer.from_pretrained(str(source))
+        except (OSError, ValueError) as error:
+            raise NashError(f"could not load the tokenizer of {source}: {str(error).splitlines()[0]}") from None
+
+
+def read_manifest(source: str | Path) -> dict[str, Any] | None:
+    """Returns the checkpoint's nash.json, or None when it has none (a checkpoint nash did not make)."""
+    if not is_local(source):
+        return None
+    path = Path(source) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise NashError(f"{path} is not valid JSON ({error}); rerun the stage that wrote it") from None
+
+
+def weights_sha256(source: str | Path) -> str | None:
+    """sha256 over a local checkpoint's weight files, in name order; None for a hub id."""
+    if not is_local(source):
+        return None
+    digest = hashlib.sha256()
+    for path in weight_files(Path(source), allow_pickle=True):
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def check_output(output: str | Path, force: bool) -> None:
+    """Refuses an existing output unless `force`; call it before any heavy work."""
+    path = Path(output)
+    if path.exists() and not force:
+        raise NashError(f"output {path} already exists; pass --force to replace it, or choose another -o")
+    if path.exists() and not path.is_dir():
+        raise NashError(f"output {path} is a file; choose a directory path for -o")
+
+
+@contextlib.contextmanager
+def staged_output(output: str | Path, *, force: bool = False) -> Iterator[Path]:
+    """Yields a temporary directory beside `output`; on success it is renamed to `output`.
+
+    On any exception (Ctrl-C included) the temporary directory is removed and nothing is left
+    behind; an existing `output` is replaced only with `force`, and only once the new one is
+    complete.
+    """
+    target = Path(output).absolute()
+    check_output(target, force)
+    created: list[Path] = []
+    parent = target.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            check_output(target, force)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for directory in created:  # innermost first
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Writes JSON to `path` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=2, default=str)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a checkpoint's contents."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"nash": __version__}
+    for name in ("torch", "transformers", "safetensors", "accelerate", "datasets"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def parent_entry(source: str | Path) -> dict[str, Any]:
+    """Describes a parent checkpoint for a manifest: path, weights hash and its own stage."""
+    manifest = read_manifest(source) or {}
+    local = is_local(source)
+    return {
+        "path": str(Path(source).absolute()) if local else str(source),
+        "sha256": weights_sha256(source),
+        "stage": manifest.get("stage"),
+    }
+
+
+def build_manifest(
+    *,
+    source: str | Path,
+    stage: str,
+    arguments: Mapping[str, Any],
+    state: str,
+    layer_map: Mapping[str, list[int]] | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Assembles nash.json for a new checkpoint made from `source` by `stage`."""
+    if state not in STATES:
+        raise ValueError(f"state must be one of {STATES}, not {state!r}")
+    parent_manifest = read_manifest(source) or {}
+    parent = parent_entry(source)
+    lineage = list(parent_manifest.get("lineage", []))
+    lineage.append({"stage": parent_manifest.get("stage", "input"), "path": parent["path"], "sha256": parent["sha256"]})
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "nash_version": __version__,
+        "stage": stage,
+        "state": state,
+        "arguments": dict(arguments),
+        "command": " ".join(["nash", *map(shlex.quote, sys.argv[1:])]) if sys.argv and "nash" in sys.argv[0] else None,
+        "parent": parent,
+        "teacher": parent_manifest.get("teacher", parent["path"]),
+        "layer_map": dict(layer_map) if layer_map is not None else parent_manifest.get("layer_map"),
+        "lineage": lineage,
+        "versions": library_versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    manifest.update(extra or {})
+    return manifest
+
+
+def copy_tokenizer(source: str | Path, destination: Path) -> list[str]:
+    """Copies the tokenizer files of a local checkpoint into `destination`; returns their names.
+
+    For a hub id, the tokenizer is loaded and saved instead (when it can be fetched).
+    """
+    if is_local(source):
+        copied = []
+        for name in TOKENIZER_FILES:
+            path = Path(source) / name
+            if path.is_file():
+                shutil.copy2(path, destination / name)
+                copied.append(name)
+        return copied
+    try:
+        tokenizer = load_tokenizer(source)
+    except NashError:
+        return []
+    return [Path(p).name for p in tokenizer.save_pretrained(destination)]
+
+
+def save_checkpoint(
+    model,
+    output: str | Path,
+    *,
+    source: str | Path,
+    stage: str,
+    arguments: Mapping[str, Any],
+    state: str = "dense",
+    layer_map: Mapping[str, list[int]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, Callable[[Path], None]] | None = None,
+    force: bool = False,
+    tokenizer_source: str | Path | None = None,
+) -> Path:
+    """Writes `model` as a nash checkpoint at `output`, atomically.
+
+    Args:
+        model: The model to save (`save_pretrained` writes config and safetensors weights).
+        output: Target directory; refused if it exists unless `force`.
+        source: The parent checkpoint (path or hub id), recorded with its weights hash.
+        stage: The command that made this checkpoint, e.g. "select-layers".
+        arguments: The command's exact arguments, as given.
+        state: "dense", "masked" or "compact".
+        layer_map: Teacher layer index for every kept layer, per stack
+            (`{"decoder": [0, 5, 11]}`); inherited from the parent when None.
+        extra: More manifest fields (a stage's results).
+        extra_files: File name -> writer called with the staging directory, which writes that
+            file beside the weights (e.g. "masks.safetensors").
+        force: Replace an existing output.
+        tokenizer_source: Where to copy the tokenizer from; defaults to `source`.
+
+    Returns:
+        The output path.
+    """
+    from transformers import GenerationConfig
+
+    manifest = build_manifest(
+        source=source, stage=stage, arguments=arguments, state=state, layer_map=layer_map, extra=extra
+    )
+    with staged_output(output, force=force) as staging, quiet_transformers():
+        model.save_pretrained(staging)
+        if not (staging / "generation_config.json").is_file():
+            GenerationConfig.from_model_config(model.config).save_pretrained(staging)
+        manifest["tokenizer_files"] = copy_tokenizer(tokenizer_source or source, staging)
+        for writer in (extra_files or {}).values():
+            writer(staging)
+        write_json_atomic(staging / MANIFEST, manifest)
+    return Path(output)

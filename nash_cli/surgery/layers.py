@@ -1,0 +1,163 @@
+"""Shallow decoder: keep a subset of a stack's layers, weights and config changed together.
+
+The index rules are pure functions of integers; `keep_layers` is a pure function of a config and
+a state dict; `select_layers` builds the new model from their output.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from nash_cli.arch import ArchFamily, Stack, family_of
+from nash_cli.errors import NashError
+
+if TYPE_CHECKING:
+    import torch
+
+Strategy = Literal["uniform", "low", "high"]
+STRATEGIES: tuple[str, ...] = ("uniform", "low", "high")
+
+
+def uniform_indices(num_layers: int, k: int) -> list[int]:
+    """The official NASH rule: `floor(d * (L - 1) / (k - 1))` for d = 0..k-1, and [0] when k = 1.
+
+    k = 1 divides by zero in that formula; keeping the first layer follows `make_student` of the
+    seq2seq-distillation example, the best-known prior.
+    """
+    _check_count(num_layers, k)
+    if k == 1:
+        return [0]
+    return [(d * (num_layers - 1)) // (k - 1) for d in range(k)]
+
+
+def strategy_indices(strategy: str, num_layers: int, k: int) -> list[int]:
+    """Teacher indices kept by `strategy`: "uniform", "low" (first k) or "high" (last k)."""
+    _check_count(num_layers, k)
+    if strategy == "uniform":
+        return uniform_indices(num_layers, k)
+    if strategy == "low":
+        return list(range(k))
+    if strategy == "high":
+        return list(range(num_layers - k, num_layers))
+    raise NashError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+
+
+def parse_indices(text: str) -> list[int]:
+    """Parses "0,5,11" into [0, 5, 11]."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip() != ""]
+    except ValueError:
+        raise NashError(f"--layers {text!r} is not a comma-separated list of integers; write e.g. --layers 0,5,11") from None
+
+
+def check_indices(indices: Sequence[int], num_layers: int, stack: str = "decoder") -> list[int]:
+    """Validates explicit teacher indices and returns them sorted.
+
+    Raises:
+        NashError: when the list is empty, has duplicates, or an index is out of range.
+    """
+    if not indices:
+        raise NashError(f"no {stack} layers given; name at least one teacher layer, e.g. --layers 0")
+    duplicates = sorted({i for i in indices if list(indices).count(i) > 1})
+    if duplicates:
+        raise NashError(f"{stack} layer {duplicates[0]} is listed twice; name each teacher layer once")
+    outside = [i for i in indices if not 0 <= i < num_layers]
+    if outside:
+        raise NashError(
+            f"{stack} layer {outside[0]} does not exist: the teacher has {num_layers} {stack} layers (0..{num_layers - 1})"
+        )
+    return sorted(indices)
+
+
+def _check_count(num_layers: int, k: int) -> None:
+    if k < 1:
+        raise NashError(f"cannot keep {k} layers; keep at least 1")
+    if k > num_layers:
+        raise NashError(f"cannot keep {k} layers: the teacher has only {num_layers}; choose 1..{num_layers}")
+
+
+def keep_layers(
+    family: ArchFamily,
+    config,
+    state_dict: Mapping[str, "torch.Tensor"],
+    stack: Stack,
+    indices: Sequence[int],
+):
+    """Keeps the layers `indices` of one stack, renumbered 0..k-1, in a config and a state dict.
+
+    Weights are not copied: the returned state dict holds the same tensors. Keys that only the
+    stack's first layer holds (T5's relative position bias table) move to the new first layer,
+    whichever teacher layer that is, because the first layer computes the bias for all others.
+
+    Returns:
+        (new_config, new_state_dict)
+    """
+    prefix = family.layer_prefix(stack) + "."
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.(.+)")
+    position = {teacher: student for student, teacher in enumerate(indices)}
+    first_only = family.layer_only_keys(stack)
+    kept: dict[str, "torch.Tensor"] = {}
+    for key, tensor in state_dict.items():
+        match = pattern.fullmatch(key)
+        if match is None:
+            kept[key] = tensor
+            continue
+        layer, rest = int(match.group(1)), match.group(2)
+        if rest in first_only:
+            if layer == 0:
+                kept[f"{prefix}0.{rest}"] = tensor
+        elif layer in position:
+            kept[f"{prefix}{position[layer]}.{rest}"] = tensor
+    new_config = copy.deepcopy(config)
+    family.set_num_layers(new_config, stack, len(indices))
+    return new_config, kept
+
+
+def select_layers(model, *, decoder: Sequence[int] | None = None, encoder: Sequence[int] | None = None):
+    """Returns a new model that keeps the given teacher layers of each stack.
+
+    Built through `from_pretrained(None, config=..., state_dict=...)`, so every attention gets a
+    fresh `layer_idx` (the KV cache in `generate()` depends on it) and tied or untied embeddings
+    are resolved exactly as when loading from disk.
+    """
+    family = family_of(model)
+    config, state = model.config, model.state_dict()
+    for stack, indices in (("decoder", decoder), ("encoder", encoder)):
+        if indices is not None:
+            config, state = keep_layers(family, config, state, stack, list(indices))
+    from nash_cli._hf import quiet_transformers
+
+    with quiet_transformers():
+        student = type(model).from_pretrained(None, config=config, state_dict=state)
+    return student.eval()
+
+
+def count_parameters(model) -> dict[str, int]:
+    """Parameter counts of a seq2seq model: total, encoder layers, decoder layers, embeddings.
+
+    Shared tensors (tied embeddings) count once.
+    """
+    family = family_of(model)
+    seen: set[int] = set()
+
+    def count(parameters) -> int:
+        total = 0
+        for parameter in parameters:
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                total += parameter.numel()
+        return total
+
+    encoder = count(family.layers(model, "encoder").parameters())
+    decoder = count(family.layers(model, "decoder").parameters())
+    embeddings = count(model.get_input_embeddings().parameters())
+    rest = count(model.parameters())
+    return {
+        "total": encoder + decoder + embeddings + rest,
+        "encoder_layers": encoder,
+        "decoder_layers": decoder,
+        "embeddings": embeddings,
+    }
