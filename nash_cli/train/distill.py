@@ -78,10 +78,8 @@ def load_features(spec: DataSpec, tokenizer):
     train = read(spec.data, spec.split)
     evaluation = None
     if spec.eval_data is not None:
-        split = spec.eval_split
-        if split is None and not Path(spec.eval_data).is_file():
-            split = "validation"
-        evaluation = read(spec.eval_data, split)
+        # Files without splits ignore it; hub data, saved DatasetDicts and JSON keyed by split use it.
+        evaluation = read(spec.eval_data, spec.eval_split or "validation")
     return train, evaluation
 
 

@@ -189,8 +189,9 @@ def features_fingerprint(features: Sequence[Features]) -> str:
     digest = hashlib.sha256()
     for item in features:
         digest.update(array("q", [len(item.input_ids), len(item.labels)]).tobytes())
-        digest.update(array("q", item.input_ids).tobytes())
-        digest.update(array("q", item.labels).tobytes())
+        for ids in (item.input_ids, item.labels):
+            ids = ids if isinstance(ids, array) and ids.typecode == "i" else array("i", ids)
+            digest.update(ids.tobytes())
     return digest.hexdigest()
 
 
