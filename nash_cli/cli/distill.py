@@ -112,8 +112,8 @@ def command(
 ) -> None:
     """Distil a student from a teacher (CE + T^2 KL + hidden-state MSE), or fine-tune it without one.
 
-    Runs on CPU, one GPU, or many through `accelerate launch -m nash_cli distill ...` or
-    `torchrun -m nash_cli distill ...`; `--resume` continues an interrupted run.
+    Runs on CPU, one GPU, or many processes (accelerate launch / torchrun -m nash_cli distill ...);
+    --resume continues an interrupted run.
     """
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
 
