@@ -367,7 +367,7 @@ class Trainer:
                 raise NashError(
                     f"--resume given but {self.partial} holds no saved state; run without --resume to start"
                 )
-            saved = json.loads((self.partial / st.RUN).read_text()).get("fingerprint", {})
+            saved = self._saved_run().get("fingerprint", {})
             changed = [key for key, value in self.fingerprint.items() if saved.get(key) != value]
             if changed:
                 raise NashError(
@@ -388,12 +388,21 @@ class Trainer:
                     json.dumps({"fingerprint": self.fingerprint, "run": self.run_info}, indent=2, default=str),
                 )
             else:
-                previous = json.loads((self.partial / st.RUN).read_text()).get("run", {})
-                changed = sorted(k for k in set(previous) | set(self.run_info) if previous.get(k) != self.run_info.get(k))
+                previous = self._saved_run().get("run", {})
+                ignored = {"resume", "force", "json_output"}
+                changed = sorted(
+                    k for k in set(previous) | set(self.run_info) if k not in ignored and previous.get(k) != self.run_info.get(k)
+                )
                 if changed:
                     self.notes.append(f"resumed with changed settings: {', '.join(changed)}")
         acc.wait_for_everyone()
         return state
+
+    def _saved_run(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.partial / st.RUN).read_text())
+        except (OSError, ValueError):
+            return {}
 
     def _build_optimizer(self, model):
         c = self.config
@@ -636,9 +645,21 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
 
     def run(self) -> TrainResult:
-        """Trains to the last step (or resumes there) and returns the selected weights."""
-        c, acc = self.config, self.accelerator
+        """Trains to the last step (or resumes there) and returns the selected weights.
+
+        If the run fails before any resumable state exists, its staging directory is removed, so
+        a failed first attempt does not block the next one.
+        """
         resume_from = self._prepare_directory()
+        try:
+            return self._run(resume_from)
+        except BaseException:
+            if self.accelerator.is_main_process and st.latest_state(self.partial) is None:
+                shutil.rmtree(self.partial, ignore_errors=True)
+            raise
+
+    def _run(self, resume_from: Path | None) -> TrainResult:
+        c, acc = self.config, self.accelerator
         torch.manual_seed(c.seed)
         random.seed(c.seed)
 

@@ -238,6 +238,10 @@ def test_nan_loss_stops_with_last_state_kept(tokenizer, features, tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(NashError, match="interrupted run; pass --resume"):
         train(config(tmp_path, max_steps=8), model("t5", tokenizer), features, pad_token_id=0)
+    # Diverging before any state exists leaves nothing behind to block the next run.
+    with pytest.raises(TrainingDiverged, match="no state was saved yet"):
+        train(config(tmp_path / "early", save_every=2), model("t5", tokenizer), features, pad_token_id=0, extension=Toy(nan_at=1))
+    assert not (tmp_path / "early").exists() or not any((tmp_path / "early").iterdir())
 
 
 def test_resume_in_process_matches_uninterrupted(tokenizer, features, tmp_path, make_checkpoint):
