@@ -11,7 +11,7 @@ import sys
 import typer
 
 from nash_cli import __version__
-from nash_cli.cli import bench, select_layers
+from nash_cli.cli import bench, distill, select_layers
 from nash_cli.cli import eval as eval_
 from nash_cli.errors import NashError
 
@@ -41,6 +41,7 @@ def _root(
 
 
 app.command("select-layers")(select_layers.command)
+app.command("distill")(distill.command)
 app.command("bench")(bench.command)
 app.command("eval")(eval_.command)
 
