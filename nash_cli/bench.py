@@ -475,6 +475,20 @@ def _fault_in(model) -> None:
             tensor.detach().sum()
 
 
+def _release_free_memory() -> None:
+    # Memory freed by an earlier model stays in the C allocator's heap and would be reused
+    # without raising the RSS; handing it back to the OS first (glibc only) makes the rise
+    # measured next this model's own.
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict[str, Any]:
     import torch
 
@@ -496,6 +510,7 @@ def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict
             "increase_mib": (peak - before) / 2**20,
         }
     _fault_in(model)
+    _release_free_memory()
     with _PeakRSS() as rss:
         for batch in batches:
             _generate_once(model, batch, generation, sync)

@@ -277,7 +277,7 @@ def _print_tables(document: dict, console) -> None:
     labels = _display_names([report["name"] for report in document["models"]])
     has_baseline = document["baseline"] is not None
     columns = ["model", "enc/dec M", "median s", "p90 s", "p99 s", "tok/s", "len", "peak MiB"]
-    for column in columns + (["speedup"] if has_baseline else []):
+    for column in columns + (["speedup", "per repeat"] if has_baseline else []):
         table.add_column(column, justify="left" if column == "model" else "right")
     for report, label in zip(document["models"], labels):
         params = report["parameters"]
@@ -285,9 +285,9 @@ def _print_tables(document: dict, console) -> None:
         speedup = report["speedup"]
         if speedup is not None:
             spread = speedup["per_repeat"]
-            speed = f"{speedup['value']:.2f}x ({spread['min']:.2f}-{spread['max']:.2f})"
+            speed = [f"{speedup['value']:.2f}x", f"{spread['median']:.2f} ({spread['min']:.2f}-{spread['max']:.2f})"]
         else:
-            speed = "baseline" if report["name"] == document["baseline"] else ""
+            speed = ["baseline" if report["name"] == document["baseline"] else "", ""]
         table.add_row(
             label,
             f"{_millions(params['encoder'])}/{_millions(params['decoder'])}",
@@ -297,7 +297,7 @@ def _print_tables(document: dict, console) -> None:
             f"{report['tokens_per_s']:.0f}",
             f"{report['mean_generated_length']:.1f}",
             f"{memory['peak_mib']:.0f}" if memory else "",
-            *([speed] if has_baseline else []),
+            *(speed if has_baseline else []),
         )
     console.print(table)
     if any(report["breakdown"] for report in document["models"]):
@@ -316,8 +316,8 @@ def _print_tables(document: dict, console) -> None:
     notes = []
     if has_baseline:
         notes.append(
-            "speedup: median baseline time / median model time (min-max of the per-repeat ratios, "
-            "models interleaved)"
+            "speedup: median baseline time / median model time; per repeat: median (min-max) of the "
+            "ratios baseline / model within each repeat (models interleaved)"
         )
     memory_kind = "max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS"
     notes.append(f"peak MiB: {memory_kind} during one warm-up pass; samples/s and more with --json")
