@@ -691,6 +691,8 @@ class Trainer:
         self.outside = [p for p in self.extension_parameters if id(p) not in inside]
         extension_ids = {id(p) for p in self.extension_parameters}
         self.clip_parameters = [p for p in self.model.parameters() if p.requires_grad and id(p) not in extension_ids]
+        if self.fsdp:  # accelerate clips FSDP models only when given exactly model.parameters()
+            self.clip_parameters = list(self.model.parameters())
 
         self.best: dict[str, Any] | None = None
         self._resumable_best = None
