@@ -1,20 +1,21 @@
 """Steps/s of a distillation step against a plain fine-tuning step of the same student.
 
 T5-small shape with random weights (d_model 512, 8 heads, d_ff 2048, 6 encoder layers, vocab
-32128): a 6-decoder-layer teacher and a student keeping teacher decoder layers [0, 2, 5]. Both
-step kinds run through the real engine (`nash_cli.train.engine.train`), alternating, on the same
-fixed batch shape; each step's time comes from the
-per-step log (the first step of each run, which allocates, is dropped); medians are reported.
+32128): a 6-decoder-layer teacher and a student keeping teacher decoder layers [0, 2, 5]. Two
+engine `Trainer`s (plain fine-tuning; distillation with CE + KL + encoder and decoder MSE) take
+optimiser steps alternately, one step each in turn, on batches of the same fixed shape, after one
+warm-up step each. Reported: median wall-clock and CPU (process) time per step. CPU time is the
+robust figure on a shared machine: other jobs stretch wall time, not the CPU time a step needs.
 
-    python scripts/bench_distill_step.py --threads 2 --steps 8 --rounds 3
+    python scripts/bench_distill_step.py --threads 1 --steps 10
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
+import time
 import sys
 import tempfile
 from pathlib import Path
@@ -27,8 +28,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--source-length", type=int, default=128)
     parser.add_argument("--target-length", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=8, help="optimiser steps per measured run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating (plain, distill) pairs")
+    parser.add_argument("--steps", type=int, default=10, help="measured steps of each kind")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
 
@@ -36,7 +36,7 @@ def main() -> None:
     from transformers import T5Config, T5ForConditionalGeneration
 
     from nash_cli.data import Features
-    from nash_cli.train.engine import TrainConfig, train
+    from nash_cli.train.engine import TrainConfig, Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,36 +70,41 @@ def main() -> None:
         for _ in range(n)
     ]
 
-    def run(kind: str) -> list[float]:
-        student = copy.deepcopy(student_template)
-        with tempfile.TemporaryDirectory() as directory:
-            result = train(
-                TrainConfig(
-                    output=Path(directory) / "out", max_steps=args.steps, batch_size=args.batch_size,
-                    save_every=0, log_every=1, show_progress=False,
-                ),
-                student,
-                features,
-                pad_token_id=0,
-                teacher=teacher if kind == "distill" else None,
-                encoder_layer_map=list(range(6)) if kind == "distill" else None,
-                decoder_layer_map=keep if kind == "distill" else None,
-            )  # fmt: skip
-            log = (result.partial / "train_log.jsonl").read_text().splitlines()
-        # Seconds of each step after the first (the first one allocates), from the per-step log.
-        return [1 / json.loads(line)["steps_per_s"] for line in log[1:]]
+    directory = tempfile.TemporaryDirectory()
+    trainers = {}
+    for kind in ("plain", "distill"):
+        trainer = Trainer(
+            TrainConfig(
+                output=Path(directory.name) / kind, max_steps=args.steps + 1, batch_size=args.batch_size,
+                save_every=0, show_progress=False,
+            ),
+            copy.deepcopy(student_template),
+            features,
+            pad_token_id=0,
+            teacher=teacher if kind == "distill" else None,
+            encoder_layer_map=list(range(6)) if kind == "distill" else None,
+            decoder_layer_map=keep if kind == "distill" else None,
+        )  # fmt: skip
+        trainer.setup(trainer._prepare_directory())
+        trainer.train_step()  # warm-up: allocations, first-call kernel set-up
+        trainers[kind] = trainer
 
-    seconds: dict[str, list[float]] = {"plain": [], "distill": []}
-    for round_ in range(args.rounds):
-        for kind in ("plain", "distill") if round_ % 2 == 0 else ("distill", "plain"):
-            times = run(kind)
-            seconds[kind].extend(times)
-            print(f"round {round_} {kind:8s} " + " ".join(f"{t:.3f}" for t in times) + " s/step", flush=True)
-    plain, distill = 1 / statistics.median(seconds["plain"]), 1 / statistics.median(seconds["distill"])
+    wall: dict[str, list[float]] = {"plain": [], "distill": []}
+    cpu: dict[str, list[float]] = {"plain": [], "distill": []}
+    for step in range(args.steps):
+        for kind in ("plain", "distill") if step % 2 == 0 else ("distill", "plain"):
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            trainers[kind].train_step()
+            wall[kind].append(time.perf_counter() - start_wall)
+            cpu[kind].append(time.process_time() - start_cpu)
+            print(f"step {step} {kind:8s} wall {wall[kind][-1]:.3f} s  cpu {cpu[kind][-1]:.3f} s", flush=True)
+    directory.cleanup()
+
     print(f"threads {torch.get_num_threads()}, batch {args.batch_size}, source {args.source_length}, target {args.target_length}")
-    print(f"plain   median {plain:.3f} steps/s ({1 / plain:.3f} s/step)")
-    print(f"distill median {distill:.3f} steps/s ({1 / distill:.3f} s/step)")
-    print(f"distill step / plain step = {plain / distill:.2f}x")
+    for name, table in (("wall", wall), ("cpu", cpu)):
+        plain, distill = statistics.median(table["plain"]), statistics.median(table["distill"])
+        print(f"{name:4s}: plain {plain:.3f} s/step ({1 / plain:.3f} steps/s), distill {distill:.3f} s/step "
+              f"({1 / distill:.3f} steps/s), ratio {distill / plain:.2f}x")
 
 
 if __name__ == "__main__":

@@ -652,13 +652,16 @@ class Trainer:
         """
         resume_from = self._prepare_directory()
         try:
-            return self._run(resume_from)
+            self.setup(resume_from)
+            return self._loop()
         except BaseException:
             if self.accelerator.is_main_process and st.latest_state(self.partial) is None:
                 shutil.rmtree(self.partial, ignore_errors=True)
             raise
 
-    def _run(self, resume_from: Path | None) -> TrainResult:
+    def setup(self, resume_from: Path | None = None) -> None:
+        """Places the models, installs the hidden-state hooks, builds the optimiser and, when
+        resuming, loads the state. After it, `train_step()` may be called."""
         c, acc = self.config, self.accelerator
         torch.manual_seed(c.seed)
         random.seed(c.seed)
@@ -681,35 +684,96 @@ class Trainer:
         teacher_wanted = {stack: [self._map(stack)[i] for i in indices] for stack, indices in wanted.items()}
         self.teacher_capture = _Capture(self.teacher, teacher_wanted) if self.teacher is not None else None
 
-        optimizer, scheduler = self._build_optimizer(student)
-        model, optimizer = acc.prepare(student, optimizer)
-        unwrapped = acc.unwrap_model(model)
-        inside = {id(p) for p in model.parameters()}
-        outside = [p for p in self.extension_parameters if id(p) not in inside]
+        optimizer, self.scheduler = self._build_optimizer(student)
+        self.model, self.optimizer = acc.prepare(student, optimizer)
+        self.unwrapped = acc.unwrap_model(self.model)
+        inside = {id(p) for p in self.model.parameters()}
+        self.outside = [p for p in self.extension_parameters if id(p) not in inside]
         extension_ids = {id(p) for p in self.extension_parameters}
-        clip_parameters = [p for p in model.parameters() if p.requires_grad and id(p) not in extension_ids]
+        self.clip_parameters = [p for p in self.model.parameters() if p.requires_grad and id(p) not in extension_ids]
+        if self.fsdp:  # accelerate clips FSDP models only when given exactly model.parameters()
+            self.clip_parameters = list(self.model.parameters())
 
         self.best: dict[str, Any] | None = None
         self._resumable_best = None
         self._final_weights = None
-        step, last_train, last_eval, resumed = 0, {}, None, None
+        self.step, self.last_train, self.last_eval, self.resumed = 0, {}, None, None
+        self.extension_values: dict[str, float] = {}
         if resume_from is not None:
-            progress = self._load_state(resume_from, model, optimizer, scheduler)
-            step = resumed = progress["step"]
+            progress = self._load_state(resume_from, self.model, self.optimizer, self.scheduler)
+            self.step = self.resumed = progress["step"]
             self.best = self._resumable_best = progress.get("best")
-            last_train, last_eval = progress.get("train", {}), progress.get("eval")
+            self.last_train, self.last_eval = progress.get("train", {}), progress.get("eval")
             if acc.is_main_process:
-                st.truncate_log(self.partial / st.LOG, step)
+                st.truncate_log(self.partial / st.LOG, self.step)
                 self._prune()
             acc.wait_for_everyone()
 
+    def train_step(self) -> tuple[torch.Tensor, float]:
+        """One optimiser step over this process's share of the next global batch.
+
+        Returns the loss terms (`TERMS`, summed over processes: the global means) and the
+        learning rate the step used; advances `self.step`.
+
+        Raises:
+            TrainingDiverged: a term is NaN or infinite (checked before the weights change).
+        """
+        c, acc, model, step = self.config, self.accelerator, self.model, self.step
+        micro, global_batch = self._step_examples(step)
+        n_target = sum(len(self.train_features[i].labels) for i in global_batch)
+        n_source = sum(len(self.train_features[i].input_ids) for i in global_batch)
+        terms = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
+        for m, indices in enumerate(micro):
+            batch = self._to_device([self.train_features[i] for i in indices])
+            sync = m == len(micro) - 1
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
+                loss, parts = self._forward(model, self.unwrapped, batch, n_target=n_target, n_source=n_source)
+                # DDP averages gradients over processes; each process's share of the global
+                # mean is its sum / global count, so scale by the process count.
+                total = loss * self.world
+                extension_loss = None
+                if self.extension is not None:
+                    extension_loss, self.extension_values = self.extension.loss(step, self.total_steps)
+                    total = total + extension_loss / len(micro)
+                acc.backward(total)
+            extra = extension_loss.detach().double() / len(micro) / self.world if extension_loss is not None else 0.0
+            terms += torch.stack([loss.detach().double() + extra, *(p.detach().double() for p in parts)])
+        if self.outside and self.world > 1:
+            for p in self.outside:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= self.world
+        if self.world > 1:
+            terms = acc.reduce(terms, reduction="sum")
+        if not torch.isfinite(terms).all():
+            values = dict(zip(TERMS, terms.tolist()))
+            latest = st.latest_state(self.partial)
+            kept = f"the last saved state ({latest.name}) is kept in {self.partial}" if latest else "no state was saved yet"
+            raise TrainingDiverged(
+                f"the loss became {values['loss']} at step {step + 1} "
+                f"({', '.join(f'{k} {v:.4g}' for k, v in values.items() if k != 'loss')}); {kept}; "
+                "lower --lr or raise --warmup-steps (or use bf16 instead of fp16), then --resume"
+            )
+        if c.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.clip_parameters, c.max_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step = step + 1
+        if self.extension is not None:
+            self.extension.after_optimizer_step(self.step)
+        return terms, lr
+
+    def _loop(self) -> TrainResult:
+        c, acc, model = self.config, self.accelerator, self.model
         log_path = self.partial / st.LOG
         window = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
         window_steps, window_start = 0, time.perf_counter()
-        extension_values: dict[str, float] = {}
         evaluated_at = None
         started = time.perf_counter()
-        first_step = step
+        first_step = self.step
         eval_every = c.eval_every or self.steps_per_epoch
 
         from nash_cli.cli._common import progress as progress_bar
@@ -717,62 +781,18 @@ class Trainer:
         show = c.show_progress and acc.is_main_process
         with progress_bar(disable=not show) as bar:
             task = bar.add_task("distill" if self.teacher is not None else "train", total=self.total_steps, status="")
-            bar.update(task, completed=step)
-            while step < self.total_steps:
-                micro, global_batch = self._step_examples(step)
-                n_target = sum(len(self.train_features[i].labels) for i in global_batch)
-                n_source = sum(len(self.train_features[i].input_ids) for i in global_batch)
-                terms = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
-                for m, indices in enumerate(micro):
-                    batch = self._to_device([self.train_features[i] for i in indices])
-                    sync = m == len(micro) - 1
-                    with contextlib.nullcontext() if sync else acc.no_sync(model):
-                        loss, parts = self._forward(model, unwrapped, batch, n_target=n_target, n_source=n_source)
-                        # DDP averages gradients over processes; each process's share of the
-                        # global mean is its sum / global count, so scale by the process count.
-                        total = loss * self.world
-                        extension_loss = None
-                        if self.extension is not None:
-                            extension_loss, extension_values = self.extension.loss(step, self.total_steps)
-                            total = total + extension_loss / len(micro)
-                        acc.backward(total)
-                    extra = extension_loss.detach().double() / len(micro) / self.world if extension_loss is not None else 0.0
-                    terms += torch.stack([loss.detach().double() + extra, *(p.detach().double() for p in parts)])
-                if outside and self.world > 1:
-                    for p in outside:
-                        if p.grad is None:
-                            p.grad = torch.zeros_like(p)
-                        torch.distributed.all_reduce(p.grad)
-                        p.grad /= self.world
-                if self.world > 1:
-                    terms = acc.reduce(terms, reduction="sum")
-                if not torch.isfinite(terms).all():
-                    values = dict(zip(TERMS, terms.tolist()))
-                    latest = st.latest_state(self.partial)
-                    kept = f"the last saved state ({latest.name}) is kept in {self.partial}" if latest else "no state was saved yet"
-                    raise TrainingDiverged(
-                        f"the loss became {values['loss']} at step {step + 1} "
-                        f"({', '.join(f'{k} {v:.4g}' for k, v in values.items() if k != 'loss')}); {kept}; "
-                        "lower --lr or raise --warmup-steps (or use bf16 instead of fp16), then --resume"
-                    )
-                if c.max_grad_norm > 0:
-                    acc.clip_grad_norm_(clip_parameters, c.max_grad_norm)
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                if self.extension is not None:
-                    self.extension.after_optimizer_step(step)
+            bar.update(task, completed=self.step)
+            while self.step < self.total_steps:
+                terms, lr = self.train_step()
+                step = self.step
                 _fault("step", step)
-
                 window += terms
                 window_steps += 1
                 if step % c.log_every == 0 or step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
                     means = (window / window_steps).tolist()
-                    last_train = {name: value for name, value in zip(TERMS, means) if self._term_on(name)}
-                    last_train.update(extension_values)
+                    self.last_train = {name: value for name, value in zip(TERMS, means) if self._term_on(name)}
+                    self.last_train.update(self.extension_values)
                     if acc.is_main_process:
                         _append_log(
                             log_path,
@@ -780,19 +800,15 @@ class Trainer:
                                 "step": step,
                                 "epoch": round(step / self.steps_per_epoch, 4),
                                 "lr": lr,
-                                **last_train,
+                                **self.last_train,
                                 "steps_per_s": window_steps / elapsed if elapsed > 0 else None,
                             },
                         )
                     window.zero_()
                     window_steps, window_start = 0, time.perf_counter()
                 if self.eval_features and (step % eval_every == 0 or step == self.total_steps):
-                    last_eval = self._evaluate(model)
+                    self._evaluate_and_keep(step)
                     evaluated_at = step
-                    if acc.is_main_process:
-                        _append_log(log_path, {"step": step, **last_eval})
-                    if self.best is None or last_eval["eval_loss"] < self.best["eval_loss"]:
-                        self._save_best(step, model, last_eval["eval_loss"])
                 if c.save_every and step % c.save_every == 0 and step < self.total_steps:
                     progress = {
                         "step": step,
@@ -800,18 +816,17 @@ class Trainer:
                         "batch_in_epoch": step % self.steps_per_epoch,
                         "examples_seen": step * self.global_batch,
                         "best": self.best,
-                        "train": last_train,
-                        "eval": last_eval,
+                        "train": self.last_train,
+                        "eval": self.last_eval,
                         "processes": self.world,
                     }
-                    self._save_state(step, model, optimizer, scheduler, progress)
-                status = " ".join(f"{k} {v:.3f}" for k, v in last_train.items() if k in ("loss", "kl"))
+                    self._save_state(step, model, self.optimizer, self.scheduler, progress)
+                status = " ".join(f"{k} {v:.3f}" for k, v in self.last_train.items() if k in ("loss", "kl"))
                 bar.update(task, advance=1, status=f"{status} lr {lr:.2e}")
 
+        step = self.step
         if self.eval_features and evaluated_at != step:
-            last_eval = self._evaluate(model)
-            if self.best is None or last_eval["eval_loss"] < self.best["eval_loss"]:
-                self._save_best(step, model, last_eval["eval_loss"])
+            self._evaluate_and_keep(step)
         seconds = time.perf_counter() - started
         selected = "last"
         if c.keep == "best" and self.best is not None:
@@ -821,18 +836,16 @@ class Trainer:
         self.student_capture.remove()
         if self.teacher_capture is not None:
             self.teacher_capture.remove()
-        final = unwrapped
-        if self.fsdp:
-            final = self._materialise(model)
+        final = self._materialise(model) if self.fsdp else self.unwrapped
         return TrainResult(
             model=final,
             steps=step,
             epochs=step / self.steps_per_epoch,
-            train=last_train,
-            eval=last_eval,
+            train=self.last_train,
+            eval=self.last_eval,
             best=self.best,
             selected=selected,
-            resumed_from=resumed,
+            resumed_from=self.resumed,
             seconds=seconds,
             steps_per_second=(step - first_step) / seconds if seconds > 0 else 0.0,
             partial=self.partial,
@@ -842,6 +855,13 @@ class Trainer:
             notes=self.notes,
             accelerator=acc,
         )
+
+    def _evaluate_and_keep(self, step: int) -> None:
+        self.last_eval = self._evaluate(self.model)
+        if self.accelerator.is_main_process:
+            _append_log(self.partial / st.LOG, {"step": step, **self.last_eval})
+        if self.best is None or self.last_eval["eval_loss"] < self.best["eval_loss"]:
+            self._save_best(step, self.model, self.last_eval["eval_loss"])
 
     def _materialise(self, model):
         """Under FSDP: a full, unsharded CPU copy of the student (main process) for saving."""
