@@ -20,6 +20,16 @@ from nash_cli.toy import tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads and lose a lot to them on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
 def _masks(family, shape):
     """Hand-made masks covering the hard cases.
 
@@ -220,7 +230,7 @@ save_file({k: v.contiguous() for k, v in out.items()}, "out.safetensors")
 """
     paths = {family: str(item["compact"]) for family, item in compacted.items()}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", OMP_NUM_THREADS="1")
     run = subprocess.run(
         [sys.executable, "-I", "-c", script, json.dumps(paths)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
