@@ -115,7 +115,7 @@ def train_word_tokenizer(texts: Iterable[str], *, vocab_size: int = 128, model_m
     )
     from tokenizers import decoders
 
-    tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token="<pad>",
@@ -123,4 +123,6 @@ def train_word_tokenizer(texts: Iterable[str], *, vocab_size: int = 128, model_m
         unk_token="<unk>",
         bos_token="<s>",
         model_max_length=model_max_length,
+        # decode("a .") must give back "a ." so generated text matches references word for word
+        clean_up_tokenization_spaces=False,
     )

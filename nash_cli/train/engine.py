@@ -1,0 +1,1057 @@
+"""The training loop: distillation (or plain fine-tuning) of a seq2seq student on `accelerate`.
+
+One loop serves every stage that trains: `distill`, and `prune-encoder` through a
+`TrainingExtension`. It runs on CPU, one GPU, or many processes started by `accelerate launch`
+or `torchrun` (DDP, or FSDP when accelerate's config asks for it), with mixed precision where
+the device supports it.
+
+Determinism and data parallelism. The engine does its own sampling: epoch e visits the
+examples in `randperm(N, seed + e)` order (repeated cyclically to fill the last global batch).
+Optimiser step s takes the global batch of `batch_size * grad_accum * processes` examples at
+position s of that order, and each process takes its slice of it. Every loss term is a sum
+over the step's tokens divided by the number of valid tokens in the *whole* global batch, so
+one process with batch 8 and two processes with batch 4 compute the same gradient. A resumed
+run therefore only needs the step number to find its place in the data.
+
+Resumable states are described in `nash_cli.train.state`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from nash_cli.data import IGNORE_INDEX, Features, Seq2SeqCollator
+from nash_cli.errors import NashError
+from nash_cli.train import state as st
+from nash_cli.train.extension import TrainingExtension
+from nash_cli.train.losses import cross_entropy, hidden_mse, kl_divergence
+
+#: The loss terms the engine logs, in a fixed order (reduced across processes as one vector).
+TERMS = ("loss", "ce", "kl", "enc_mse", "dec_mse")
+
+
+class TrainingDiverged(NashError):
+    """The loss became NaN or infinite; the last saved state is kept for `--resume`."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters and bookkeeping of one training run (the CLI flags of `distill`)."""
+
+    output: Path
+    """Final checkpoint directory; resumable state goes to `<output>.partial/`."""
+    epochs: int = 3
+    """Passes over the training data (ignored when `max_steps` is set)."""
+    max_steps: int | None = None
+    """Optimiser steps to take in all; overrides `epochs`."""
+    batch_size: int = 4
+    """Examples per process per micro-batch (the paper: 4)."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step; global batch = batch_size * grad_accum * processes."""
+    lr: float = 3e-4
+    """Peak learning rate of the model's parameters (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases and layer norms)."""
+    warmup_steps: int = 0
+    """Steps of linear warm-up from 0 to `lr`; then linear decay to 0 at the last step."""
+    max_grad_norm: float = 1.0
+    """Clip the model's gradient norm to this; 0 disables clipping."""
+    seed: int = 42
+    """Seeds data order, dropout and anything else random."""
+    temperature: float = 2.0
+    """Distillation temperature T of the KL term."""
+    alpha_ce: float = 0.5
+    """Weight of the cross-entropy to the labels when a teacher is given (1 without one)."""
+    alpha_kd: float = 1.0
+    """Weight of T^2 * KL_T(teacher || student)."""
+    alpha_enc: float = 0.001
+    """Weight of the encoder hidden-state MSE (0 turns it off)."""
+    alpha_dec: float = 0.001
+    """Weight of the decoder hidden-state MSE (0 turns it off)."""
+    freeze_embeddings: bool = False
+    """Keep the token embeddings fixed (a tied lm_head is then fixed too)."""
+    save_every: int = 500
+    """Write a resumable state every this many optimiser steps (0: never)."""
+    eval_every: int | None = None
+    """Evaluate every this many steps; default: at the end of every epoch. Always at the end."""
+    log_every: int = 10
+    """Write a train_log.jsonl line (means over the window) every this many steps."""
+    keep: Literal["best", "last"] = "best"
+    """With eval data: output the best checkpoint by eval loss, or the last one."""
+    resume: bool = False
+    """Continue from the newest state in `<output>.partial/`."""
+    force: bool = False
+    """Replace an existing output, and discard an interrupted run's state when not resuming."""
+    mixed_precision: str | None = None
+    """"no", "fp16" or "bf16"; None defers to accelerate's config / launcher."""
+    show_progress: bool = True
+    """Draw the Rich progress bar (main process only)."""
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimiser steps of the whole run."""
+        return self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; `save_output` writes it."""
+
+    model: Any
+    """The unwrapped student holding the selected weights (best or last)."""
+    steps: int
+    """Optimiser steps completed."""
+    epochs: float
+    """Passes over the training data completed."""
+    train: dict[str, float]
+    """Mean loss terms of the last logging window."""
+    eval: dict[str, float] | None
+    """The last evaluation (eval_ce, eval_kl, eval_loss), if there is eval data."""
+    best: dict[str, Any] | None
+    """{"step", "eval_loss"} of the best evaluation, if any."""
+    selected: str
+    """"best" or "last": which weights `model` holds."""
+    resumed_from: int | None
+    """The step the run resumed from, or None."""
+    seconds: float
+    """Wall-clock time of this process's training loop."""
+    steps_per_second: float
+    """Optimiser steps per second over this invocation."""
+    partial: Path
+    """The run's staging directory (log and states)."""
+    objective: dict[str, Any]
+    """The objective as run: weights, temperature, layer maps."""
+    global_batch_size: int
+    """Examples per optimiser step, over all processes."""
+    examples: int
+    """Training examples."""
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know (frozen tied lm_head, skipped hidden loss, changed flags)."""
+    accelerator: Any = None
+    """The accelerate.Accelerator the run used."""
+
+    @property
+    def is_main_process(self) -> bool:
+        """True on the process that writes files and prints."""
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary for the CLI result and the manifest."""
+        return {
+            "steps": self.steps,
+            "epochs": round(self.epochs, 4),
+            "examples": self.examples,
+            "global_batch_size": self.global_batch_size,
+            "processes": self.accelerator.num_processes if self.accelerator is not None else 1,
+            "final_train": self.train,
+            "eval": self.eval,
+            "best": self.best,
+            "selected": self.selected,
+            "resumed_from": self.resumed_from,
+            "seconds": round(self.seconds, 3),
+            "steps_per_second": round(self.steps_per_second, 4),
+            "objective": self.objective,
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_accelerator(mixed_precision: str | None = None):
+    """An Accelerator for this process: GPU when there is one, else CPU (gloo across processes)."""
+    from accelerate import Accelerator
+
+    kwargs: dict[str, Any] = {"cpu": not torch.cuda.is_available()}
+    if mixed_precision is not None:
+        kwargs["mixed_precision"] = mixed_precision
+    try:
+        return Accelerator(**kwargs)
+    except ValueError as error:  # e.g. fp16 requested on a CPU
+        raise NashError(f"cannot train with --mixed-precision {mixed_precision}: {error}; use 'no' or 'bf16'") from None
+
+
+def features_fingerprint(features: Sequence[Features]) -> str:
+    """sha256 of the token ids, so a resumed run can check it sees the same data."""
+    digest = hashlib.sha256()
+    for item in features:
+        digest.update(array("q", [len(item.input_ids), len(item.labels)]).tobytes())
+        for ids in (item.input_ids, item.labels):
+            ids = ids if isinstance(ids, array) and ids.typecode == "i" else array("i", ids)
+            digest.update(ids.tobytes())
+    return digest.hexdigest()
+
+
+def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up to 1, then linear decay to 0 at `total_steps` (transformers' formula)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+def freeze_embeddings(model) -> list[str]:
+    """Stops gradients to the token embeddings; returns notes (a tied lm_head is frozen too)."""
+    embeddings = model.get_input_embeddings()
+    embeddings.weight.requires_grad_(False)
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is embeddings.weight:
+        return ["--freeze-embeddings also freezes the lm_head, which shares the embedding matrix"]
+    return []
+
+
+def check_config(c: TrainConfig) -> None:
+    """Raises NashError for impossible settings; call it before any heavy work."""
+    for name in ("batch_size", "grad_accum", "log_every"):
+        if getattr(c, name) < 1:
+            raise NashError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
+    if c.max_steps is not None and c.max_steps < 1:
+        raise NashError(f"--max-steps must be at least 1, got {c.max_steps}")
+    if c.max_steps is None and c.epochs < 1:
+        raise NashError(f"--epochs must be at least 1, got {c.epochs}")
+    if not c.lr > 0:
+        raise NashError(f"--lr must be positive, got {c.lr}")
+    if not c.temperature > 0:
+        raise NashError(f"--temperature must be positive, got {c.temperature}")
+    for name in ("alpha_ce", "alpha_kd", "alpha_enc", "alpha_dec", "weight_decay", "max_grad_norm"):
+        if not getattr(c, name) >= 0:
+            raise NashError(f"--{name.replace('_', '-')} must not be negative, got {getattr(c, name)}")
+    if c.save_every < 0:
+        raise NashError(f"--save-every must be 0 (never) or more, got {c.save_every}")
+    if c.warmup_steps < 0:
+        raise NashError(f"--warmup-steps must not be negative, got {c.warmup_steps}")
+    if c.eval_every is not None and c.eval_every < 1:
+        raise NashError(f"--eval-every must be at least 1, got {c.eval_every}")
+    if c.keep not in ("best", "last"):
+        raise NashError(f"--keep must be best or last, not {c.keep!r}")
+    if c.mixed_precision not in (None, "no", "fp16", "bf16"):
+        raise NashError(f"--mixed-precision must be no, fp16 or bf16, not {c.mixed_precision!r}")
+
+
+def _fault(point: str, step: int) -> None:
+    # Test-only fault injection: NASH_FAULT_INJECT="<point>:<step>" kills this process with
+    # SIGKILL there, so tests can interrupt a real run at an exact place.
+    if os.environ.get("NASH_FAULT_INJECT") == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Capture:
+    """Forward hooks that keep the outputs of chosen layers of one model."""
+
+    def __init__(self, model, wanted: dict[str, Sequence[int]]):
+        from nash_cli.arch import family_of
+
+        self.outputs: dict[str, dict[int, torch.Tensor]] = {stack: {} for stack in wanted}
+        self.handles = []
+        family = family_of(model)
+        for stack, indices in wanted.items():
+            layers = family.layers(model, stack)
+            for index in sorted(set(indices)):
+                self.handles.append(layers[index].register_forward_hook(self._hook(stack, index)))
+
+    def _hook(self, stack: str, index: int):
+        def keep(module, inputs, output):
+            self.outputs[stack][index] = output[0] if isinstance(output, tuple) else output
+
+        return keep
+
+    def clear(self) -> None:
+        for outputs in self.outputs.values():
+            outputs.clear()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.clear()
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class Trainer:
+    """One training run. Use `train(...)`; the class only keeps the loop's state together."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        student,
+        train_features: Sequence[Features],
+        *,
+        pad_token_id: int,
+        teacher=None,
+        eval_features: Sequence[Features] | None = None,
+        encoder_layer_map: Sequence[int] | None = None,
+        decoder_layer_map: Sequence[int] | None = None,
+        extension: TrainingExtension | None = None,
+        run_info: dict[str, Any] | None = None,
+        accelerator=None,
+    ):
+        self.config = config
+        self.train_features = list(train_features)
+        self.eval_features = list(eval_features) if eval_features else None
+        self.collate = Seq2SeqCollator(pad_token_id=pad_token_id)
+        self.teacher = teacher
+        self.extension = extension
+        self.notes: list[str] = []
+        self.run_info = dict(run_info or {})
+        check_config(config)
+        if not self.train_features:
+            raise NashError("the training data has no examples; point --data at a non-empty file")
+
+        self.accelerator = accelerator or make_accelerator(config.mixed_precision)
+        acc = self.accelerator
+        self.world = acc.num_processes
+        self.rank = acc.process_index
+        self.device = acc.device
+        self.fsdp = str(acc.distributed_type).endswith("FSDP")
+
+        self.global_batch = config.batch_size * config.grad_accum * self.world
+        self.steps_per_epoch = math.ceil(len(self.train_features) / self.global_batch)
+        self.total_steps = config.total_steps(self.steps_per_epoch)
+        self._orders: dict[int, torch.Tensor] = {}
+
+        if teacher is None:
+            self.encoder_map = self.decoder_map = None
+        else:
+            self.encoder_map = list(encoder_layer_map) if encoder_layer_map and config.alpha_enc > 0 else None
+            self.decoder_map = list(decoder_layer_map) if decoder_layer_map and config.alpha_dec > 0 else None
+        self.objective = {
+            "teacher": teacher is not None,
+            "alpha_ce": config.alpha_ce if teacher is not None else 1.0,
+            "alpha_kd": config.alpha_kd if teacher is not None else 0.0,
+            "temperature": config.temperature if teacher is not None else None,
+            "alpha_enc": config.alpha_enc if self.encoder_map else 0.0,
+            "alpha_dec": config.alpha_dec if self.decoder_map else 0.0,
+            "encoder_layer_map": self.encoder_map,
+            "decoder_layer_map": self.decoder_map,
+        }
+
+        self.partial = st.partial_dir(config.output)
+        self.student = student
+        self.fingerprint = {
+            "data": features_fingerprint(self.train_features),
+            "examples": len(self.train_features),
+            "global_batch_size": self.global_batch,
+            "total_steps": self.total_steps,
+            "seed": config.seed,
+        }
+
+    # ----------------------------------------------------------------- checks and setup
+
+    def _prepare_directory(self) -> Path | None:
+        """Checks the output and staging directory; returns the state to resume from, if any."""
+        from nash_cli.artifact import check_output
+
+        c, acc = self.config, self.accelerator
+        check_output(c.output, c.force)
+        state = None
+        if c.resume:
+            state = st.latest_state(self.partial) if self.partial.is_dir() else None
+            if state is None:
+                raise NashError(
+                    f"--resume given but {self.partial} holds no saved state; run without --resume to start"
+                )
+            saved = self._saved_run().get("fingerprint", {})
+            changed = [key for key, value in self.fingerprint.items() if saved.get(key) != value]
+            if changed:
+                raise NashError(
+                    f"cannot resume: {', '.join(changed)} differ from the interrupted run's; use the same "
+                    "data and batch settings, or pass --force without --resume to start over"
+                )
+        elif self.partial.exists() and not c.force:
+            raise NashError(
+                f"{self.partial} holds an interrupted run; pass --resume to continue it, or --force to start over"
+            )
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            if state is None:
+                shutil.rmtree(self.partial, ignore_errors=True)
+                self.partial.mkdir(parents=True)
+                st.write_text_atomic(
+                    self.partial / st.RUN,
+                    json.dumps({"fingerprint": self.fingerprint, "run": self.run_info}, indent=2, default=str),
+                )
+            else:
+                previous = self._saved_run().get("run", {})
+                ignored = {"resume", "force", "json_output"}
+                changed = sorted(
+                    k for k in set(previous) | set(self.run_info) if k not in ignored and previous.get(k) != self.run_info.get(k)
+                )
+                if changed:
+                    self.notes.append(f"resumed with changed settings: {', '.join(changed)}")
+        acc.wait_for_everyone()
+        return state
+
+    def _saved_run(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.partial / st.RUN).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _build_optimizer(self, model):
+        c = self.config
+        extension_groups = self.extension.param_groups() if self.extension is not None else []
+        extension_ids = {id(p) for group in extension_groups for p in group["params"]}
+        decay, no_decay = [], []
+        for name, parameter in model.named_parameters():
+            if not parameter.requires_grad or id(parameter) in extension_ids:
+                continue
+            if c.weight_decay > 0 and parameter.ndim >= 2 and "norm" not in name.lower():
+                decay.append(parameter)
+            else:
+                no_decay.append(parameter)
+        groups = []
+        if decay:
+            groups.append({"params": decay, "weight_decay": c.weight_decay, "lr": c.lr, "scheduled": True})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr": c.lr, "scheduled": True})
+        for group in extension_groups:
+            groups.append({"weight_decay": 0.0, "scheduled": False, **group})
+        self.model_parameters = decay + no_decay
+        self.extension_parameters = [p for group in extension_groups for p in group["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=c.lr)
+        schedule = linear_schedule(c.warmup_steps, self.total_steps)
+        constant = lambda step: 1.0  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, [schedule if group.get("scheduled") else constant for group in groups]
+        )
+        return optimizer, scheduler
+
+    # ----------------------------------------------------------------- data
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(self.config.seed + epoch)
+            order = torch.randperm(len(self.train_features), generator=generator)
+            needed = self.steps_per_epoch * self.global_batch
+            self._orders = {epoch: order.repeat(math.ceil(needed / len(order)))[:needed]}
+        return self._orders[epoch]
+
+    def _step_examples(self, step: int) -> tuple[list[list[int]], list[int]]:
+        """This process's micro-batches for optimiser step `step`, and the whole global batch."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        start = position * self.global_batch
+        batch = self._order(epoch)[start : start + self.global_batch].tolist()
+        size = self.config.batch_size
+        micro = []
+        for m in range(self.config.grad_accum):
+            offset = (m * self.world + self.rank) * size
+            micro.append(batch[offset : offset + size])
+        return micro, batch
+
+    def _to_device(self, features: Sequence[Features]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in self.collate(features).items()}
+
+    # ----------------------------------------------------------------- loss
+
+    def _forward(self, model, unwrapped, batch, *, n_target, n_source):
+        """Loss terms for one micro-batch, normalised by the global token counts given."""
+        c = self.config
+        labels = batch["labels"]
+        mask = labels != IGNORE_INDEX
+        self.student_capture.clear()
+        outputs = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=unwrapped.prepare_decoder_input_ids_from_labels(labels=labels),
+            use_cache=False,
+        )
+        logits = outputs.logits
+        ce = cross_entropy(logits, labels, normalizer=n_target)
+        zero = torch.zeros((), device=logits.device)
+        kl = enc = dec = zero
+        if self.teacher is not None:
+            self.teacher_capture.clear()
+            # inference_mode keeps no activations; the losses index the teacher's outputs,
+            # which makes ordinary tensors of the parts they need.
+            with torch.inference_mode(), self.accelerator.autocast():
+                teacher_logits = self.teacher(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    decoder_input_ids=self.teacher.prepare_decoder_input_ids_from_labels(labels=labels),
+                    use_cache=False,
+                ).logits
+            kl = kl_divergence(logits, teacher_logits, mask, temperature=c.temperature, normalizer=n_target)
+            if self.encoder_map:
+                enc = hidden_mse(
+                    self.student_capture.outputs["encoder"],
+                    self.teacher_capture.outputs["encoder"],
+                    batch["attention_mask"],
+                    self.encoder_map,
+                    normalizer=n_source,
+                )
+            if self.decoder_map:
+                dec = hidden_mse(
+                    self.student_capture.outputs["decoder"],
+                    self.teacher_capture.outputs["decoder"],
+                    mask,
+                    self.decoder_map,
+                    normalizer=n_target,
+                )
+            loss = c.alpha_ce * ce + c.alpha_kd * kl + c.alpha_enc * enc + c.alpha_dec * dec
+        else:
+            loss = ce
+        return loss, (ce, kl, enc, dec)
+
+    # ----------------------------------------------------------------- state
+
+    def _save_state(self, step: int, model, optimizer, scheduler, progress: dict[str, Any]) -> None:
+        acc = self.accelerator
+        name = st.state_name(step)
+        temporary = self.partial / f".tmp-{name}"
+        if acc.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+            temporary.mkdir()
+        acc.wait_for_everyone()
+        st.save_tensors(_rng_state(), temporary / f"rng-{self.rank}.pt")
+        if self.fsdp:
+            acc.save_state(str(temporary / "accelerate"))
+        if acc.is_main_process:
+            from safetensors.torch import save_model
+
+            if not self.fsdp:
+                save_model(acc.unwrap_model(model), str(temporary / "model.safetensors"))
+                _fault("save-state", step)  # a kill here leaves a temporary directory only
+                st.save_tensors(optimizer.state_dict(), temporary / "optimizer.pt")
+            st.save_tensors(scheduler.state_dict(), temporary / "scheduler.pt")
+            if acc.scaler is not None:
+                st.save_tensors(acc.scaler.state_dict(), temporary / "scaler.pt")
+            if self.extension is not None:
+                st.save_tensors(self.extension.state_dict(), temporary / "extension.pt")
+            (temporary / st.PROGRESS).write_text(json.dumps(progress, indent=2))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            st.commit_dir(temporary, self.partial / name)
+            st.write_text_atomic(self.partial / st.LATEST, name)
+            self._resumable_best = progress.get("best")
+            self._prune()
+        acc.wait_for_everyone()
+
+    def _prune(self) -> None:
+        keep = set()
+        latest = st.latest_state(self.partial)
+        if latest is not None:
+            keep.add(latest.name)
+        for best in (self._resumable_best, self.best):
+            if best:
+                keep.add(st.best_name(best["step"]))
+        st.prune_states(self.partial, keep)
+
+    def _load_state(self, state: Path, model, optimizer, scheduler) -> dict[str, Any]:
+        acc = self.accelerator
+        progress = st.read_progress(state)
+        if self.fsdp:
+            acc.load_state(str(state / "accelerate"))
+        else:
+            from safetensors.torch import load_model
+
+            load_model(acc.unwrap_model(model), str(state / "model.safetensors"), device=str(self.device))
+            optimizer.load_state_dict(st.load_tensors(state / "optimizer.pt", map_location=self.device))
+        scheduler.load_state_dict(st.load_tensors(state / "scheduler.pt"))
+        if acc.scaler is not None and (state / "scaler.pt").is_file():
+            acc.scaler.load_state_dict(st.load_tensors(state / "scaler.pt"))
+        if self.extension is not None and (state / "extension.pt").is_file():
+            self.extension.load_state_dict(st.load_tensors(state / "extension.pt", map_location=self.device))
+        rng = state / f"rng-{self.rank}.pt"
+        if rng.is_file():
+            _set_rng_state(st.load_tensors(rng))
+        else:
+            torch.manual_seed(self.config.seed + progress["step"])
+            self.notes.append("the number of processes changed since the state was saved; random state re-seeded")
+        return progress
+
+    def _save_best(self, step: int, model, eval_loss: float) -> None:
+        acc = self.accelerator
+        name = st.best_name(step)
+        temporary = self.partial / f".tmp-{name}"
+        weights = acc.get_state_dict(model) if self.fsdp else None  # collective under FSDP
+        if acc.is_main_process:
+            from safetensors.torch import save_file, save_model
+
+            shutil.rmtree(temporary, ignore_errors=True)
+            temporary.mkdir()
+            if weights is not None:
+                save_file({k: v.contiguous() for k, v in _dedupe(weights).items()}, str(temporary / "model.safetensors"))
+            else:
+                save_model(acc.unwrap_model(model), str(temporary / "model.safetensors"))
+            if self.extension is not None:
+                st.save_tensors(self.extension.state_dict(), temporary / "extension.pt")
+            st.commit_dir(temporary, self.partial / name)
+        self.best = {"step": step, "eval_loss": eval_loss}
+        if acc.is_main_process:
+            self._prune()
+        acc.wait_for_everyone()
+
+    def _restore_best(self, model) -> None:
+        from safetensors.torch import load_file
+
+        acc = self.accelerator
+        directory = self.partial / st.best_name(self.best["step"])
+        unwrapped = acc.unwrap_model(model)
+        if self.fsdp:
+            self._final_weights = load_file(str(directory / "model.safetensors"))
+        else:
+            from safetensors.torch import load_model
+
+            load_model(unwrapped, str(directory / "model.safetensors"), device=str(self.device))
+        if self.extension is not None and (directory / "extension.pt").is_file():
+            self.extension.load_state_dict(st.load_tensors(directory / "extension.pt", map_location=self.device))
+
+    # ----------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def _evaluate(self, model) -> dict[str, float]:
+        acc = self.accelerator
+        evaluated = model if self.fsdp else acc.unwrap_model(model)
+        evaluated.eval()
+        size = self.config.batch_size
+        batches = [self.eval_features[i : i + size] for i in range(0, len(self.eval_features), size)]
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)
+        rounds = math.ceil(len(batches) / self.world)
+        for r in range(rounds):
+            index = r * self.world + self.rank
+            real = index < len(batches)
+            if not real and not self.fsdp:
+                continue
+            batch = self._to_device(batches[min(index, len(batches) - 1)])
+            with acc.autocast():
+                _, (ce, kl, _, _) = self._forward(evaluated, acc.unwrap_model(model), batch, n_target=1, n_source=1)
+            if real:
+                sums += torch.stack([ce.double(), kl.double(), (batch["labels"] != IGNORE_INDEX).sum().double()])
+        evaluated.train()
+        if self.world > 1:
+            sums = acc.reduce(sums, reduction="sum")
+        ce, kl, count = (sums / torch.stack([sums[2], sums[2], torch.ones_like(sums[2])])).tolist()
+        result = {"eval_ce": ce, "eval_loss": ce}
+        if self.teacher is not None:
+            result["eval_kl"] = kl
+        return result
+
+    # ----------------------------------------------------------------- the loop
+
+    def run(self) -> TrainResult:
+        """Trains to the last step (or resumes there) and returns the selected weights.
+
+        If the run fails before any resumable state exists, its staging directory is removed, so
+        a failed first attempt does not block the next one.
+        """
+        resume_from = self._prepare_directory()
+        try:
+            self.setup(resume_from)
+            return self._loop()
+        except BaseException:
+            if self.accelerator.is_main_process and st.latest_state(self.partial) is None:
+                shutil.rmtree(self.partial, ignore_errors=True)
+            raise
+
+    def setup(self, resume_from: Path | None = None) -> None:
+        """Places the models, installs the hidden-state hooks, builds the optimiser and, when
+        resuming, loads the state. After it, `train_step()` may be called."""
+        c, acc = self.config, self.accelerator
+        torch.manual_seed(c.seed)
+        random.seed(c.seed)
+
+        student = self.student
+        if c.freeze_embeddings:
+            self.notes.extend(freeze_embeddings(student))
+        student.to(self.device)
+        student.train()
+        if self.extension is not None:
+            self.extension.prepare(student, self.device)
+        if self.teacher is not None:
+            self.teacher.to(self.device).eval().requires_grad_(False)
+        wanted = {}
+        if self.encoder_map:
+            wanted["encoder"] = range(len(self.encoder_map))
+        if self.decoder_map:
+            wanted["decoder"] = range(len(self.decoder_map))
+        self.student_capture = _Capture(student, wanted)
+        teacher_wanted = {stack: [self._map(stack)[i] for i in indices] for stack, indices in wanted.items()}
+        self.teacher_capture = _Capture(self.teacher, teacher_wanted) if self.teacher is not None else None
+
+        optimizer, self.scheduler = self._build_optimizer(student)
+        self.model, self.optimizer = acc.prepare(student, optimizer)
+        self.unwrapped = acc.unwrap_model(self.model)
+        inside = {id(p) for p in self.model.parameters()}
+        self.outside = [p for p in self.extension_parameters if id(p) not in inside]
+        extension_ids = {id(p) for p in self.extension_parameters}
+        self.clip_parameters = [p for p in self.model.parameters() if p.requires_grad and id(p) not in extension_ids]
+        if self.fsdp:  # accelerate clips FSDP models only when given exactly model.parameters()
+            self.clip_parameters = list(self.model.parameters())
+
+        self.best: dict[str, Any] | None = None
+        self._resumable_best = None
+        self._final_weights = None
+        self.step, self.last_train, self.last_eval, self.resumed = 0, {}, None, None
+        self.extension_values: dict[str, float] = {}
+        if resume_from is not None:
+            progress = self._load_state(resume_from, self.model, self.optimizer, self.scheduler)
+            self.step = self.resumed = progress["step"]
+            self.best = self._resumable_best = progress.get("best")
+            self.last_train, self.last_eval = progress.get("train", {}), progress.get("eval")
+            if acc.is_main_process:
+                st.truncate_log(self.partial / st.LOG, self.step)
+                self._prune()
+            acc.wait_for_everyone()
+
+    def train_step(self) -> tuple[torch.Tensor, float]:
+        """One optimiser step over this process's share of the next global batch.
+
+        Returns the loss terms (`TERMS`, summed over processes: the global means) and the
+        learning rate the step used; advances `self.step`.
+
+        Raises:
+            TrainingDiverged: a term is NaN or infinite (checked before the weights change).
+        """
+        c, acc, model, step = self.config, self.accelerator, self.model, self.step
+        micro, global_batch = self._step_examples(step)
+        n_target = sum(len(self.train_features[i].labels) for i in global_batch)
+        n_source = sum(len(self.train_features[i].input_ids) for i in global_batch)
+        terms = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
+        for m, indices in enumerate(micro):
+            batch = self._to_device([self.train_features[i] for i in indices])
+            sync = m == len(micro) - 1
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
+                loss, parts = self._forward(model, self.unwrapped, batch, n_target=n_target, n_source=n_source)
+                # DDP averages gradients over processes; each process's share of the global
+                # mean is its sum / global count, so scale by the process count.
+                total = loss * self.world
+                extension_loss = None
+                if self.extension is not None:
+                    extension_loss, self.extension_values = self.extension.loss(step, self.total_steps)
+                    total = total + extension_loss / len(micro)
+                acc.backward(total)
+            extra = extension_loss.detach().double() / len(micro) / self.world if extension_loss is not None else 0.0
+            terms += torch.stack([loss.detach().double() + extra, *(p.detach().double() for p in parts)])
+        if self.outside and self.world > 1:
+            for p in self.outside:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= self.world
+        if self.world > 1:
+            terms = acc.reduce(terms, reduction="sum")
+        if not torch.isfinite(terms).all():
+            values = dict(zip(TERMS, terms.tolist()))
+            latest = st.latest_state(self.partial)
+            kept = f"the last saved state ({latest.name}) is kept in {self.partial}" if latest else "no state was saved yet"
+            raise TrainingDiverged(
+                f"the loss became {values['loss']} at step {step + 1} "
+                f"({', '.join(f'{k} {v:.4g}' for k, v in values.items() if k != 'loss')}); {kept}; "
+                "lower --lr or raise --warmup-steps (or use bf16 instead of fp16), then --resume"
+            )
+        if c.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.clip_parameters, c.max_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step = step + 1
+        if self.extension is not None:
+            self.extension.after_optimizer_step(self.step)
+        return terms, lr
+
+    def _loop(self) -> TrainResult:
+        c, acc, model = self.config, self.accelerator, self.model
+        log_path = self.partial / st.LOG
+        window = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
+        window_steps, window_start = 0, time.perf_counter()
+        evaluated_at = None
+        started = time.perf_counter()
+        first_step = self.step
+        eval_every = c.eval_every or self.steps_per_epoch
+
+        from nash_cli.cli._common import progress as progress_bar
+
+        show = c.show_progress and acc.is_main_process
+        with progress_bar(disable=not show) as bar:
+            task = bar.add_task("distill" if self.teacher is not None else "train", total=self.total_steps, status="")
+            bar.update(task, completed=self.step)
+            while self.step < self.total_steps:
+                terms, lr = self.train_step()
+                step = self.step
+                _fault("step", step)
+                window += terms
+                window_steps += 1
+                if step % c.log_every == 0 or step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    means = (window / window_steps).tolist()
+                    self.last_train = {name: value for name, value in zip(TERMS, means) if self._term_on(name)}
+                    self.last_train.update(self.extension_values)
+                    if acc.is_main_process:
+                        _append_log(
+                            log_path,
+                            {
+                                "step": step,
+                                "epoch": round(step / self.steps_per_epoch, 4),
+                                "lr": lr,
+                                **self.last_train,
+                                "steps_per_s": window_steps / elapsed if elapsed > 0 else None,
+                            },
+                        )
+                    window.zero_()
+                    window_steps, window_start = 0, time.perf_counter()
+                if self.eval_features and (step % eval_every == 0 or step == self.total_steps):
+                    self._evaluate_and_keep(step)
+                    evaluated_at = step
+                if c.save_every and step % c.save_every == 0 and step < self.total_steps:
+                    progress = {
+                        "step": step,
+                        "epoch": step // self.steps_per_epoch,
+                        "batch_in_epoch": step % self.steps_per_epoch,
+                        "examples_seen": step * self.global_batch,
+                        "best": self.best,
+                        "train": self.last_train,
+                        "eval": self.last_eval,
+                        "processes": self.world,
+                    }
+                    self._save_state(step, model, self.optimizer, self.scheduler, progress)
+                status = " ".join(f"{k} {v:.3f}" for k, v in self.last_train.items() if k in ("loss", "kl"))
+                bar.update(task, advance=1, status=f"{status} lr {lr:.2e}")
+
+        step = self.step
+        if self.eval_features and evaluated_at != step:
+            self._evaluate_and_keep(step)
+        seconds = time.perf_counter() - started
+        selected = "last"
+        if c.keep == "best" and self.best is not None:
+            selected = "best"
+            if self.best["step"] != step:
+                self._restore_best(model)
+        self.student_capture.remove()
+        if self.teacher_capture is not None:
+            self.teacher_capture.remove()
+        final = self._materialise(model) if self.fsdp else self.unwrapped
+        return TrainResult(
+            model=final,
+            steps=step,
+            epochs=step / self.steps_per_epoch,
+            train=self.last_train,
+            eval=self.last_eval,
+            best=self.best,
+            selected=selected,
+            resumed_from=self.resumed,
+            seconds=seconds,
+            steps_per_second=(step - first_step) / seconds if seconds > 0 else 0.0,
+            partial=self.partial,
+            objective=self.objective,
+            global_batch_size=self.global_batch,
+            examples=len(self.train_features),
+            notes=self.notes,
+            accelerator=acc,
+        )
+
+    def _evaluate_and_keep(self, step: int) -> None:
+        self.last_eval = self._evaluate(self.model)
+        if self.accelerator.is_main_process:
+            _append_log(self.partial / st.LOG, {"step": step, **self.last_eval})
+        if self.best is None or self.last_eval["eval_loss"] < self.best["eval_loss"]:
+            self._save_best(step, self.model, self.last_eval["eval_loss"])
+
+    def _materialise(self, model):
+        """Under FSDP: a full, unsharded CPU copy of the student (main process) for saving."""
+        acc = self.accelerator
+        weights = self._final_weights if self._final_weights is not None else acc.get_state_dict(model)
+        if not acc.is_main_process:
+            return None
+        unwrapped = acc.unwrap_model(model)
+        copy = type(unwrapped)(unwrapped.config)
+        copy.load_state_dict(weights, strict=False)
+        return copy.eval()
+
+    def _term_on(self, name: str) -> bool:
+        if name == "kl":
+            return self.teacher is not None
+        if name == "enc_mse":
+            return bool(self.encoder_map)
+        if name == "dec_mse":
+            return bool(self.decoder_map)
+        return True
+
+    def _map(self, stack: str) -> list[int]:
+        return self.encoder_map if stack == "encoder" else self.decoder_map
+
+
+def train(
+    config: TrainConfig,
+    student,
+    train_features: Sequence[Features],
+    *,
+    pad_token_id: int,
+    teacher=None,
+    eval_features: Sequence[Features] | None = None,
+    encoder_layer_map: Sequence[int] | None = None,
+    decoder_layer_map: Sequence[int] | None = None,
+    extension: TrainingExtension | None = None,
+    run_info: dict[str, Any] | None = None,
+    accelerator=None,
+) -> TrainResult:
+    """Trains `student`, distilling from `teacher` when one is given, and returns the result.
+
+    Args:
+        config: Hyperparameters and the output path (state goes to `<output>.partial/`).
+        student: A seq2seq model (T5 / BART family); trained in place.
+        train_features: Tokenised training examples (`nash_cli.data.tokenize_examples`).
+        pad_token_id: The tokenizer's pad id, for dynamic padding of inputs.
+        teacher: The teacher model, or None for plain fine-tuning (cross-entropy only).
+        eval_features: Held-out examples for eval loss and best-checkpoint selection.
+        encoder_layer_map: Teacher encoder layer per student encoder layer (hidden loss);
+            None skips the encoder hidden loss.
+        decoder_layer_map: Teacher decoder layer per student decoder layer; None skips it.
+        extension: Extra parameters, loss and state (see `TrainingExtension`).
+        run_info: Settings recorded in `run.json`; a resumed run notes any that changed.
+        accelerator: An existing accelerate.Accelerator (default: one is made).
+
+    Raises:
+        NashError: bad settings, an existing output without `force`, an interrupted run without
+            `resume` or `force`, or a state that does not match on `resume`.
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    return Trainer(
+        config,
+        student,
+        train_features,
+        pad_token_id=pad_token_id,
+        teacher=teacher,
+        eval_features=eval_features,
+        encoder_layer_map=encoder_layer_map,
+        decoder_layer_map=decoder_layer_map,
+        extension=extension,
+        run_info=run_info,
+        accelerator=accelerator,
+    ).run()
+
+
+def save_output(
+    result: TrainResult,
+    output: str | Path,
+    *,
+    source: str | Path,
+    stage: str,
+    arguments: dict[str, Any],
+    state: str = "dense",
+    layer_map: dict[str, list[int]] | None = None,
+    extra: dict[str, Any] | None = None,
+    extension: TrainingExtension | None = None,
+    force: bool = False,
+    tokenizer_source: str | Path | None = None,
+) -> Path:
+    """Writes the trained student as a nash checkpoint (main process), then drops the staging dir.
+
+    The checkpoint holds the usual files plus `train_log.jsonl` and the extension's files; its
+    manifest records the training summary under "training" plus `extra` and the extension's
+    `manifest_extra()`. The output appears atomically (see `nash_cli.artifact.save_checkpoint`).
+    """
+    from nash_cli.artifact import save_checkpoint
+
+    acc = result.accelerator
+    if acc is not None:
+        acc.wait_for_everyone()
+    if result.is_main_process:
+        log = result.partial / st.LOG
+
+        def write_log(directory: Path) -> None:
+            if log.is_file():
+                shutil.copyfile(log, directory / st.LOG)
+            else:
+                (directory / st.LOG).write_text("")
+
+        files: dict[str, Callable[[Path], None]] = {st.LOG: write_log}
+        manifest = {"training": result.summary()}
+        if extension is not None:
+            files.update(extension.extra_files())
+            manifest.update(extension.manifest_extra())
+        manifest.update(extra or {})
+        save_checkpoint(
+            result.model,
+            output,
+            source=source,
+            stage=stage,
+            arguments=arguments,
+            state=state,
+            layer_map=layer_map,
+            extra=manifest,
+            extra_files=files,
+            force=force,
+            tokenizer_source=tokenizer_source,
+        )
+        _fault("saved-output", result.steps)
+        shutil.rmtree(result.partial, ignore_errors=True)
+    if acc is not None:
+        acc.wait_for_everyone()
+    return Path(output)
+
+
+# --------------------------------------------------------------------------- small utilities
+
+
+def _append_log(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "python" in state:
+        random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _dedupe(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses two names for one storage (a tied lm_head); keep the first name.
+    seen, kept = set(), {}
+    for name, tensor in weights.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape)) if tensor.device.type != "meta" else name
+        if key in seen:
+            continue
+        seen.add(key)
+        kept[name] = tensor
+    return kept
+
+
+__all__ = [
+    "TERMS",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "check_config",
+    "features_fingerprint",
+    "freeze_embeddings",
+    "linear_schedule",
+    "make_accelerator",
+    "save_output",
+    "train",
+]
+
+
+def is_main_process() -> bool:
+    """True on the process that prints and writes (rank 0), also before accelerate starts."""
+    from accelerate import PartialState
+
+    if PartialState._shared_state:
+        return PartialState().is_main_process
+    return int(os.environ.get("RANK", "0")) == 0

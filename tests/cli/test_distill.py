@@ -1,0 +1,237 @@
+"""`nash distill` end to end: outputs, bad inputs, SIGKILL + resume, and two processes (torchrun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import CORPUS, assert_user_error, snapshot, write_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+WORDS = sorted({w for line in CORPUS for w in line.split() if w.isalpha()})
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_task(path: Path, n: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with path.open("w") as handle:
+        for _ in range(n):
+            words = " ".join(rng.choices(WORDS, k=rng.randint(2, 6)))
+            handle.write(json.dumps({"document": words, "summary": words}) + "\n")
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path, make_checkpoint, cli):
+    """A 4-decoder-layer teacher, a 2-layer student made by select-layers, train and eval data."""
+    teacher = make_checkpoint("t5", encoder_layers=2, decoder_layers=4)
+    student = tmp_path / "student"
+    assert cli("select-layers", teacher, "-k", "2", "-o", student).exit_code == 0
+    return {
+        "teacher": str(teacher),
+        "student": str(student),
+        "train": str(write_task(tmp_path / "train.jsonl", 24)),
+        "eval": str(write_task(tmp_path / "val.jsonl", 6, seed=1)),
+    }
+
+
+def run_nash(*args, env: dict | None = None, launcher: list[str] | None = None, timeout: int = 180):
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    command = [*(launcher or [sys.executable]), "-m", "nash_cli", *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def weights(directory) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(directory) / "model.safetensors"))
+
+
+def test_distill_and_fine_tune_end_to_end(setup, tmp_path, cli):
+    out = tmp_path / "out"
+    result = cli(
+        "distill", setup["student"], "--teacher", setup["teacher"], "--data", setup["train"],
+        "--eval-data", setup["eval"], "-o", out, "--max-steps", "4", "--eval-every", "2", "--log-every", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    summary = result.json()
+    # The decoder map comes from the student's nash.json (select-layers kept teacher layers 0 and 3).
+    assert summary["objective"]["decoder_layer_map"] == [0, 3]
+    assert summary["objective"]["encoder_layer_map"] == [0, 1]
+    assert summary["steps"] == 4 and summary["best"]["step"] in (2, 4)
+    assert {"config.json", "model.safetensors", "nash.json", "tokenizer.json", "train_log.jsonl"} <= {
+        p.name for p in out.iterdir()
+    }
+    manifest = json.loads((out / "nash.json").read_text())
+    assert manifest["stage"] == "distill" and manifest["layer_map"]["decoder"] == [0, 3]
+    assert manifest["arguments"]["max_steps"] == 4
+    assert manifest["training"]["final_train"]["kl"] > 0
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in log if "eval_loss" not in line] == [1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "student", "train.jsonl", "val.jsonl"]
+
+    from transformers import AutoModelForSeq2SeqLM
+
+    AutoModelForSeq2SeqLM.from_pretrained(out)  # stock transformers reads it
+
+    plain = cli("distill", out, "--data", setup["train"], "-o", tmp_path / "ft", "--max-steps", "2", "--json")
+    assert plain.exit_code == 0, plain.stderr
+    assert plain.json()["objective"]["teacher"] is False and "kl" not in plain.json()["final_train"]
+
+
+@pytest.mark.parametrize(
+    ("case", "fragments"),
+    [
+        ("missing-data", ["does not exist"]),
+        ("empty-data", ["is empty"]),
+        ("bad-jsonl", ["line 2 is not valid JSON"]),
+        ("missing-column", ["no column 'body'", "'document', 'summary'"]),
+        ("unknown-extension", ["unknown extension '.txt'"]),
+        ("bad-eval-data", ["val.jsonl line 1"]),
+        ("missing-student", ["does not exist"]),
+        ("vocab-mismatch", ["vocabulary"]),
+        ("map-length", ["lists 3 layers but the student has 2"]),
+        ("map-range", ["teacher decoder layer 9"]),
+        ("map-syntax", ["not a list of layer numbers"]),
+        ("no-map", ["no layer map", "--decoder-layer-map"]),
+        ("map-without-teacher", ["need a --teacher"]),
+        ("resume-nothing", ["holds no saved state"]),
+        ("existing-output", ["already exists", "--force"]),
+        ("interrupted", ["interrupted run", "--resume"]),
+        ("bad-lr", ["--lr must be positive"]),
+        ("bad-keep", ["--keep"]),
+        ("bad-precision", ["--mixed-precision"]),
+    ],
+)
+def test_bad_inputs_exit_2_and_write_nothing(case, fragments, setup, tmp_path, cli, make_checkpoint, tokenizer):
+    args = ["distill", setup["student"], "--teacher", setup["teacher"], "--data", setup["train"], "-o", tmp_path / "out"]
+
+    def replace(option, value):
+        args[args.index(option) + 1] = value
+
+    if case == "missing-data":
+        replace("--data", tmp_path / "nope.jsonl")
+    elif case == "empty-data":
+        (tmp_path / "empty.jsonl").write_text("")
+        replace("--data", tmp_path / "empty.jsonl")
+    elif case == "bad-jsonl":
+        (tmp_path / "bad.jsonl").write_text('{"document": "a", "summary": "b"}\n{"document": \n')
+        replace("--data", tmp_path / "bad.jsonl")
+    elif case == "missing-column":
+        args += ["--source-column", "body"]
+    elif case == "unknown-extension":
+        (tmp_path / "data.txt").write_text("hello")
+        replace("--data", tmp_path / "data.txt")
+    elif case == "bad-eval-data":
+        (tmp_path / "val.jsonl").write_text("not json\n")
+        args += ["--eval-data", tmp_path / "val.jsonl"]
+    elif case == "missing-student":
+        args[1] = str(tmp_path / "no-student")
+    elif case == "vocab-mismatch":
+        replace("--teacher", make_checkpoint("t5", vocab_size=len(tokenizer) + 7))
+    elif case == "map-length":
+        args += ["--decoder-layer-map", "0,1,2"]
+    elif case == "map-range":
+        args += ["--decoder-layer-map", "0,9"]
+    elif case == "map-syntax":
+        args += ["--decoder-layer-map", "a,b"]
+    elif case == "no-map":
+        args[1] = str(make_checkpoint("t5", encoder_layers=2, decoder_layers=2, seed=1))  # no nash.json
+    elif case == "map-without-teacher":
+        index = args.index("--teacher")
+        del args[index : index + 2]
+        args += ["--decoder-layer-map", "0,3"]
+    elif case == "resume-nothing":
+        args += ["--resume"]
+    elif case == "existing-output":
+        (tmp_path / "out").mkdir()
+    elif case == "interrupted":
+        (tmp_path / "out.partial").mkdir()
+    elif case == "bad-lr":
+        args += ["--lr", "0"]
+    elif case == "bad-keep":
+        args += ["--keep", "worst"]
+    elif case == "bad-precision":
+        args += ["--mixed-precision", "fp8"]
+    before = snapshot(tmp_path)
+    result = cli(*args)
+    assert_user_error(result, *fragments)
+    assert snapshot(tmp_path) == before
+
+
+def test_sigkill_and_resume_give_the_same_weights(setup, tmp_path, cli, tokenizer):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from nash_cli.toy import tiny_config
+
+    # A student with dropout, so the random state must be restored too.
+    config = tiny_config("t5", vocab_size=len(tokenizer), decoder_layers=2)
+    config.dropout_rate = 0.1
+    torch.manual_seed(7)
+    student = write_checkpoint(tmp_path / "dropout-student", AutoModelForSeq2SeqLM.from_config(config), tokenizer)
+    common = [
+        "distill", student, "--teacher", setup["teacher"], "--data", setup["train"], "--eval-data", setup["eval"],
+        "--decoder-layer-map", "0,3", "--max-steps", "10", "--save-every", "3", "--eval-every", "2",
+        "--batch-size", "3", "--log-every", "1", "--json",
+    ]  # fmt: skip
+    reference = cli(*common, "-o", tmp_path / "reference")
+    assert reference.exit_code == 0, reference.stderr
+
+    out = tmp_path / "out"
+    partial = tmp_path / "out.partial"
+    # 1. Killed while writing the state of step 6: the state of step 3 stays the latest.
+    killed = run_nash(*common, "-o", out, env={"NASH_FAULT_INJECT": "save-state:6"})
+    assert killed.returncode == -9, killed.stderr
+    assert not out.exists()
+    assert (partial / "latest").read_text() == "step-00000003"
+    assert (partial / ".tmp-step-00000006" / "model.safetensors").is_file()  # the half-written one
+    # 2. Resumed, then killed between steps 8 and 9 (after writing the state of step 6).
+    killed = run_nash(*common, "-o", out, "--resume", env={"NASH_FAULT_INJECT": "step:8"})
+    assert killed.returncode == -9, killed.stderr
+    assert not out.exists()
+    assert (partial / "latest").read_text() == "step-00000006"
+    assert not (partial / ".tmp-step-00000006").exists()
+    # 3. Resumed to the end.
+    resumed = run_nash(*common, "-o", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["resumed_from"] == 6
+    assert not partial.exists()
+
+    expected, got = weights(tmp_path / "reference"), weights(out)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    reference_steps = [json.loads(line)["step"] for line in (tmp_path / "reference" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == reference_steps
+
+
+def test_two_processes_match_one_with_the_same_global_batch(setup, tmp_path, cli):
+    common = [
+        "distill", setup["student"], "--teacher", setup["teacher"], "--data", setup["train"],
+        "--eval-data", setup["eval"], "--max-steps", "4", "--eval-every", "2", "--keep", "last", "--json",
+    ]  # fmt: skip
+    one = cli(*common, "-o", tmp_path / "one", "--batch-size", "4")
+    assert one.exit_code == 0, one.stderr
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = run_nash(*common, "-o", tmp_path / "two", "--batch-size", "2", launcher=launcher)
+    assert two.returncode == 0, two.stderr
+    summary = json.loads(two.stdout)  # only rank 0 prints: exactly one JSON document
+    assert summary["processes"] == 2 and summary["global_batch_size"] == 4
+    assert summary["eval"]["eval_loss"] == pytest.approx(one.json()["eval"]["eval_loss"], rel=1e-5)
+    expected, got = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -1,0 +1,170 @@
+"""Data loading (every format, column choice, every bad input) and the training-side batching."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from nash_cli.data import Example, Features, Seq2SeqCollator, load_examples, tokenize_examples
+from nash_cli.errors import NashError
+
+RECORDS = [
+    {"document": "the cat sat", "summary": "cat sat", "id": 1},
+    {"document": "the dog ran", "summary": "dog ran", "id": 2},
+    {"document": "a fox jumps", "summary": "fox jumps", "id": 3},
+]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+def test_json_array_and_data_key_and_split_key(tmp_path):
+    array = tmp_path / "a.json"
+    array.write_text(json.dumps(RECORDS))
+    wrapped = tmp_path / "b.json"
+    wrapped.write_text(json.dumps({"data": RECORDS}))
+    keyed = tmp_path / "c.json"
+    keyed.write_text(json.dumps({"train": RECORDS, "validation": RECORDS[:1]}))
+    expected = [Example("the cat sat", ["cat sat"]), Example("the dog ran", ["dog ran"]), Example("a fox jumps", ["fox jumps"])]
+    assert load_examples(str(array)) == expected
+    assert load_examples(str(wrapped)) == expected
+    assert load_examples(str(keyed)) == expected
+    assert load_examples(str(keyed), split="validation") == expected[:1]
+
+
+def test_jsonl_csv_tsv_parquet_agree(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    jsonl = write_jsonl(tmp_path / "d.jsonl", RECORDS)
+    jsonl_as_json = write_jsonl(tmp_path / "lines.json", RECORDS)
+    with (tmp_path / "d.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["document", "summary", "id"])
+        writer.writeheader()
+        writer.writerows(RECORDS)
+    with (tmp_path / "d.tsv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["document", "summary", "id"], delimiter="\t")
+        writer.writeheader()
+        writer.writerows(RECORDS)
+    pq.write_table(pa.Table.from_pylist(RECORDS), tmp_path / "d.parquet")
+    reference = load_examples(str(jsonl))
+    assert len(reference) == 3
+    for name in ("lines.json", "d.csv", "d.tsv", "d.parquet"):
+        assert load_examples(str(tmp_path / name)) == reference, name
+
+
+def test_saved_dataset_directory(tmp_path):
+    import datasets
+
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(RECORDS), "validation": datasets.Dataset.from_list(RECORDS[:2])}
+    ).save_to_disk(str(tmp_path / "saved"))
+    assert len(load_examples(str(tmp_path / "saved"))) == 3
+    assert len(load_examples(str(tmp_path / "saved"), split="validation")) == 2
+    with pytest.raises(NashError, match="no split 'test'.*'train', 'validation'"):
+        load_examples(str(tmp_path / "saved"), split="test")
+
+
+def test_columns_template_prefix_limit_and_references(tmp_path):
+    records = [
+        {"Question": "who won", "Tweet": "bob won the race", "Answer": ["bob", "bob!"]},
+        {"Question": "what", "Tweet": "a thing", "Answer": "thing"},
+    ]
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(records))
+    examples = load_examples(
+        str(path), source_template="question: {Question} context: {Tweet}", source_prefix="qa: "
+    )
+    # "Answer" is found ignoring case; a list gives several references.
+    assert examples == [
+        Example("qa: question: who won context: bob won the race", ["bob", "bob!"]),
+        Example("qa: question: what context: a thing", ["thing"]),
+    ]
+    assert load_examples(str(path), source_column="Tweet", target_column="Question", limit=1) == [
+        Example("bob won the race", ["who won"])
+    ]
+
+
+def test_unlabeled_data_has_empty_references_unless_required(tmp_path):
+    path = write_jsonl(tmp_path / "u.jsonl", [{"text": "hello there"}, {"text": "bye"}])
+    assert load_examples(str(path)) == [Example("hello there", []), Example("bye", [])]
+    with pytest.raises(NashError, match="no obvious target column.*'text'.*--target-column"):
+        load_examples(str(path), require_references=True)
+    partial = write_jsonl(tmp_path / "p.jsonl", [{"text": "a", "target": "b"}, {"text": "c", "target": None}])
+    with pytest.raises(NashError, match="record 2 has no 'target' value"):
+        load_examples(str(partial), require_references=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kwargs", "message"),
+    [
+        ("missing.jsonl", None, {}, "does not exist"),
+        ("empty.jsonl", "", {}, "is empty"),
+        ("blank.json", "  \n", {}, "is empty"),
+        ("empty.csv", "", {}, "is empty"),
+        ("bad.jsonl", '{"document": "a", "summary": "b"}\n{"document": "c", \n', {}, "line 2 is not valid JSON"),
+        ("scalar.jsonl", '{"document": "a", "summary": "b"}\n[1, 2]\n', {}, "line 2 is a JSON list"),
+        ("bad.json", '[{"document": "a",\n "summary": }]', {}, r"not valid JSON \(line 2"),
+        ("data.txt", "hello", {}, "unknown extension '.txt'"),
+        ("ok.jsonl", None, {"source_column": "body"}, "no column 'body'; its columns are 'document', 'summary', 'id'"),
+        ("ok.jsonl", None, {"target_column": "gold"}, "no column 'gold'"),
+        ("ok.jsonl", None, {"source_template": "{document} {title}"}, "uses 'title'.*columns are 'document'"),
+        ("ok.jsonl", None, {"source_template": "no fields"}, "uses no column"),
+        ("ok.jsonl", None, {"source_template": "{}"}, "unnamed field"),
+        ("ok.jsonl", None, {"source_template": "{document", "source_column": "id"}, "only one"),
+        ("ok.jsonl", None, {"limit": 0}, "at least 1"),
+        ("obj.json", '{"rows": []}', {}, "keys 'rows'"),
+        ("nosrc.jsonl", '{"foo": "a", "bar": "b"}\n', {}, "no obvious source column; its columns are 'foo', 'bar'"),
+    ],
+)
+def test_bad_inputs_raise_one_line(tmp_path, name, content, kwargs, message):
+    path = tmp_path / name
+    if name == "ok.jsonl":
+        write_jsonl(path, RECORDS)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(NashError, match=message) as raised:
+        load_examples(str(path), **kwargs)
+    assert "\n" not in str(raised.value)
+
+
+def test_hub_name_offline_is_a_clear_error():
+    # The test suite runs offline (conftest), so a hub name must fail with a NashError, not a traceback.
+    with pytest.raises(NashError, match="could not load dataset 'no-such-dataset-xyz'"):
+        load_examples("no-such-dataset-xyz")
+
+
+def test_tweetqa_from_shared(shared_dir):
+    path = shared_dir / "data" / "tweetqa" / "tweetqa_dev.json"
+    examples = load_examples(str(path), source_template="question: {Question} context: {Tweet}", limit=5)
+    assert len(examples) == 5
+    assert all(example.source.startswith("question: ") and example.references for example in examples)
+
+
+def test_tokenize_and_collate_pad_labels_with_minus_100(tokenizer):
+    examples = [Example("the cat sat on the mat", ["the cat"]), Example("the dog", ["a dog sat on the mat"])]
+    features = tokenize_examples(examples, tokenizer, max_source_length=4, max_target_length=16)
+    assert len(features[0].input_ids) == 4  # truncated
+    assert features[0].labels[-1] == tokenizer.eos_token_id
+    batch = Seq2SeqCollator(pad_token_id=tokenizer.pad_token_id)(features)
+    assert batch["input_ids"].shape == (2, 4)
+    assert batch["labels"].shape == (2, len(features[1].labels))
+    short = len(features[0].labels)
+    assert (batch["labels"][0, short:] == -100).all() and (batch["labels"][0, :short] >= 0).all()
+    assert batch["attention_mask"][1].tolist() == [1] * len(features[1].input_ids) + [0] * (4 - len(features[1].input_ids))
+    assert (batch["input_ids"][1, len(features[1].input_ids) :] == tokenizer.pad_token_id).all()
+
+
+def test_tokenize_requires_references(tokenizer):
+    with pytest.raises(NashError, match="example 2 has no target"):
+        tokenize_examples([Example("a", ["b"]), Example("c", [])], tokenizer)
+
+
+def test_collator_types():
+    batch = Seq2SeqCollator(pad_token_id=0)([Features([5, 6, 1], [7, 1]), Features([5, 1], [7, 8, 9, 1])])
+    assert batch["input_ids"].tolist() == [[5, 6, 1], [5, 1, 0]]
+    assert batch["labels"].tolist() == [[7, 1, -100, -100], [7, 8, 9, 1]]
