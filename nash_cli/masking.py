@@ -272,3 +272,18 @@ def whole_model_sparsity(student_non_embedding: int, pruned: int, teacher_non_em
     Deleted decoder layers count as pruned because the student's count lacks them.
     """
     return 1.0 - (student_non_embedding - pruned) / teacher_non_embedding
+
+
+def apply_checkpoint_masks(model: nn.Module, source: str | Path) -> MaskHooks | None:
+    """Masks a model loaded from a `masked` checkpoint with its deterministic masks.
+
+    `artifact.load_model` returns a masked checkpoint's plain trained weights; evaluating or
+    benchmarking it as the pruned model needs its masks applied. Returns the hooks, or None
+    when `source` is not a masked checkpoint (nothing to apply).
+    """
+    from nash_cli.artifact import read_manifest
+
+    if (read_manifest(source) or {}).get("state") != "masked":
+        return None
+    masks = load_masks(Path(source), encoder_shape(model))
+    return attach_fixed(model, masks.heads_mask, masks.ffn_mask)

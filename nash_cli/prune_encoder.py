@@ -171,3 +171,170 @@ class L0Extension:
             "lambda_1": float(self.lagrangian.lambda1.detach()),
             "lambda_2": float(self.lagrangian.lambda2.detach()),
         }
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+def _reference_non_embedding(teacher, student_source: str) -> tuple[int | None, str | None]:
+    """Non-embedding parameters of the full original teacher, and where they were counted.
+
+    The paper's whole-model sparsity divides by the full teacher, so the lineage's root (the
+    `teacher` in the student's nash.json, the model select-layers started from) is preferred;
+    its config is enough (the model is built on the meta device). Otherwise the `--teacher`.
+    """
+    from nash_cli import artifact
+
+    root = (artifact.read_manifest(student_source) or {}).get("teacher")
+    if root and Path(root).is_dir() and (Path(root) / "config.json").is_file():
+        try:
+            config = artifact.load_config(root)
+            from transformers import AutoModelForSeq2SeqLM
+
+            with torch.device("meta"):
+                model = AutoModelForSeq2SeqLM.from_config(config)
+            return non_embedding_params(model), str(root)
+        except NashError:
+            pass
+    if teacher is not None:
+        return non_embedding_params(teacher), "--teacher"
+    return None, None
+
+
+def run_prune_encoder(
+    student_source: str,
+    *,
+    teacher_source: str | None,
+    output: Path,
+    data,
+    config,
+    settings: PruneSettings,
+    arguments: dict[str, Any],
+    decoder_layer_map: str | None = None,
+    encoder_layer_map: str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Trains L0 masks on the student's encoder (with distillation) and writes a `masked` checkpoint.
+
+    Every check that can fail on user input runs before training and before anything is written.
+
+    Args:
+        student_source: The student checkpoint (usually select-layers' output).
+        teacher_source: The teacher to distil from, or None for cross-entropy only.
+        output: The masked checkpoint to write.
+        data: A `nash_cli.train.distill.DataSpec`.
+        config: The engine's `TrainConfig`.
+        settings: The pruning options.
+        arguments: The command's arguments, for the manifest and run.json.
+
+    Returns:
+        The JSON-ready result (on every process; only the main process writes).
+    """
+    from nash_cli import artifact
+    from nash_cli.train.distill import check_vocabularies, load_features, parse_layer_map, resolve_layer_maps
+    from nash_cli.train.engine import check_config, save_output, train
+
+    check_config(config)
+    check_settings(settings)
+    artifact.check_output(output, config.force)
+    decoder_map = parse_layer_map(decoder_layer_map, "--decoder-layer-map")
+    encoder_map = parse_layer_map(encoder_layer_map, "--encoder-layer-map")
+    if teacher_source is None and (decoder_map or encoder_map):
+        raise NashError("--decoder-layer-map / --encoder-layer-map need a --teacher; drop them or add --teacher")
+    manifest = artifact.read_manifest(student_source) or {}
+    if manifest.get("state", "dense") != "dense":
+        raise NashError(
+            f"{student_source} is a {manifest['state']} checkpoint; prune-encoder needs a dense student "
+            "(e.g. the output of select-layers)"
+        )
+    student_config = artifact.load_config(student_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if getattr(student_config, "encoder_heads", None) is not None:
+        raise NashError(
+            f"{student_source} is already compacted (per-layer widths); prune-encoder needs a dense student "
+            "(e.g. the output of select-layers)"
+        )
+    teacher_config = None
+    if teacher_source is not None:
+        teacher_config = artifact.load_config(teacher_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        if teacher_config.vocab_size != student_config.vocab_size:
+            raise NashError(
+                f"the student's vocabulary has {student_config.vocab_size} entries and the teacher's "
+                f"{teacher_config.vocab_size}; distil from a teacher with the student's tokenizer "
+                "(the checkpoint the student came from)"
+            )
+    tokenizer = artifact.load_tokenizer(student_source)
+    train_features, eval_features = load_features(data, tokenizer)
+
+    student = artifact.load_model(
+        student_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, config=student_config
+    )
+    teacher = None
+    notes: list[str] = []
+    encoder, decoder = None, None
+    if teacher_source is not None:
+        teacher = artifact.load_model(
+            teacher_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, config=teacher_config
+        )
+        check_vocabularies(student, teacher, student_tokenizer=tokenizer, teacher_source=teacher_source)
+        encoder, decoder, notes = resolve_layer_maps(
+            student,
+            teacher,
+            student_source=student_source,
+            decoder_layer_map=decoder_map,
+            encoder_layer_map=encoder_map,
+            alpha_dec=config.alpha_dec,
+            alpha_enc=config.alpha_enc,
+        )
+    reference, reference_origin = _reference_non_embedding(teacher, student_source)
+    extension = L0Extension(student, settings, teacher_non_embedding=reference)
+
+    result = train(
+        config,
+        student,
+        train_features,
+        pad_token_id=tokenizer.pad_token_id,
+        teacher=teacher,
+        eval_features=eval_features,
+        encoder_layer_map=encoder,
+        decoder_layer_map=decoder,
+        extension=extension,
+        run_info=arguments,
+    )
+    # The hooks made the model compute with masks; the saved weights are the plain trained
+    # ones (masks go to masks.safetensors), so detach them before anything else uses the model.
+    extension.hooks.remove()
+    pruning = extension.results()
+    pruning["whole_model_reference"] = reference_origin
+    gap = pruning["deterministic_sparsity"] - settings.target_sparsity
+    if abs(gap) > 0.01:
+        notes.append(
+            f"the deterministic masks remove {pruning['deterministic_sparsity']:.4f} of the encoder, "
+            f"{gap:+.4f} from the target {settings.target_sparsity}: train longer (--epochs / --max-steps) or "
+            "with a shorter --sparsity-warmup"
+        )
+    save_output(
+        result,
+        output,
+        source=student_source,
+        stage="prune-encoder",
+        arguments=arguments,
+        state="masked",
+        extra={
+            "prune_encoder": pruning,
+            "teacher_checkpoint": str(Path(teacher_source).absolute())
+            if teacher_source and artifact.is_local(teacher_source)
+            else teacher_source,
+        },
+        extension=extension,
+        force=config.force,
+    )
+    return {
+        "output": str(output),
+        "student": student_source,
+        "teacher": teacher_source,
+        **result.summary(),
+        "pruning": pruning,
+        "train_log": str(Path(output) / "train_log.jsonl"),
+        "notes": notes + result.notes,
+    }

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from nash_cli import __version__
-from nash_cli.cli import compact, distill, select_layers
+from nash_cli.cli import compact, distill, prune_encoder, select_layers
 from nash_cli.errors import NashError
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ def _root(
 
 app.command("select-layers")(select_layers.command)
 app.command("distill")(distill.command)
+app.command("prune-encoder")(prune_encoder.command)
 app.command("compact")(compact.command)
 
 
