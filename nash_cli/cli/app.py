@@ -11,7 +11,7 @@ import sys
 import typer
 
 from nash_cli import __version__
-from nash_cli.cli import bench, distill, select_layers
+from nash_cli.cli import bench, compact, distill, prune_encoder, select_layers
 from nash_cli.cli import eval as eval_
 from nash_cli.errors import NashError
 
@@ -41,6 +41,8 @@ def _root(
 
 
 app.command("select-layers")(select_layers.command)
+app.command("prune-encoder")(prune_encoder.command)
+app.command("compact")(compact.command)
 app.command("distill")(distill.command)
 app.command("bench")(bench.command)
 app.command("eval")(eval_.command)

@@ -1,0 +1,228 @@
+"""L0 (HardConcrete) masks for encoder heads and FFN units, expected sparsity and the Lagrangian.
+
+Everything here follows Louizos et al. (2018) as CoFi and NASH use it; the constants and the
+deterministic-mask rule are those of `docs/method.md`. The functions are pure tensor maths; the
+two small modules (`L0Masks`, `Lagrangian`) only hold parameters.
+
+Masks come in two groups per encoder layer: the layer's attention heads (shape `(L, H)`) and
+its FFN intermediate units (shape `(L, F)`). Rows are groups: the deterministic mask drops
+`round(sum Q(0))` units per row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+#: HardConcrete temperature.
+BETA = 2.0 / 3.0
+#: Lower end of the stretch interval.
+LIMIT_L = -0.1
+#: Upper end of the stretch interval.
+LIMIT_R = 1.1
+#: Keeps uniform samples and probabilities away from 0 and 1.
+EPS = 1e-6
+#: log_alpha is clamped to [log 0.01, log 100] after every optimiser step.
+LOG_ALPHA_MIN = math.log(0.01)
+LOG_ALPHA_MAX = math.log(100.0)
+#: Standard deviation of the log_alpha initialisation.
+INIT_STD = 0.01
+
+
+def init_log_alpha(
+    shape: tuple[int, ...], droprate_init: float = 0.5, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draws initial log_alphas from N(log(1 - p) - log(p), 0.01).
+
+    Args:
+        shape: Shape of the mask group tensor, e.g. `(layers, heads)`.
+        droprate_init: p, the initial drop rate (0.5 gives mean 0).
+        generator: Optional random generator, for reproducibility.
+    """
+    if not 0.0 < droprate_init < 1.0:
+        raise ValueError(f"droprate_init must be in (0, 1), got {droprate_init}")
+    mean = math.log(1.0 - droprate_init) - math.log(droprate_init)
+    return torch.randn(shape, generator=generator) * INIT_STD + mean
+
+
+def sample_hard_concrete(log_alpha: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Samples a HardConcrete mask z in [0, 1] (differentiable in log_alpha).
+
+    u ~ U(eps, 1 - eps); s = sigmoid((log u - log(1 - u) + log_alpha) / beta);
+    z = clamp(s * (r - l) + l, 0, 1).
+    """
+    u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device, dtype=log_alpha.dtype)
+    u = u * (1.0 - 2.0 * EPS) + EPS
+    s = torch.sigmoid((torch.log(u) - torch.log(1.0 - u) + log_alpha) / BETA)
+    return torch.clamp(s * (LIMIT_R - LIMIT_L) + LIMIT_L, 0.0, 1.0)
+
+
+def prob_zero(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Q(0) = P(z == 0) = sigmoid(beta * log(-l / r) - log_alpha), clamped to [eps, 1 - eps]."""
+    return torch.sigmoid(BETA * math.log(-LIMIT_L / LIMIT_R) - log_alpha).clamp(EPS, 1.0 - EPS)
+
+
+def keep_prob(log_alpha: torch.Tensor) -> torch.Tensor:
+    """P(z != 0) = 1 - Q(0): the probability that each unit is kept."""
+    return 1.0 - prob_zero(log_alpha)
+
+
+def deterministic_mask(log_alpha: torch.Tensor) -> torch.Tensor:
+    """The binary eval/compaction mask: per row, drop the round(sum Q(0)) smallest log_alphas.
+
+    Args:
+        log_alpha: `(groups, units)`; each row is one group (one layer's heads or FFN units).
+
+    Returns:
+        A float tensor of the same shape with 1 for kept and 0 for dropped units.
+    """
+    log_alpha = log_alpha.detach()
+    if log_alpha.dim() == 1:
+        return deterministic_mask(log_alpha[None])[0]
+    q = prob_zero(log_alpha.double())
+    n_zero = torch.round(q.sum(dim=-1)).long().clamp(0, log_alpha.shape[-1])
+    # Stable sort so that ties drop the lower index first, the same on every run.
+    order = torch.sort(log_alpha.float(), dim=-1, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(log_alpha.shape[-1], device=order.device).expand_as(order))
+    return (rank >= n_zero[:, None]).float()
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    """The prunable shape of an encoder, from which parameter counts follow."""
+
+    num_layers: int
+    """Encoder depth L."""
+    num_heads: int
+    """Attention heads per layer H."""
+    head_dim: int
+    """Size of each head d_kv (not assumed to be d_model / H)."""
+    d_ff: int
+    """FFN intermediate units per layer F."""
+    d_model: int
+    """Hidden size d."""
+    gated: bool
+    """T5 v1.1 / FLAN gated FFN (wi_0, wi_1, wo) rather than (wi, wo)."""
+    bias: bool
+    """Linear layers carry biases (BART)."""
+
+    @property
+    def params_per_head(self) -> int:
+        """4 * d * d_kv weights, plus the q, k and v biases of the head (d_kv each) where present.
+
+        The output projection's bias (d values) belongs to no head: it stays even when every
+        head of the layer is pruned (compaction keeps it as a constant), so it is not prunable.
+        """
+        return 4 * self.d_model * self.head_dim + (3 * self.head_dim if self.bias else 0)
+
+    @property
+    def params_per_unit(self) -> int:
+        """m * d weights (m = 3 gated, else 2), plus one bias per input projection where present.
+
+        As for heads, the output projection's bias is not per unit and not prunable.
+        """
+        inputs = 2 if self.gated else 1
+        return (inputs + 1) * self.d_model + (inputs if self.bias else 0)
+
+    @property
+    def prunable_params(self) -> int:
+        """P_enc: every head's and every FFN unit's parameters over all encoder layers."""
+        return self.num_layers * (self.num_heads * self.params_per_head + self.d_ff * self.params_per_unit)
+
+
+def expected_sparsity(head_log_alpha: torch.Tensor, ffn_log_alpha: torch.Tensor, shape: EncoderShape) -> torch.Tensor:
+    """s_hat = 1 - E_enc / P_enc with E_enc from the keep-probabilities (differentiable)."""
+    kept = keep_prob(head_log_alpha).sum() * shape.params_per_head + keep_prob(ffn_log_alpha).sum() * shape.params_per_unit
+    return 1.0 - kept / shape.prunable_params
+
+
+def mask_sparsity(head_mask: torch.Tensor, ffn_mask: torch.Tensor, shape: EncoderShape) -> float:
+    """Encoder sparsity of binary masks: the fraction of prunable parameters they remove."""
+    kept = float(head_mask.sum()) * shape.params_per_head + float(ffn_mask.sum()) * shape.params_per_unit
+    return 1.0 - kept / shape.prunable_params
+
+
+def lagrangian_term(
+    sparsity: torch.Tensor, target: float, lambda1: torch.Tensor, lambda2: torch.Tensor
+) -> torch.Tensor:
+    """L_c = lambda1 * (s - t) + lambda2 * (s - t)^2."""
+    gap = sparsity - target
+    return lambda1 * gap + lambda2 * gap * gap
+
+
+def target_at(step: int, target: float, warmup_steps: int) -> float:
+    """The target sparsity at `step`: t * min(1, step / warmup_steps) (t from the start if no warm-up)."""
+    if warmup_steps <= 0:
+        return target
+    return target * min(1.0, step / warmup_steps)
+
+
+def resolve_warmup(warmup: float, total_steps: int) -> int:
+    """`--sparsity-warmup` in steps: a value below 1 is a fraction of the run's optimiser steps."""
+    if warmup < 0:
+        raise ValueError("sparsity warm-up must be >= 0")
+    if warmup < 1:
+        return int(round(warmup * total_steps))
+    return int(warmup)
+
+
+class L0Masks(nn.Module):
+    """The log_alphas of every encoder head and FFN unit.
+
+    Attributes:
+        heads_log_alpha: `(L, H)` parameter.
+        ffn_log_alpha: `(L, F)` parameter.
+    """
+
+    def __init__(
+        self, shape: EncoderShape, droprate_init: float = 0.5, *, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        self.shape = shape
+        self.heads_log_alpha = nn.Parameter(
+            init_log_alpha((shape.num_layers, shape.num_heads), droprate_init, generator=generator)
+        )
+        self.ffn_log_alpha = nn.Parameter(
+            init_log_alpha((shape.num_layers, shape.d_ff), droprate_init, generator=generator)
+        )
+
+    def sample(self, *, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fresh HardConcrete samples `(z_heads, z_ffn)` for one training forward pass."""
+        return (
+            sample_hard_concrete(self.heads_log_alpha, generator=generator),
+            sample_hard_concrete(self.ffn_log_alpha, generator=generator),
+        )
+
+    def deterministic(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary masks `(heads, ffn)` for evaluation and compaction."""
+        return deterministic_mask(self.heads_log_alpha), deterministic_mask(self.ffn_log_alpha)
+
+    def expected_sparsity(self) -> torch.Tensor:
+        """s_hat, differentiable in the log_alphas."""
+        return expected_sparsity(self.heads_log_alpha, self.ffn_log_alpha, self.shape)
+
+    def deterministic_sparsity(self) -> float:
+        """Encoder sparsity of the deterministic masks."""
+        return mask_sparsity(*self.deterministic(), self.shape)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Clamps every log_alpha to [log 0.01, log 100]; call after each optimiser step."""
+        self.heads_log_alpha.clamp_(LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+        self.ffn_log_alpha.clamp_(LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+
+
+class Lagrangian(nn.Module):
+    """lambda1 and lambda2 (both 0 at start); trained by gradient ascent (negative learning rate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.zeros(()))
+        self.lambda2 = nn.Parameter(torch.zeros(()))
+
+    def forward(self, sparsity: torch.Tensor, target: float) -> torch.Tensor:
+        return lagrangian_term(sparsity, target, self.lambda1, self.lambda2)

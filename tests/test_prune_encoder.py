@@ -1,0 +1,282 @@
+"""`prune-encoder`: the L0 extension of the training engine, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import assert_user_error
+from nash_cli import artifact
+from nash_cli.errors import NashError
+from nash_cli.l0 import LOG_ALPHA_MAX, LOG_ALPHA_MIN, deterministic_mask
+from nash_cli.masking import apply_checkpoint_masks, encoder_shape, load_masks, non_embedding_params
+from nash_cli.prune_encoder import L0Extension, PruneSettings, check_settings
+from nash_cli.toy import tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads and lose a lot to them on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+def test_settings_are_checked():
+    check_settings(PruneSettings())
+    for bad in (
+        PruneSettings(target_sparsity=0.0),
+        PruneSettings(target_sparsity=1.0),
+        PruneSettings(sparsity_warmup=-1),
+        PruneSettings(reg_lr=0),
+        PruneSettings(droprate_init=1.0),
+    ):
+        with pytest.raises(NashError):
+            check_settings(bad)
+
+
+def test_extension_contract(tmp_path):
+    model = tiny_model("bart")
+    extension = L0Extension(model, PruneSettings(target_sparsity=0.4, sparsity_warmup=0.5, reg_lr=0.02), teacher_non_embedding=10**6)
+    extension.prepare(model, torch.device("cpu"))
+    groups = extension.param_groups()
+    assert [g["lr"] for g in groups] == [0.02, -0.02]
+    assert all(g["weight_decay"] == 0.0 for g in groups)
+    assert {id(p) for p in groups[0]["params"]} == {id(extension.masks.heads_log_alpha), id(extension.masks.ffn_log_alpha)}
+    # no mask parameter is part of the model (they must not end up in model.safetensors)
+    assert not {id(p) for g in groups for p in g["params"]} & {id(p) for p in model.parameters()}
+
+    # the target rises over the warm-up (a fraction of the run's steps), then holds
+    assert extension.loss(0, 100)[1]["target_sparsity"] == 0.0
+    assert extension.loss(25, 100)[1]["target_sparsity"] == pytest.approx(0.2)
+    term, values = extension.loss(80, 100)
+    assert values["target_sparsity"] == pytest.approx(0.4) and extension.warmup_steps == 50
+    assert set(values) >= {"expected_sparsity", "target_sparsity", "lambda_1", "lambda_2", "lagrangian"}
+    assert float(term.detach()) == 0.0  # lambdas start at zero
+
+    # clamp after each step
+    with torch.no_grad():
+        extension.masks.heads_log_alpha.fill_(-30)
+        extension.masks.ffn_log_alpha.fill_(30)
+    extension.after_optimizer_step(1)
+    assert float(extension.masks.heads_log_alpha.detach().max()) == pytest.approx(LOG_ALPHA_MIN)
+    assert float(extension.masks.ffn_log_alpha.detach().min()) == pytest.approx(LOG_ALPHA_MAX)
+
+    # resumable state
+    state = extension.state_dict()
+    other = L0Extension(model, PruneSettings(seed=5))
+    other.load_state_dict(state)
+    assert torch.equal(other.masks.heads_log_alpha, extension.masks.heads_log_alpha)
+
+    # output file and manifest
+    extension.extra_files()["masks.safetensors"](tmp_path)
+    masks = load_masks(tmp_path, encoder_shape(model))
+    assert masks.heads_mask.sum() == 0 and masks.ffn_mask.sum() == masks.ffn_mask.numel()
+    results = extension.manifest_extra()["prune_encoder"]
+    assert results["heads_per_layer"] == [0, 0] and results["ffn_units_per_layer"] == [64, 64]
+    assert results["target_sparsity"] == 0.4
+    removed = results["pruned_params"]
+    assert removed == 2 * 4 * encoder_shape(model).params_per_head
+    assert results["whole_model_sparsity"] == pytest.approx(1 - (non_embedding_params(model) - removed) / 10**6)
+
+
+def test_lagrangian_drives_sparsity_to_the_target():
+    """The extension alone, in a minimal loop: log_alpha descends, the lambdas ascend."""
+    torch.manual_seed(0)
+    model = tiny_model("t5", d_model=32, num_heads=8, d_kv=4, d_ff=256)
+    extension = L0Extension(model, PruneSettings(target_sparsity=0.3, sparsity_warmup=50, reg_lr=0.1))
+    extension.prepare(model, torch.device("cpu"))
+    optimizer = torch.optim.AdamW(extension.param_groups())
+    model.train()
+    steps = 300
+    for step in range(steps):
+        ids = torch.randint(4, 128, (4, 10))
+        out = model(input_ids=ids, labels=ids[:, :5].contiguous())
+        term, _ = extension.loss(step, steps)
+        optimizer.zero_grad()
+        (out.loss + term).backward()
+        optimizer.step()
+        extension.after_optimizer_step(step + 1)
+    results = extension.results()
+    assert abs(results["expected_sparsity"] - 0.3) < 0.01, results
+    assert abs(results["deterministic_sparsity"] - 0.3) < 0.01, results
+    assert results["lambda_2"] > 0
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _write_task(path: Path, n: int, seed: int = 0) -> Path:
+    from conftest import CORPUS
+
+    words = sorted({w for line in CORPUS for w in line.split() if w.isalpha()})
+    rng = random.Random(seed)
+    with path.open("w") as handle:
+        for _ in range(n):
+            text = " ".join(rng.choices(words, k=rng.randint(3, 8)))
+            handle.write(json.dumps({"document": text, "summary": " ".join(text.split()[:3])}) + "\n")
+    return path
+
+
+@pytest.fixture
+def pipeline(tmp_path, make_checkpoint, cli):
+    """A teacher with 8 small heads per layer (a head is 1/48 of an encoder layer's prunable
+    parameters, as in real models), a 2-decoder-layer student from select-layers, and data."""
+    teacher = make_checkpoint("t5", d_model=32, num_heads=8, d_kv=4, d_ff=256, encoder_layers=2, decoder_layers=4)
+    student = tmp_path / "student"
+    assert cli("select-layers", teacher, "-k", "2", "-o", student).exit_code == 0
+    return {
+        "teacher": str(teacher),
+        "student": str(student),
+        "train": str(_write_task(tmp_path / "train.jsonl", 32)),
+        "eval": str(_write_task(tmp_path / "val.jsonl", 8, seed=1)),
+    }
+
+
+def _prune_args(pipeline, out, *extra):
+    return [
+        "prune-encoder", pipeline["student"], "--teacher", pipeline["teacher"], "--data", pipeline["train"],
+        "-o", out, "--target-sparsity", "0.3", "--sparsity-warmup", "50", "--reg-lr", "0.1", "--lr", "1e-3",
+        "--log-every", "10", *extra,
+    ]  # fmt: skip
+
+
+def test_round_trip_select_prune_compact_distill(pipeline, tmp_path, cli):
+    """select-layers -> prune-encoder (reaches the target) -> compact (== masked) -> distill."""
+    masked = tmp_path / "masked"
+    result = cli(*_prune_args(pipeline, masked, "--max-steps", "300", "--eval-data", pipeline["eval"], "--json"))
+    assert result.exit_code == 0, result.stderr
+    summary = result.json()
+    pruning = summary["pruning"]
+    # the deterministic masks reach the target within 0.01 (and so does the expectation)
+    assert abs(pruning["deterministic_sparsity"] - 0.3) <= 0.01, pruning
+    assert abs(pruning["expected_sparsity"] - 0.3) <= 0.01, pruning
+    assert summary["selected"] == "last" and not summary["notes"]
+
+    assert {"model.safetensors", "masks.safetensors", "nash.json", "train_log.jsonl", "tokenizer.json"} <= {
+        p.name for p in masked.iterdir()
+    }
+    manifest = json.loads((masked / "nash.json").read_text())
+    assert manifest["stage"] == "prune-encoder" and manifest["state"] == "masked"
+    assert manifest["layer_map"]["decoder"] == [0, 3]
+    recorded = manifest["prune_encoder"]
+    assert recorded["target_sparsity"] == 0.3
+    assert recorded["deterministic_sparsity"] == pytest.approx(pruning["deterministic_sparsity"])
+    assert len(recorded["heads_per_layer"]) == 2 and len(recorded["ffn_units_per_layer"]) == 2
+    # whole-model: against the full teacher (4 decoder layers), so the deleted layers count too
+    teacher = artifact.load_model(pipeline["teacher"])
+    student = artifact.load_model(pipeline["student"])
+    expected_whole = 1 - (non_embedding_params(student) - recorded["pruned_params"]) / non_embedding_params(teacher)
+    assert recorded["whole_model_sparsity"] == pytest.approx(expected_whole)
+    assert recorded["whole_model_sparsity"] > pruning["deterministic_sparsity"] * 0.3
+
+    # the train log records expected sparsity, target, lambdas and each loss term
+    log = [json.loads(line) for line in (masked / "train_log.jsonl").read_text().splitlines()]
+    train_lines = [line for line in log if "expected_sparsity" in line]
+    assert train_lines and {"target_sparsity", "lambda_1", "lambda_2", "lagrangian", "kl", "ce"} <= set(train_lines[-1])
+    assert train_lines[0]["target_sparsity"] < train_lines[-1]["target_sparsity"] == pytest.approx(0.3)
+
+    # the stored masks are the deterministic masks of the stored log_alphas
+    masks = load_masks(masked, encoder_shape(student))
+    assert torch.equal(masks.heads_mask, deterministic_mask(masks.heads_log_alpha))
+    assert torch.equal(masks.ffn_mask, deterministic_mask(masks.ffn_log_alpha))
+    assert [int(r.sum()) for r in masks.heads_mask] == recorded["heads_per_layer"]
+    # model.safetensors holds the trained weights without masks: no mask keys, weights changed
+    trained = artifact.load_model(masked)
+    assert not any("log_alpha" in key for key in trained.state_dict())
+
+    # compact == masked (deterministic masks)
+    compact = tmp_path / "compact"
+    result = cli("compact", masked, "-o", compact, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert apply_checkpoint_masks(student, pipeline["student"]) is None  # a dense checkpoint has none
+    hooks = apply_checkpoint_masks(trained, masked)
+    small = artifact.load_model(compact)
+    ids = torch.randint(4, trained.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = trained(input_ids=ids, decoder_input_ids=ids[:, :4]).logits
+        b = small(input_ids=ids, decoder_input_ids=ids[:, :4]).logits
+    assert (a - b).abs().max() < 1e-4
+    hooks.remove()
+    assert json.loads((compact / "nash.json").read_text())["prune_encoder"]["target_sparsity"] == 0.3
+
+    # distill the compact student further; the result is still the nash class and loads in nash
+    final = tmp_path / "final"
+    result = cli(
+        "distill", compact, "--teacher", pipeline["teacher"], "--data", pipeline["train"], "-o", final,
+        "--max-steps", "3", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["objective"]["decoder_layer_map"] == [0, 3]
+    reloaded = artifact.load_model(final)
+    assert type(reloaded).__name__ == type(small).__name__
+    assert json.loads((final / "config.json").read_text())["encoder_heads"] == json.loads(
+        (compact / "config.json").read_text()
+    )["encoder_heads"]
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--target-sparsity", "1.5"], ["--target-sparsity"]),
+        (["--target-sparsity", "0"], ["--target-sparsity"]),
+        (["--reg-lr", "-0.01"], ["--reg-lr"]),
+        (["--sparsity-warmup", "-3"], ["--sparsity-warmup"]),
+        (["--droprate-init", "1"], ["--droprate-init"]),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(extra, fragments, pipeline, tmp_path, cli):
+    out = tmp_path / "out"
+    result = cli(*_prune_args(pipeline, out, "--max-steps", "2", *extra))
+    assert_user_error(result, *fragments)
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_refuses_masked_and_compact_students(pipeline, tmp_path, cli):
+    masked = tmp_path / "masked"
+    assert cli(*_prune_args(pipeline, masked, "--max-steps", "2")).exit_code == 0
+    again = cli("prune-encoder", masked, "--teacher", pipeline["teacher"], "--data", pipeline["train"], "-o", tmp_path / "x")
+    assert_user_error(again, "masked checkpoint", "dense student")
+    assert cli("compact", masked, "-o", tmp_path / "compact").exit_code == 0
+    again = cli("prune-encoder", tmp_path / "compact", "--data", pipeline["train"], "-o", tmp_path / "x")
+    assert_user_error(again, "dense student")
+    assert not (tmp_path / "x").exists()
+
+
+def test_sigkill_and_resume_restore_the_masks(pipeline, tmp_path, cli):
+    """The L0 state (log_alphas, lambdas, their optimiser moments) survives a kill and --resume."""
+    common = _prune_args(pipeline, None, "--max-steps", "10", "--save-every", "3", "--json")
+    common = [a for a in common if a is not None]
+    common.remove("-o")
+    reference = tmp_path / "reference"
+    assert cli(*common, "-o", reference).exit_code == 0
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "nash_cli", *map(str, common), "-o", str(out)],
+        cwd=ROOT, env={**env, "NASH_FAULT_INJECT": "step:8"}, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    resumed = subprocess.run(
+        [sys.executable, "-m", "nash_cli", *map(str, common), "-o", str(out), "--resume"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["resumed_from"] == 6
+    expected, got = load_file(str(reference / "masks.safetensors")), load_file(str(out / "masks.safetensors"))
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    expected, got = load_file(str(reference / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
