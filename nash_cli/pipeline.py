@@ -166,6 +166,13 @@ def _stage_done(stage: PlannedStage) -> bool:
     return (stage.directory / "nash.json").is_file()
 
 
+def _has_saved_state(stage: PlannedStage) -> bool:
+    """Whether an interrupted training stage left a state to resume from (not just an empty start)."""
+    from nash_cli.train.state import LATEST
+
+    return (Path(f"{stage.directory}.partial") / LATEST).is_file()
+
+
 def read_state(run_dir: Path) -> dict[str, Any]:
     """The run's `run.json` (empty when the run is new)."""
     path = run_dir / RUN_STATE
@@ -222,7 +229,7 @@ def execute_run(
         resume = (
             stage.key in TRAINING_STAGES
             and record.get("fingerprint") == stage.fingerprint
-            and Path(f"{stage.directory}.partial").is_dir()
+            and _has_saved_state(stage)
             and not stage.directory.exists()
         )
         stale = True
@@ -331,7 +338,7 @@ def describe_plan(prepared: PreparedRun) -> dict[str, Any]:
         )
         stale = stale or not up_to_date
         status = "skip (up to date)" if up_to_date else "run"
-        if not up_to_date and stage.key in TRAINING_STAGES and Path(f"{stage.directory}.partial").is_dir():
+        if not up_to_date and stage.key in TRAINING_STAGES and _has_saved_state(stage):
             status = "resume" if record.get("fingerprint") == stage.fingerprint else "run (restart)"
         described.append(
             {
@@ -346,6 +353,7 @@ def describe_plan(prepared: PreparedRun) -> dict[str, Any]:
         )
     return {
         "name": prepared.recipe.name,
+        "description": prepared.recipe.description,
         "run_dir": str(prepared.run_dir),
         "inputs": prepared.inputs,
         "recipe": prepared.resolved,

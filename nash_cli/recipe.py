@@ -214,8 +214,47 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe") -> Recipe:
             stages[name] = stage_model(name).model_validate(options)
         except ValidationError as error:
             raise NashError(f"{source}: {_first_problem(error, prefix=f'stages.{name}')}") from None
+        try:
+            check_stage(name, stages[name].model_dump())
+        except NashError as error:
+            raise NashError(f"{source}: stages.{name}: {error}") from None
     recipe.stages = stages
     return recipe
+
+
+def check_stage(stage: str, options: dict[str, Any]) -> None:
+    """Runs the checks the stage's command makes before any work, so a recipe fails at once.
+
+    Raises:
+        NashError: for an impossible value (e.g. `--eval-every 0`, `--target-sparsity 1.5`).
+    """
+    from dataclasses import fields
+
+    if stage in ("finetune_teacher", "prune_encoder", "distill"):
+        from nash_cli.train.engine import TrainConfig, check_config
+
+        names = {f.name for f in fields(TrainConfig)} - {"output"}
+        check_config(TrainConfig(output=Path("."), **{k: v for k, v in options.items() if k in names}))
+    if stage == "prune_encoder":
+        from nash_cli.prune_encoder import PruneSettings, check_settings
+
+        names = {f.name for f in fields(PruneSettings)}
+        check_settings(PruneSettings(**{k: v for k, v in options.items() if k in names}))
+    if stage == "select_layers":
+        from nash_cli.surgery.layers import STRATEGIES
+
+        if options.get("decoder_layers") is None and options.get("layers") is None:
+            raise NashError("give decoder_layers (a count) or layers (explicit teacher indices)")
+        if options.get("decoder_layers") is not None and options.get("layers") is not None:
+            raise NashError("decoder_layers and layers both given; use one")
+        for key in ("decoder_layers", "encoder_layers"):
+            if options.get(key) is not None and options[key] < 1:
+                raise NashError(f"{key} must be at least 1, got {options[key]}")
+        if options.get("strategy") not in STRATEGIES:
+            raise NashError(f"strategy must be one of {', '.join(STRATEGIES)}, not {options.get('strategy')!r}")
+    for key in ("beams", "batch", "repeats"):
+        if stage in ("bench", "eval") and options.get(key) is not None and options[key] < 1:
+            raise NashError(f"{key} must be at least 1, got {options[key]}")
 
 
 def _first_problem(error: ValidationError, prefix: str = "") -> str:

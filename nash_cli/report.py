@@ -48,6 +48,8 @@ class RunSummary:
 
     name: str
     """The recipe's name."""
+    description: str | None
+    """The recipe's description."""
     run_dir: Path
     """The run directory."""
     rows: list[ModelRow]
@@ -153,6 +155,7 @@ def collect(run_dir: str | Path) -> RunSummary:
     seconds = {key: record.get("seconds") for key, record in state.get("stages", {}).items() if record.get("seconds")}
     return RunSummary(
         name=recipe.get("name", run_dir.name),
+        description=recipe.get("description"),
         run_dir=run_dir,
         rows=[rows[label] for label in ("teacher", "student") if label in rows],
         metrics=metric_names,
@@ -258,19 +261,53 @@ def plot_encoder_structure(pruning: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_report(run_dir: str | Path) -> dict[str, Any]:
+REPORT_FILES = ("report.md", "quality_vs_speedup.png", "encoder_structure.png")
+
+
+def write_report(run_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
     """Writes `report.md`, `quality_vs_speedup.png` and `encoder_structure.png` into the run.
+
+    Each file is written beside its target and renamed into place.
+
+    Args:
+        run_dir: A run directory written by `nash run`.
+        force: Replace an existing report.
 
     Returns:
         The paths written and Table 1 as data.
     """
+    import os
+    import tempfile
+
     summary = collect(run_dir)
     run_dir = summary.run_dir
-    written = {"figure_5": str(plot_quality_speedup(summary, run_dir / "quality_vs_speedup.png"))}
-    if summary.pruning and summary.pruning.get("heads_per_layer"):
-        written["figure_6"] = str(plot_encoder_structure(summary.pruning, run_dir / "encoder_structure.png"))
+    existing = [name for name in REPORT_FILES if (run_dir / name).exists()]
+    if existing and not force:
+        raise NashError(f"{run_dir / existing[0]} already exists; pass --force to replace the report")
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=run_dir))
+    try:
+        written = {"figure_5": plot_quality_speedup(summary, staging / "quality_vs_speedup.png")}
+        if summary.pruning and summary.pruning.get("heads_per_layer"):
+            written["figure_6"] = plot_encoder_structure(summary.pruning, staging / "encoder_structure.png")
+        (staging / "report.md").write_text(_markdown(summary, "figure_6" in written))
+        written["report"] = staging / "report.md"
+        for key, path in written.items():
+            os.replace(path, run_dir / path.name)
+            written[key] = str(run_dir / path.name)
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
     header, body = table1_rows(summary)
-    lines = [f"# nash report: {summary.name}", "", "## Table 1", ""]
+    return {"written": written, "table1": {"header": header, "rows": body}}
+
+
+def _markdown(summary: RunSummary, with_structure: bool) -> str:
+    header, body = table1_rows(summary)
+    lines = [f"# nash report: {summary.name}", ""]
+    if summary.description:
+        lines += [summary.description, ""]
+    lines += ["## Table 1", ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(row) + " |" for row in body]
@@ -290,8 +327,9 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
             f"inputs {json.dumps(summary.bench_settings.get('inputs'))}.",
         ]
     lines += ["", "## Quality against speedup (Figure 5)", "", "![quality vs speedup](quality_vs_speedup.png)", ""]
-    if "figure_6" in written:
+    if with_structure:
         pruning = summary.pruning
+        whole = pruning.get("whole_model_sparsity")
         lines += [
             "## The pruned encoder (Figure 6)",
             "",
@@ -300,7 +338,7 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
             f"Target encoder sparsity {pruning.get('target_sparsity')}, reached "
             f"{pruning.get('deterministic_sparsity'):.4f} with the deterministic masks "
             f"(expected {pruning.get('expected_sparsity'):.4f}); whole-model sparsity against the teacher "
-            f"{pruning.get('whole_model_sparsity')}.",
+            f"(embeddings excluded, deleted decoder layers counted) {'-' if whole is None else f'{whole:.4f}'}.",
             "",
             "| encoder layer | heads kept | FFN units kept |",
             "|---|---|---|",
@@ -314,6 +352,4 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {stage} | {seconds} |" for stage, seconds in summary.stage_seconds.items()]
         lines.append("")
-    (run_dir / "report.md").write_text("\n".join(lines))
-    written["report"] = str(run_dir / "report.md")
-    return {"written": written, "table1": {"header": header, "rows": body}}
+    return "\n".join(lines)

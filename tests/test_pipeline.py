@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CORPUS
+from conftest import CORPUS, assert_user_error
 
 
 @pytest.fixture
@@ -69,6 +69,9 @@ def test_run_skips_what_is_done_and_redoes_what_changed(tiny_recipe, tmp_path, c
     assert rows[0][0] == "teacher" and rows[0][-1] == "1.00x"
     assert rows[1][0] == "NASH (2 DL)"
     assert (Path(written["figure_5"]).read_bytes()[:8]) == b"\x89PNG\r\n\x1a\n"
+    assert_user_error(cli("report", run_dir), "--force")
+    assert cli("report", run_dir, "--force").exit_code == 0
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".report-")]
 
 
 def test_an_interrupted_training_stage_resumes(tiny_recipe, tmp_path):

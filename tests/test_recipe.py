@@ -112,5 +112,22 @@ def test_cli_errors_exit_2(tmp_path, cli):
 def test_option_bounds_are_checked_in_the_recipe():
     raw = _copy()
     raw["stages"]["prune_encoder"]["eval_every"] = 0
-    with pytest.raises(NashError, match="stages.prune_encoder.eval_every"):
+    with pytest.raises(NashError, match="stages.prune_encoder: --eval-every must be at least 1"):
         parse_recipe(raw)
+
+
+@pytest.mark.parametrize(
+    ("stage", "key", "value", "fragment"),
+    [
+        ("prune_encoder", "target_sparsity", 1.5, "target-sparsity"),
+        ("select_layers", "decoder_layers", 0, "decoder_layers"),
+        ("select_layers", "strategy", "middle", "strategy"),
+        ("prune_encoder", "lr", -1.0, "lr"),
+    ],
+)
+def test_impossible_values_fail_when_the_recipe_is_read(stage, key, value, fragment):
+    raw = _copy()
+    raw["stages"][stage][key] = value
+    with pytest.raises(NashError) as error:
+        parse_recipe(raw)
+    assert f"stages.{stage}" in str(error.value) and fragment in str(error.value)

@@ -65,7 +65,7 @@ def command(
     ] = False,
     mixed_precision: Annotated[
         Optional[str],
-        typer.Option("--mixed-precision", help="no, fp16 or bf16 [default: accelerate's config, else no].", rich_help_panel=_TRAIN),
+        typer.Option("--mixed-precision", help="no, fp16 or bf16 (default: accelerate's config, else no).", rich_help_panel=_TRAIN),
     ] = None,
     temperature: Annotated[float, typer.Option("--temperature", help="Distillation temperature T.", rich_help_panel=_OBJECTIVE)] = 2.0,
     alpha_ce: Annotated[float, typer.Option("--alpha-ce", help="Weight of cross-entropy to the labels (with a teacher).", rich_help_panel=_OBJECTIVE)] = 0.5,
@@ -76,7 +76,7 @@ def command(
         Optional[str],
         typer.Option(
             "--decoder-layer-map",
-            help="Teacher decoder layer for each student decoder layer, e.g. 0,5,11 [default: the student's nash.json, else 1:1].",
+            help="Teacher decoder layer for each student decoder layer, e.g. 0,5,11 (default: the student's nash.json, else 1:1).",
             rich_help_panel=_OBJECTIVE,
         ),
     ] = None,
@@ -84,13 +84,13 @@ def command(
         Optional[str],
         typer.Option(
             "--encoder-layer-map",
-            help="Teacher encoder layer for each student encoder layer [default: 1:1 when depths match, else no encoder loss].",
+            help="Teacher encoder layer for each student encoder layer (default: 1:1 when depths match, else no encoder loss).",
             rich_help_panel=_OBJECTIVE,
         ),
     ] = None,
     save_every: Annotated[int, typer.Option("--save-every", help="Write a resumable state every N steps (0: never).", rich_help_panel=_RUN)] = 500,
     eval_every: Annotated[
-        Optional[int], typer.Option("--eval-every", help="Evaluate every N steps [default: every epoch, and at the end].", rich_help_panel=_RUN)
+        Optional[int], typer.Option("--eval-every", help="Evaluate every N steps (default: every epoch, and at the end).", rich_help_panel=_RUN)
     ] = None,
     log_every: Annotated[int, typer.Option("--log-every", help="Log mean losses to train_log.jsonl every N steps.", rich_help_panel=_RUN)] = 10,
     keep: Annotated[

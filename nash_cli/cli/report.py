@@ -10,13 +10,14 @@ import typer
 
 def command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `nash run` or `nash demo`.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing report.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print Table 1 and the written paths as JSON.")] = False,
 ) -> None:
     """Write report.md with Table 1, quality-vs-speedup (Figure 5) and encoder-structure (Figure 6) plots."""
     from nash_cli.cli import _common
     from nash_cli.report import collect, rich_table1, write_report
 
-    result = write_report(run_dir)
+    result = write_report(run_dir, force=force)
     if json_output:
         _common.print_json(result)
         return

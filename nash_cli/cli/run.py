@@ -11,7 +11,7 @@ import typer
 def command(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/ and docs/recipes.md).")],
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Run directory [default: runs/<recipe name>].")
+        Optional[Path], typer.Option("--output", "-o", help="Run directory (default: runs/<recipe name>).")
     ] = None,
     overrides: Annotated[
         Optional[list[str]],
@@ -43,6 +43,8 @@ def command(
 def _print_plan(plan: dict, console) -> None:
     from rich.table import Table
 
+    if plan.get("description"):
+        console.print(plan["description"])
     table = Table(title=f"plan for {plan['name']} -> {plan['run_dir']}")
     table.add_column("#")
     table.add_column("stage")

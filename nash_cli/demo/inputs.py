@@ -32,9 +32,7 @@ def materialize(teacher: str, train: str, eval_: str | None, directory: Path) ->
     Inputs that are not built-in are returned unchanged.
     """
     names = {"teacher": teacher, "train": train, "eval": eval_}
-    for name, value in names.items():
-        if is_builtin(value) and value not in (f"{PREFIX}train", f"{PREFIX}eval", f"{PREFIX}t5"):
-            raise NashError(f"unknown built-in {name} {value!r}; use demo:t5, demo:train or demo:eval")
+    _check_names(names)
     if not any(is_builtin(v) for v in names.values()):
         return names
     directory.mkdir(parents=True, exist_ok=True)
@@ -52,6 +50,13 @@ def materialize(teacher: str, train: str, eval_: str | None, directory: Path) ->
     if teacher == f"{PREFIX}t5":
         resolved["teacher"] = str(_teacher_init(directory / "teacher-init", train_rows))
     return resolved
+
+
+def _check_names(names: dict[str, str | None]) -> None:
+    allowed = {"teacher": (f"{PREFIX}t5",), "train": (f"{PREFIX}train",), "eval": (f"{PREFIX}eval",)}
+    for name, value in names.items():
+        if is_builtin(value) and value not in allowed[name]:
+            raise NashError(f"unknown built-in {name} {value!r}; use {allowed[name][0]}")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -78,6 +83,7 @@ def _teacher_init(path: Path, rows: list[dict]) -> Path:
 
 def planned_paths(teacher: str, train: str, eval_: str | None, directory: Path) -> dict[str, str | None]:
     """Where `materialize` would put the built-in inputs, without writing anything."""
+    _check_names({"teacher": teacher, "train": train, "eval": eval_})
     places = {"demo:train": directory / "train.jsonl", "demo:eval": directory / "eval.jsonl", "demo:t5": directory / "teacher-init"}
     return {
         name: str(places[value]) if value in places else value
