@@ -223,6 +223,7 @@ def test_round_trip_select_prune_compact_distill(pipeline, tmp_path, cli):
     assert result.exit_code == 0, result.stderr
     assert result.json()["objective"]["decoder_layer_map"] == [0, 3]
     reloaded = artifact.load_model(final)
+    assert (final / "modeling_nash_t5.py").is_file()  # still loadable with trust_remote_code outside nash
     assert type(reloaded).__name__ == type(small).__name__
     assert json.loads((final / "config.json").read_text())["encoder_heads"] == json.loads(
         (compact / "config.json").read_text()
