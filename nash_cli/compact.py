@@ -123,7 +123,7 @@ def slicing_plan(model, plan: CompactPlan) -> Plan:
 def compact_model(model, heads_mask: torch.Tensor, ffn_mask: torch.Tensor):
     """Builds the compact model equal to `model` under the binary masks (returns `(model, custom)`).
 
-    The input model is not modified; unsliced tensors are shared with it.
+    The input model is not modified.
     """
     from nash_cli import modeling
     from nash_cli._hf import quiet_transformers
