@@ -9,7 +9,6 @@ output) in `auto_map`; when the stock config can express the result, a plain con
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +123,7 @@ def slicing_plan(model, plan: CompactPlan) -> Plan:
 def compact_model(model, heads_mask: torch.Tensor, ffn_mask: torch.Tensor):
     """Builds the compact model equal to `model` under the binary masks (returns `(model, custom)`).
 
-    The input model is not modified; unsliced tensors are shared with it.
+    The input model is not modified.
     """
     from nash_cli import modeling
     from nash_cli._hf import quiet_transformers
@@ -185,7 +184,7 @@ def check_masked(source: str | Path) -> dict[str, Any]:
 
 def run_compact(source: str | Path, output: str | Path, *, arguments: dict[str, Any], force: bool = False) -> CompactResult:
     """Loads a masked checkpoint, removes pruned units, writes a compact checkpoint."""
-    from nash_cli import artifact, modeling
+    from nash_cli import artifact
 
     started = time.perf_counter()
     artifact.check_output(output, force)
@@ -198,11 +197,8 @@ def run_compact(source: str | Path, output: str | Path, *, arguments: dict[str, 
     compact, custom = compact_model(model, masks.heads_mask, masks.ffn_mask)
     after = {"total": total_params(compact), "non_embedding": non_embedding_params(compact)}
     del model
-    family = family_of(compact).name
-    extra_files = {}
-    if custom:
-        name = modeling.FILES[family][0]
-        extra_files[name] = lambda staging: shutil.copyfile(modeling.modeling_file(family), staging / name)
+    # The nash classes are registered for their auto classes: save_pretrained copies their
+    # modeling file beside the weights and writes the config's auto_map.
     heads = [int(row.sum()) for row in masks.heads_mask]
     units = [int(row.sum()) for row in masks.ffn_mask]
     extra = {
@@ -222,7 +218,6 @@ def run_compact(source: str | Path, output: str | Path, *, arguments: dict[str, 
         arguments=arguments,
         state="compact",
         extra=extra,
-        extra_files=extra_files,
         force=force,
     )
     size = sum(path.stat().st_size for path in artifact.weight_files(Path(output)))

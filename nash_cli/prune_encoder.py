@@ -111,6 +111,7 @@ class L0Extension:
         term = lagrangian_term(expected, target, self.lagrangian.lambda1, self.lagrangian.lambda2)
         self.last = {
             "expected_sparsity": float(expected.detach()),
+            "deterministic_sparsity": self.masks.deterministic_sparsity(),
             "target_sparsity": target,
             "lambda_1": float(self.lagrangian.lambda1.detach()),
             "lambda_2": float(self.lagrangian.lambda2.detach()),

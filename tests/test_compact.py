@@ -229,6 +229,12 @@ for name, path in json.loads(sys.argv[1]).items():
 save_file({k: v.contiguous() for k, v in out.items()}, "out.safetensors")
 """
     paths = {family: str(item["compact"]) for family, item in compacted.items()}
+    # A checkpoint saved again from the loaded nash class (as distill does) carries the code too.
+    resaved = tmp_path / "resaved"
+    artifact.load_model(compacted["t5-gated"]["compact"]).save_pretrained(resaved)
+    assert (resaved / "modeling_nash_t5.py").is_file()
+    assert json.loads((resaved / "config.json").read_text())["auto_map"]["AutoConfig"] == "modeling_nash_t5.NashT5Config"
+    paths["resaved"] = str(resaved)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", OMP_NUM_THREADS="1")
     run = subprocess.run(
@@ -240,6 +246,7 @@ save_file({k: v.contiguous() for k, v in out.items()}, "out.safetensors")
     for family, item in compacted.items():
         assert (out[f"{family}.logits"] - item["logits"]).abs().max() < 1e-4, family
         assert torch.equal(out[f"{family}.tokens"], item["tokens"]), family
+    assert (out["resaved.logits"] - compacted["t5-gated"]["logits"]).abs().max() < 1e-4
 
 
 # --------------------------------------------------------------------------- bad inputs

@@ -63,7 +63,7 @@ def test_extension_contract(tmp_path):
     assert extension.loss(25, 100)[1]["target_sparsity"] == pytest.approx(0.2)
     term, values = extension.loss(80, 100)
     assert values["target_sparsity"] == pytest.approx(0.4) and extension.warmup_steps == 50
-    assert set(values) >= {"expected_sparsity", "target_sparsity", "lambda_1", "lambda_2", "lagrangian"}
+    assert set(values) >= {"expected_sparsity", "deterministic_sparsity", "target_sparsity", "lambda_1", "lambda_2", "lagrangian"}
     assert float(term.detach()) == 0.0  # lambdas start at zero
 
     # clamp after each step
@@ -185,7 +185,9 @@ def test_round_trip_select_prune_compact_distill(pipeline, tmp_path, cli):
     # the train log records expected sparsity, target, lambdas and each loss term
     log = [json.loads(line) for line in (masked / "train_log.jsonl").read_text().splitlines()]
     train_lines = [line for line in log if "expected_sparsity" in line]
-    assert train_lines and {"target_sparsity", "lambda_1", "lambda_2", "lagrangian", "kl", "ce"} <= set(train_lines[-1])
+    assert train_lines and {"target_sparsity", "deterministic_sparsity", "lambda_1", "lambda_2", "lagrangian", "kl", "ce"} <= set(
+        train_lines[-1]
+    )
     assert train_lines[0]["target_sparsity"] < train_lines[-1]["target_sparsity"] == pytest.approx(0.3)
 
     # the stored masks are the deterministic masks of the stored log_alphas
@@ -221,6 +223,7 @@ def test_round_trip_select_prune_compact_distill(pipeline, tmp_path, cli):
     assert result.exit_code == 0, result.stderr
     assert result.json()["objective"]["decoder_layer_map"] == [0, 3]
     reloaded = artifact.load_model(final)
+    assert (final / "modeling_nash_t5.py").is_file()  # still loadable with trust_remote_code outside nash
     assert type(reloaded).__name__ == type(small).__name__
     assert json.loads((final / "config.json").read_text())["encoder_heads"] == json.loads(
         (compact / "config.json").read_text()

@@ -164,4 +164,9 @@ class NashBartForConditionalGeneration(BartForConditionalGeneration):
         self.post_init()
 
 
+# save_pretrained copies this file beside the weights and writes `auto_map`, so every checkpoint
+# saved from these classes (compact's output, and distill's after it) loads with trust_remote_code.
+NashBartConfig.register_for_auto_class()
+NashBartForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+
 __all__ = ["NashBartConfig", "NashBartForConditionalGeneration"]

@@ -188,4 +188,9 @@ class NashT5ForConditionalGeneration(T5ForConditionalGeneration):
         self.post_init()
 
 
+# save_pretrained copies this file beside the weights and writes `auto_map`, so every checkpoint
+# saved from these classes (compact's output, and distill's after it) loads with trust_remote_code.
+NashT5Config.register_for_auto_class()
+NashT5ForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+
 __all__ = ["NashT5Config", "NashT5ForConditionalGeneration"]
