@@ -55,8 +55,8 @@ SourceColumnOption = Annotated[
     Optional[str],
     typer.Option(
         "--source-column",
-        help="Column holding the input text [default: the first of source, input, text, document, "
-        "dialogue, article, ... that exists].",
+        help="Column holding the input text (default: the first of source, input, text, document, "
+        "dialogue, article, ... that exists).",
         rich_help_panel=_PANEL,
     ),
 ]
