@@ -165,9 +165,9 @@ def collect(run_dir: str | Path) -> RunSummary:
     )
 
 
-def table1_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
+def table1_rows(summary: RunSummary, *, max_metrics: int = 4) -> tuple[list[str], list[list[str]]]:
     """Header and rows of Table 1 as text: model, decoder layers, parameters, scores, speedup."""
-    header = ["model", "decoder layers", "parameters", *summary.metrics[:4], "speedup"]
+    header = ["model", "decoder layers", "parameters", *summary.metrics[:max_metrics], "speedup"]
     body = []
     for row in summary.rows:
         speedup = "-" if row.speedup is None else f"{row.speedup:.2f}x"
@@ -178,7 +178,7 @@ def table1_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
                 row.label,
                 "-" if row.decoder_layers is None else str(row.decoder_layers),
                 "-" if row.parameters is None else f"{row.parameters / 1e6:.2f}M",
-                *[f"{100 * row.scores[name]:.2f}" if name in row.scores else "-" for name in summary.metrics[:4]],
+                *[f"{100 * row.scores[name]:.2f}" if name in row.scores else "-" for name in summary.metrics[:max_metrics]],
                 speedup,
             ]
         )
@@ -189,7 +189,8 @@ def rich_table1(summary: RunSummary):
     """Table 1 as a Rich table."""
     from rich.table import Table
 
-    header, body = table1_rows(summary)
+    header, body = table1_rows(summary, max_metrics=2)  # fits an 80-column terminal
+    header[1:3] = ["dec. layers", "params"]
     table = Table(title=f"Table 1 - {summary.name}")
     for index, name in enumerate(header):
         table.add_column(name, justify="left" if index == 0 else "right")
@@ -207,6 +208,7 @@ def plot_quality_speedup(summary: RunSummary, path: Path) -> Path:
 
     metric = summary.metrics[0]
     figure, axis = plt.subplots(figsize=(5.5, 4))
+    values = [100 * row.scores[metric] for row in summary.rows if metric in row.scores]
     for row in summary.rows:
         if row.speedup is None or metric not in row.scores:
             continue
@@ -220,8 +222,11 @@ def plot_quality_speedup(summary: RunSummary, path: Path) -> Path:
     axis.set_ylabel(metric)
     axis.set_title(f"{summary.name}: quality vs speedup")
     axis.grid(True, alpha=0.3)
-    axis.set_xlim(left=0.8)
-    axis.legend(loc="lower left")
+    axis.set_xlim(left=0.8, right=max([row.speedup or 1.0 for row in summary.rows]) * 1.15 + 0.1)
+    if values:
+        # a fixed margin, so that a 0.1-point difference does not fill the whole plot
+        margin = max(2.0, 0.25 * (max(values) - min(values)))
+        axis.set_ylim(min(values) - margin, min(100.0, max(values) + margin) if max(values) <= 100 else max(values) + margin)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

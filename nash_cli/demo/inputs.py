@@ -18,7 +18,16 @@ SEED = 0
 
 #: The from-scratch teacher: a T5 v1.0 with 6 decoder layers to select from. The encoder is as
 #: deep as the decoder because stock transformers sizes T5's generation cache by the encoder.
-TEACHER_SHAPE = {"d_model": 128, "num_heads": 4, "d_ff": 512, "encoder_layers": 6, "decoder_layers": 6}
+TEACHER_SHAPE = {
+    "d_model": 128,
+    "num_heads": 4,
+    "d_ff": 512,
+    "encoder_layers": 6,
+    "decoder_layers": 6,
+    # stock T5's position buckets: telling which team a score sentence is about needs them
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+}
 
 
 def is_builtin(source: str | None) -> bool:

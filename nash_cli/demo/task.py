@@ -1,15 +1,19 @@
 """A small summarisation task generated deterministically from code: football match reports.
 
 Each source is a short report whose sentences come in a random order, with filler sentences
-mixed in; its summary names the winner and loser with the score in digits, the city and the day:
+mixed in; its summary names the two teams in alphabetical order, the city, the day and the final
+score in digits, higher first:
 
     source:  "the weather was windy . on friday , the tigers visited the lions in paris .
               the tigers scored two goals . the crowd was loud . the lions scored five goals ."
-    summary: "lions beat tigers 5 - 2 in paris on friday ."
+    summary: "lions and tigers met in paris on friday ; final score 5 - 2 ."
 
-A model must select facts, drop fillers, compare two numbers, turn number words into digits
-and reorder; copying the input scores poorly. Draws are summarised as
-"lions and tigers drew 1 - 1 in paris on friday .".
+A model must find the meeting among the fillers, order the team names, turn number words into
+digits, compare the two scores and reorder everything; copying the input scores poorly.
+
+(Summaries that named the winner, "lions beat tigers 5 - 2", were tried first: telling which team
+scored which number took the demo's 6-layer T5 far longer than the demo's budget, and its teacher
+got about half of the winners right after 1,200 steps.)
 """
 
 from __future__ import annotations
@@ -64,13 +68,9 @@ def make_example(rng: random.Random) -> dict[str, str]:
     ]
     sentences = [meeting, *scores, *fillers]
     rng.shuffle(sentences)
-    if home_goals == away_goals:
-        summary = f"{home} and {away} drew {home_goals} - {away_goals} in {city} on {day} ."
-    else:
-        (winner, won), (loser, lost) = sorted(
-            ((home, home_goals), (away, away_goals)), key=lambda team: -team[1]
-        )
-        summary = f"{winner} beat {loser} {won} - {lost} in {city} on {day} ."
+    high, low = max(home_goals, away_goals), min(home_goals, away_goals)
+    first, second = sorted((home, away))
+    summary = f"{first} and {second} met in {city} on {day} ; final score {high} - {low} ."
     return {"report": " ".join(sentences), "summary": summary}
 
 
