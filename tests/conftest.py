@@ -70,6 +70,19 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two threads
+    # per process can make a step ten times slower; one thread keeps the suite's time steady.
+    # Restored after each test, since `--threads` in a CLI test changes the process-wide setting.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     # Tests never reach a hub; make any accidental attempt fail fast instead of hanging.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

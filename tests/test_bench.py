@@ -22,15 +22,6 @@ from nash_cli.generation import resolve_settings
 from nash_cli.toy import tiny_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and OpenMP threads stall badly on a shared, busy
-    # machine; `--threads` in a CLI test also changes the process-wide setting, so restore it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_summary_statistics_match_numpy():
     numpy = pytest.importorskip("numpy")

@@ -13,14 +13,6 @@ from nash_cli.errors import NashError
 from nash_cli.evaluate import generations_path_for
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and OpenMP threads stall on a busy shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 RECORDS = [
     {"dialogue": "the quick brown fox jumps over the lazy dog .", "summary": ["fox jumps", "a fox jumped"]},

@@ -18,14 +18,6 @@ from nash_cli.generation import (
 from nash_cli.toy import tiny_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and OpenMP threads stall on a busy shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_settings_default_to_the_generation_config():
     model = tiny_model("t5")

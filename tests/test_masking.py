@@ -24,14 +24,6 @@ from nash_cli.masking import (
 from nash_cli.toy import tiny_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads and lose a lot to them on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 def _batch(seed=0):

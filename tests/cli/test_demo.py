@@ -12,6 +12,7 @@ def test_demo_runs_the_whole_pipeline_offline(tmp_path, cli):
         "--set", "distill.max_steps=3",
         "--set", "bench.repeats=1",
         "--set", "bench.warmup=1",
+        "--set", "bench.threads=1",
     ]
     result = cli("demo", "-o", tmp_path / "demo", *short, "--json")
     assert result.exit_code == 0, result.stderr
