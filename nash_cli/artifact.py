@@ -308,6 +308,10 @@ def staged_output(output: str | Path, *, force: bool = False) -> Iterator[Path]:
         parent = parent.parent
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # mkdtemp makes the directory owner-only; the output should get the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         yield staging
         if target.exists():

@@ -233,16 +233,12 @@ def run_prune_encoder(
         The JSON-ready result (on every process; only the main process writes).
     """
     from nash_cli import artifact
-    from nash_cli.train.distill import check_vocabularies, load_features, parse_layer_map, resolve_layer_maps
+    from nash_cli.train.distill import load_training_inputs
     from nash_cli.train.engine import check_config, save_output, train
 
     check_config(config)
     check_settings(settings)
     artifact.check_output(output, config.force)
-    decoder_map = parse_layer_map(decoder_layer_map, "--decoder-layer-map")
-    encoder_map = parse_layer_map(encoder_layer_map, "--encoder-layer-map")
-    if teacher_source is None and (decoder_map or encoder_map):
-        raise NashError("--decoder-layer-map / --encoder-layer-map need a --teacher; drop them or add --teacher")
     manifest = artifact.read_manifest(student_source) or {}
     if manifest.get("state", "dense") != "dense":
         raise NashError(
@@ -255,38 +251,20 @@ def run_prune_encoder(
             f"{student_source} is already compacted (per-layer widths); prune-encoder needs a dense student "
             "(e.g. the output of select-layers)"
         )
-    teacher_config = None
-    if teacher_source is not None:
-        teacher_config = artifact.load_config(teacher_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        if teacher_config.vocab_size != student_config.vocab_size:
-            raise NashError(
-                f"the student's vocabulary has {student_config.vocab_size} entries and the teacher's "
-                f"{teacher_config.vocab_size}; distil from a teacher with the student's tokenizer "
-                "(the checkpoint the student came from)"
-            )
-    tokenizer = artifact.load_tokenizer(student_source)
-    train_features, eval_features = load_features(data, tokenizer)
-
-    student = artifact.load_model(
-        student_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, config=student_config
+    inputs = load_training_inputs(
+        student_source,
+        teacher_source,
+        data=data,
+        config=config,
+        decoder_layer_map=decoder_layer_map,
+        encoder_layer_map=encoder_layer_map,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        student_config=student_config,
     )
-    teacher = None
-    notes: list[str] = []
-    encoder, decoder = None, None
-    if teacher_source is not None:
-        teacher = artifact.load_model(
-            teacher_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, config=teacher_config
-        )
-        check_vocabularies(student, teacher, student_tokenizer=tokenizer, teacher_source=teacher_source)
-        encoder, decoder, notes = resolve_layer_maps(
-            student,
-            teacher,
-            student_source=student_source,
-            decoder_layer_map=decoder_map,
-            encoder_layer_map=encoder_map,
-            alpha_dec=config.alpha_dec,
-            alpha_enc=config.alpha_enc,
-        )
+    student, teacher, tokenizer = inputs.student, inputs.teacher, inputs.tokenizer
+    train_features, eval_features = inputs.train_features, inputs.eval_features
+    encoder, decoder, notes = inputs.encoder_layer_map, inputs.decoder_layer_map, inputs.notes
     reference, reference_origin = _reference_non_embedding(teacher, student_source)
     extension = L0Extension(student, settings, teacher_non_embedding=reference)
 

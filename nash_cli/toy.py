@@ -25,6 +25,8 @@ def tiny_config(
     d_ff: int = 64,
     encoder_layers: int = 2,
     decoder_layers: int = 2,
+    relative_attention_num_buckets: int = 8,
+    relative_attention_max_distance: int = 32,
 ):
     """Returns a transformers config for a small encoder-decoder of the given family.
 
@@ -38,6 +40,8 @@ def tiny_config(
         d_ff: FFN intermediate size.
         encoder_layers: Encoder depth.
         decoder_layers: Decoder depth.
+        relative_attention_num_buckets: T5's position-bias buckets (stock T5: 32).
+        relative_attention_max_distance: T5's longest distinguished distance (stock T5: 128).
     """
     from transformers import BartConfig, T5Config
 
@@ -50,8 +54,8 @@ def tiny_config(
             num_layers=encoder_layers,
             num_decoder_layers=decoder_layers,
             num_heads=num_heads,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=32,
+            relative_attention_num_buckets=relative_attention_num_buckets,
+            relative_attention_max_distance=relative_attention_max_distance,
             feed_forward_proj="gated-gelu" if family == "t5-gated" else "relu",
             tie_word_embeddings=family == "t5",
             dropout_rate=0.0,

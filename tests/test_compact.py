@@ -211,6 +211,7 @@ def test_stock_transformers_loads_compact_in_a_fresh_process_without_nash(compac
     save_file({"ids": ids, "attention": attention, "decoder": decoder}, str(tmp_path / "batch.safetensors"))
     script = """
 import importlib.util, json, sys
+sys.path.extend(json.loads(sys.argv[2]))  # site-packages, without the .pth files of editable installs
 assert importlib.util.find_spec("nash_cli") is None, "nash_cli is importable"
 import torch
 from safetensors.torch import load_file, save_file
@@ -237,8 +238,14 @@ save_file({k: v.contiguous() for k, v in out.items()}, "out.safetensors")
     paths["resaved"] = str(resaved)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", OMP_NUM_THREADS="1")
+    # -I -S: no PYTHONPATH, no current directory, no site processing, so an installed nash (an
+    # editable install is a .pth file in site-packages) stays out of reach; the libraries are
+    # put back on the path by hand.
+    import site
+
+    libraries = json.dumps([p for p in site.getsitepackages() if "site-packages" in p])
     run = subprocess.run(
-        [sys.executable, "-I", "-c", script, json.dumps(paths)],
+        [sys.executable, "-I", "-S", "-c", script, json.dumps(paths), libraries],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -39,7 +39,7 @@ SplitOption = Annotated[
     Optional[str],
     typer.Option(
         "--split",
-        help="Split of a hub dataset, a saved DatasetDict or a JSON file keyed by split [default: train].",
+        help="Split of a hub dataset, a saved DatasetDict or a JSON file keyed by split (default: train).",
         rich_help_panel=_PANEL,
     ),
 ]
@@ -47,7 +47,7 @@ EvalSplitOption = Annotated[
     Optional[str],
     typer.Option(
         "--eval-split",
-        help="Split for --eval-data when it is a hub dataset or keyed by split [default: validation].",
+        help="Split for --eval-data when it is a hub dataset or keyed by split (default: validation).",
         rich_help_panel=_PANEL,
     ),
 ]
@@ -55,8 +55,8 @@ SourceColumnOption = Annotated[
     Optional[str],
     typer.Option(
         "--source-column",
-        help="Column holding the input text [default: the first of source, input, text, document, "
-        "dialogue, article, ... that exists].",
+        help="Column holding the input text (default: the first of source, input, text, document, "
+        "dialogue, article, ... that exists).",
         rich_help_panel=_PANEL,
     ),
 ]
@@ -65,7 +65,7 @@ TargetColumnOption = Annotated[
     typer.Option(
         "--target-column",
         help="Column holding the reference text, or a list of references (training uses the first) "
-        "[default: the first of target, summary, output, highlights, answer, ... that exists].",
+        "(default: the first of target, summary, output, highlights, answer, ... that exists).",
         rich_help_panel=_PANEL,
     ),
 ]

@@ -11,7 +11,8 @@ import sys
 import typer
 
 from nash_cli import __version__
-from nash_cli.cli import compact, distill, prune_encoder, select_layers
+from nash_cli.cli import bench, compact, demo, distill, prune_encoder, report, run, select_layers
+from nash_cli.cli import eval as eval_
 from nash_cli.errors import NashError
 
 app = typer.Typer(
@@ -39,10 +40,15 @@ def _root(
     """NASH: a narrow encoder and a shallow decoder for T5, FLAN-T5, T5-efficient and BART."""
 
 
+app.command("demo")(demo.command)
+app.command("run")(run.command)
 app.command("select-layers")(select_layers.command)
-app.command("distill")(distill.command)
 app.command("prune-encoder")(prune_encoder.command)
 app.command("compact")(compact.command)
+app.command("distill")(distill.command)
+app.command("bench")(bench.command)
+app.command("eval")(eval_.command)
+app.command("report")(report.command)
 
 
 def main(argv: list[str] | None = None) -> None:

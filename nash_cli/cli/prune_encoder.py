@@ -7,6 +7,38 @@ from typing import Annotated, Optional
 
 import typer
 
+from nash_cli.cli._train_options import (
+    OBJECTIVE,
+    RUN,
+    TRAIN,
+    AllowPickleOption,
+    AlphaCeOption,
+    AlphaDecOption,
+    AlphaEncOption,
+    AlphaKdOption,
+    BatchSizeOption,
+    DecoderLayerMapOption,
+    EncoderLayerMapOption,
+    EpochsOption,
+    EvalEveryOption,
+    ForceOption,
+    FreezeEmbeddingsOption,
+    GradAccumOption,
+    JsonOption,
+    LogEveryOption,
+    MaxGradNormOption,
+    MaxStepsOption,
+    MixedPrecisionOption,
+    ResumeOption,
+    SaveEveryOption,
+    SeedOption,
+    TemperatureOption,
+    TrustRemoteCodeOption,
+    WarmupStepsOption,
+    WeightDecayOption,
+    data_spec,
+    train_config,
+)
 from nash_cli.cli._data_options import (
     DEFAULT_MAX_SOURCE_LENGTH,
     DEFAULT_MAX_TARGET_LENGTH,
@@ -24,9 +56,6 @@ from nash_cli.cli._data_options import (
     TargetColumnOption,
 )
 
-_TRAIN = "Training"
-_OBJECTIVE = "Objective"
-_RUN = "Run"
 _PRUNE = "Pruning"
 
 
@@ -36,7 +65,7 @@ def command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the masked checkpoint to (then: nash compact).")],
     teacher: Annotated[
         Optional[str],
-        typer.Option("--teacher", help="Teacher checkpoint to distil from (the paper: the full fine-tuned model); without it, cross-entropy only.", rich_help_panel=_OBJECTIVE),
+        typer.Option("--teacher", help="Teacher checkpoint to distil from (the paper: the full fine-tuned model); without it, cross-entropy only.", rich_help_panel=OBJECTIVE),
     ] = None,
     split: SplitOption = None,
     eval_data: EvalDataOption = None,
@@ -68,68 +97,35 @@ def command(
         float,
         typer.Option("--droprate-init", help="Initial drop rate p of every mask: log_alpha ~ N(log((1-p)/p), 0.01).", rich_help_panel=_PRUNE),
     ] = 0.5,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.", rich_help_panel=_TRAIN)] = 3,
-    max_steps: Annotated[
-        Optional[int], typer.Option("--max-steps", help="Stop after this many optimiser steps (overrides --epochs).", rich_help_panel=_TRAIN)
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per process per micro-batch.", rich_help_panel=_TRAIN)] = 4,
-    grad_accum: Annotated[
-        int, typer.Option("--grad-accum", help="Micro-batches per optimiser step (global batch = batch size x this x processes).", rich_help_panel=_TRAIN)
-    ] = 1,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the model (AdamW); the reference prunes with 3e-5.", rich_help_panel=_TRAIN)] = 3e-5,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (not on biases and norms).", rich_help_panel=_TRAIN)] = 0.0,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear warm-up steps; then linear decay to 0.", rich_help_panel=_TRAIN)] = 0,
-    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Clip the gradient norm to this (0: no clipping).", rich_help_panel=_TRAIN)] = 1.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for data order, dropout and initialisation.", rich_help_panel=_TRAIN)] = 42,
-    freeze_embeddings: Annotated[
-        bool, typer.Option("--freeze-embeddings", help="Keep token embeddings fixed (a tied lm_head too).", rich_help_panel=_TRAIN)
-    ] = False,
-    mixed_precision: Annotated[
-        Optional[str],
-        typer.Option("--mixed-precision", help="no, fp16 or bf16 [default: accelerate's config, else no].", rich_help_panel=_TRAIN),
-    ] = None,
-    temperature: Annotated[float, typer.Option("--temperature", help="Distillation temperature T.", rich_help_panel=_OBJECTIVE)] = 2.0,
-    alpha_ce: Annotated[float, typer.Option("--alpha-ce", help="Weight of cross-entropy to the labels (with a teacher).", rich_help_panel=_OBJECTIVE)] = 0.5,
-    alpha_kd: Annotated[float, typer.Option("--alpha-kd", help="Weight of T^2 * KL(teacher || student).", rich_help_panel=_OBJECTIVE)] = 1.0,
-    alpha_enc: Annotated[float, typer.Option("--alpha-enc", help="Weight of the encoder hidden-state MSE (0: off).", rich_help_panel=_OBJECTIVE)] = 0.001,
-    alpha_dec: Annotated[float, typer.Option("--alpha-dec", help="Weight of the decoder hidden-state MSE (0: off).", rich_help_panel=_OBJECTIVE)] = 0.001,
-    decoder_layer_map: Annotated[
-        Optional[str],
-        typer.Option(
-            "--decoder-layer-map",
-            help="Teacher decoder layer for each student decoder layer, e.g. 0,5,11 [default: the student's nash.json, else 1:1].",
-            rich_help_panel=_OBJECTIVE,
-        ),
-    ] = None,
-    encoder_layer_map: Annotated[
-        Optional[str],
-        typer.Option(
-            "--encoder-layer-map",
-            help="Teacher encoder layer for each student encoder layer [default: 1:1 when depths match, else no encoder loss].",
-            rich_help_panel=_OBJECTIVE,
-        ),
-    ] = None,
-    save_every: Annotated[int, typer.Option("--save-every", help="Write a resumable state every N steps (0: never).", rich_help_panel=_RUN)] = 500,
-    eval_every: Annotated[
-        Optional[int], typer.Option("--eval-every", help="Evaluate every N steps [default: every epoch, and at the end].", rich_help_panel=_RUN)
-    ] = None,
-    log_every: Annotated[int, typer.Option("--log-every", help="Log mean losses to train_log.jsonl every N steps.", rich_help_panel=_RUN)] = 10,
+    epochs: EpochsOption = 3,
+    max_steps: MaxStepsOption = None,
+    batch_size: BatchSizeOption = 4,
+    grad_accum: GradAccumOption = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the model (AdamW); the reference prunes with 3e-5.", rich_help_panel=TRAIN)] = 3e-5,
+    weight_decay: WeightDecayOption = 0.0,
+    warmup_steps: WarmupStepsOption = 0,
+    max_grad_norm: MaxGradNormOption = 1.0,
+    seed: SeedOption = 42,
+    freeze_embeddings: FreezeEmbeddingsOption = False,
+    mixed_precision: MixedPrecisionOption = None,
+    temperature: TemperatureOption = 2.0,
+    alpha_ce: AlphaCeOption = 0.5,
+    alpha_kd: AlphaKdOption = 1.0,
+    alpha_enc: AlphaEncOption = 0.001,
+    alpha_dec: AlphaDecOption = 0.001,
+    decoder_layer_map: DecoderLayerMapOption = None,
+    encoder_layer_map: EncoderLayerMapOption = None,
+    save_every: SaveEveryOption = 500,
+    eval_every: EvalEveryOption = None,
+    log_every: LogEveryOption = 10,
     keep: Annotated[
-        str, typer.Option("--keep", help="With --eval-data: output the last step (default: it has the target sparsity) or the best by eval loss.", rich_help_panel=_RUN)
+        str, typer.Option("--keep", help="With --eval-data: output the last step (default: it has the target sparsity) or the best by eval loss.", rich_help_panel=RUN)
     ] = "last",
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run from its last state in OUTPUT.partial/.", rich_help_panel=_RUN)
-    ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing output; discard an interrupted run's state.", rich_help_panel=_RUN)
-    ] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Accept pytorch_model.bin weights (loaded with weights_only=True).")
-    ] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help="Run the checkpoints' own modeling code (only if you trust it).")
-    ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    resume: ResumeOption = False,
+    force: ForceOption = False,
+    allow_pickle: AllowPickleOption = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Train L0 masks on every encoder head and FFN unit to a target sparsity, with distillation.
 
@@ -138,47 +134,9 @@ def command(
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
 
     from nash_cli.prune_encoder import PruneSettings, run_prune_encoder
-    from nash_cli.train.distill import DataSpec
-    from nash_cli.train.engine import TrainConfig
 
-    config = TrainConfig(
-        output=output,
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_steps=warmup_steps,
-        max_grad_norm=max_grad_norm,
-        seed=seed,
-        temperature=temperature,
-        alpha_ce=alpha_ce,
-        alpha_kd=alpha_kd,
-        alpha_enc=alpha_enc,
-        alpha_dec=alpha_dec,
-        freeze_embeddings=freeze_embeddings,
-        save_every=save_every,
-        eval_every=eval_every,
-        log_every=log_every,
-        keep=keep,  # type: ignore[arg-type]
-        resume=resume,
-        force=force,
-        mixed_precision=mixed_precision,
-    )
-    spec = DataSpec(
-        data=data,
-        split=split,
-        eval_data=eval_data,
-        eval_split=eval_split,
-        source_column=source_column,
-        target_column=target_column,
-        source_template=source_template,
-        source_prefix=source_prefix,
-        max_source_length=max_source_length,
-        max_target_length=max_target_length,
-        limit=limit,
-    )
+    config = train_config(arguments, output)
+    spec = data_spec(arguments)
     settings = PruneSettings(
         target_sparsity=target_sparsity,
         sparsity_warmup=sparsity_warmup,

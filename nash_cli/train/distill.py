@@ -181,33 +181,53 @@ def resolve_layer_maps(
     return maps["encoder"], maps["decoder"], notes
 
 
-def run_distill(
+@dataclass
+class TrainingInputs:
+    """Everything a training stage loads before its first step."""
+
+    student: Any
+    """The student model."""
+    teacher: Any
+    """The teacher model, or None for cross-entropy only."""
+    tokenizer: Any
+    """The student's tokenizer."""
+    train_features: Any
+    """Tokenised training data."""
+    eval_features: Any
+    """Tokenised evaluation data, or None."""
+    encoder_layer_map: list[int] | None
+    """Teacher encoder layer per student encoder layer, or None (no encoder hidden loss)."""
+    decoder_layer_map: list[int] | None
+    """Teacher decoder layer per student decoder layer, or None."""
+    notes: list[str]
+    """Notes for the user (e.g. a loss turned off)."""
+
+
+def load_training_inputs(
     student_source: str,
-    *,
     teacher_source: str | None,
-    output: Path,
+    *,
     data: DataSpec,
     config: TrainConfig,
-    arguments: dict[str, Any],
     decoder_layer_map: str | None = None,
     encoder_layer_map: str | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
-) -> dict[str, Any]:
-    """Distils (or, without a teacher, fine-tunes) a student and writes it to `output`.
+    student_config: Any = None,
+) -> TrainingInputs:
+    """Checks and loads the student, the teacher, the tokenizer, the data and the layer maps.
 
-    Returns the JSON-ready result (on every process; only the main process writes).
+    Every check that needs no weights (layer-map syntax, configs, vocabularies, data) runs before
+    the models are loaded. Shared by `distill` and `prune-encoder`.
     """
     from nash_cli import artifact
-    from nash_cli.train.engine import check_config, save_output, train
 
-    check_config(config)
-    artifact.check_output(output, config.force)
     decoder_map = parse_layer_map(decoder_layer_map, "--decoder-layer-map")
     encoder_map = parse_layer_map(encoder_layer_map, "--encoder-layer-map")
     if teacher_source is None and (decoder_map or encoder_map):
-        raise NashError("--decoder-layer-map / --encoder-layer-map need a --teacher; drop them for plain fine-tuning")
-    student_config = artifact.load_config(student_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        raise NashError("--decoder-layer-map / --encoder-layer-map need a --teacher; drop them or add --teacher")
+    if student_config is None:
+        student_config = artifact.load_config(student_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     teacher_config = None
     if teacher_source is not None:
         teacher_config = artifact.load_config(teacher_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
@@ -240,6 +260,44 @@ def run_distill(
             alpha_dec=config.alpha_dec,
             alpha_enc=config.alpha_enc,
         )
+    return TrainingInputs(student, teacher, tokenizer, train_features, eval_features, encoder, decoder, notes)
+
+
+def run_distill(
+    student_source: str,
+    *,
+    teacher_source: str | None,
+    output: Path,
+    data: DataSpec,
+    config: TrainConfig,
+    arguments: dict[str, Any],
+    decoder_layer_map: str | None = None,
+    encoder_layer_map: str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Distils (or, without a teacher, fine-tunes) a student and writes it to `output`.
+
+    Returns the JSON-ready result (on every process; only the main process writes).
+    """
+    from nash_cli import artifact
+    from nash_cli.train.engine import check_config, save_output, train
+
+    check_config(config)
+    artifact.check_output(output, config.force)
+    inputs = load_training_inputs(
+        student_source,
+        teacher_source,
+        data=data,
+        config=config,
+        decoder_layer_map=decoder_layer_map,
+        encoder_layer_map=encoder_layer_map,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    student, teacher, tokenizer = inputs.student, inputs.teacher, inputs.tokenizer
+    train_features, eval_features = inputs.train_features, inputs.eval_features
+    encoder, decoder, notes = inputs.encoder_layer_map, inputs.decoder_layer_map, inputs.notes
 
     result = train(
         config,

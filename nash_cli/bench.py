@@ -1,0 +1,589 @@
+"""Generation speed, measured the way the NASH paper does: the whole `generate()` call.
+
+One timed call is `model.generate` on one batch, every decoding step until all sequences end,
+after warm-up. Several models run interleaved within each repeat (A B C, then C B A, ...) so
+that drift in the machine's speed (thermal throttling, other processes) hits all of them alike
+and the per-repeat ratios against the baseline stay meaningful.
+
+Everything here takes loaded models and prepared batches; `nash_cli.cli.bench` does the
+loading and printing.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nash_cli.errors import NashError
+from nash_cli.generation import GenerationSettings, generate_kwargs, generated_lengths
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One input batch, shared by every model."""
+
+    input_ids: "torch.Tensor"
+    """Token ids, shape (batch, source length), right-padded."""
+    attention_mask: "torch.Tensor"
+    """1 on real tokens, 0 on padding."""
+
+    @property
+    def size(self) -> int:
+        """Number of sequences."""
+        return int(self.input_ids.shape[0])
+
+    def to(self, device) -> "Batch":
+        """The batch on `device`."""
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device))
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How the benchmark runs (generation settings are per model: see `GenerationSettings`)."""
+
+    repeats: int = 10
+    """Timed passes; each pass runs every model on every batch."""
+    warmup: int = 1
+    """Untimed passes before timing (compilation, allocator, caches); peak memory is taken here."""
+    breakdown: bool = False
+    """After timing, one extra pass with hooks that split the time by module."""
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    # Linear interpolation between closest ranks (numpy's default), without needing numpy.
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Median, p90, p99, mean, min and max of a list of timings (seconds)."""
+    return {
+        "median": statistics.median(values),
+        "p90": _percentile(values, 90),
+        "p99": _percentile(values, 99),
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def speedup_stats(baseline_repeats: Sequence[float], model_repeats: Sequence[float]) -> dict[str, Any]:
+    """Speedup of a model over the baseline, from interleaved repeats.
+
+    Args:
+        baseline_repeats: The baseline's time per repeat (seconds, summed over batches).
+        model_repeats: The model's time in the same repeats, same order.
+
+    Returns:
+        `value` (median baseline time / median model time) and the spread of the per-repeat
+        ratios (baseline / model within the same repeat): `min`, `q25`, `median`, `q75`, `max`,
+        plus the ratios themselves.
+    """
+    if len(baseline_repeats) != len(model_repeats) or not model_repeats:
+        raise ValueError("speedup needs the same, non-zero number of repeats for both models")
+    ratios = [b / m for b, m in zip(baseline_repeats, model_repeats)]
+    return {
+        "value": statistics.median(baseline_repeats) / statistics.median(model_repeats),
+        "per_repeat": {
+            "min": min(ratios),
+            "q25": _percentile(ratios, 25),
+            "median": statistics.median(ratios),
+            "q75": _percentile(ratios, 75),
+            "max": max(ratios),
+        },
+        "ratios": ratios,
+    }
+
+
+def count_parameters(model) -> dict[str, int]:
+    """Parameters: total, encoder, decoder and embeddings (input embedding plus a separate lm_head).
+
+    Each tensor is counted once: a shared embedding belongs to `embeddings`, not to the
+    stacks that use it; encoder + decoder + embeddings = total.
+    """
+    embedding_ids = {id(model.get_input_embeddings().weight)}
+    output = model.get_output_embeddings()
+    if output is not None:
+        embedding_ids.update(id(p) for p in output.parameters())
+    seen: set[int] = set()
+
+    def count(module, exclude: set[int]) -> int:
+        total = 0
+        for parameter in module.parameters():
+            if id(parameter) in exclude or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            total += parameter.numel()
+        return total
+
+    encoder = count(model.get_encoder(), embedding_ids)
+    decoder = count(model.get_decoder(), embedding_ids)
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    return {"total": total, "encoder": encoder, "decoder": decoder, "embeddings": total - encoder - decoder}
+
+
+def random_batches(
+    *,
+    vocab_size: int,
+    batch_size: int,
+    source_length: int,
+    num_batches: int = 1,
+    low: int = 4,
+    eos_token_id: int | None = None,
+    seed: int = 0,
+) -> list[Batch]:
+    """Batches of uniformly random token ids, the same for every model.
+
+    Args:
+        vocab_size: Ids are drawn below this.
+        batch_size: Sequences per batch.
+        source_length: Tokens per sequence (the last one is `eos_token_id` when given).
+        num_batches: How many batches.
+        low: Smallest id drawn (keeps pad / eos / unk / bos out of the body).
+        eos_token_id: Appended as the last token, as a tokenizer would.
+        seed: Seed of a private generator (the global RNG is untouched).
+    """
+    import torch
+
+    if batch_size < 1:
+        raise NashError(f"--batch must be at least 1, got {batch_size}")
+    if source_length < 1:
+        raise NashError(f"--source-length must be at least 1, got {source_length}")
+    if vocab_size <= low:
+        raise NashError(f"vocabulary of {vocab_size} ids is too small for random inputs")
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(num_batches):
+        ids = torch.randint(low, vocab_size, (batch_size, source_length), generator=generator)
+        if eos_token_id is not None:
+            ids[:, -1] = eos_token_id
+        batches.append(Batch(ids, torch.ones_like(ids)))
+    return batches
+
+
+def text_batches(
+    tokenizer,
+    sources: Sequence[str],
+    *,
+    batch_size: int,
+    max_source_length: int | None = None,
+    pad_to_max: bool = False,
+) -> list[Batch]:
+    """Tokenised batches of real text, in the given order, each padded to its longest source
+    (or, with `pad_to_max`, to `max_source_length`: one shape for compiled models)."""
+    if batch_size < 1:
+        raise NashError(f"--batch must be at least 1, got {batch_size}")
+    if not sources:
+        raise NashError("no examples to benchmark: the data is empty")
+    batches = []
+    for start in range(0, len(sources), batch_size):
+        encoded = tokenizer(
+            list(sources[start : start + batch_size]),
+            truncation=True,
+            max_length=max_source_length,
+            padding="max_length" if pad_to_max and max_source_length else True,
+            return_tensors="pt",
+        )
+        batches.append(Batch(encoded["input_ids"], encoded["attention_mask"]))
+    return batches
+
+
+@dataclass
+class ModelReport:
+    """What the benchmark measured for one model."""
+
+    name: str
+    """The name the caller gave (usually the checkpoint path)."""
+    parameters: dict[str, int]
+    """total, encoder, decoder, embeddings (see `count_parameters`)."""
+    generation: dict[str, Any]
+    """The generation settings used (beams, min/max new tokens, compile)."""
+    latency_s: dict[str, float]
+    """Per `generate()` call (one batch): median, p90, p99, mean, min, max, in seconds."""
+    repeat_s: list[float]
+    """Time of each repeat (summed over batches), in repeat order."""
+    samples_per_s: float
+    """Input sequences per second over all timed calls."""
+    tokens_per_s: float
+    """Generated tokens per second (returned sequences only, not every beam)."""
+    mean_generated_length: float
+    """Mean new tokens per returned sequence, up to and including end-of-sequence."""
+    peak_memory: dict[str, Any]
+    """MiB, over the last warm-up pass: `weights_mib` (parameters and buffers); CPU: `peak_mib`,
+    the process's peak RSS (sampled every `RSS_INTERVAL_S`), and `increase_mib` over the RSS
+    before the pass (weights already paged in); CUDA: torch.cuda.max_memory_allocated and its
+    rise over the allocation before the pass."""
+    speedup: dict[str, Any] | None = None
+    """Against the baseline (see `speedup_stats`); None for the baseline or without one."""
+    breakdown: dict[str, Any] | None = None
+    """Seconds per part from the hooked pass (encoder, decoder layers, lm_head, rest)."""
+
+
+@dataclass
+class BenchResult:
+    """The whole benchmark: one report per model, plus what it ran on."""
+
+    models: list[ModelReport]
+    """Per model, in the order given."""
+    baseline: str | None
+    """Name of the baseline model, if any."""
+    settings: dict[str, Any]
+    """Benchmark settings (repeats, warm-up, breakdown)."""
+    inputs: dict[str, Any]
+    """Batches: how many, their size and source lengths, where they came from."""
+    environment: dict[str, Any] = field(default_factory=dict)
+    """Device, threads, library versions."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+#: Interval of the RSS sampler on CPU, in seconds.
+RSS_INTERVAL_S = 0.002
+
+
+class _PeakRSS:
+    """Samples this process's resident set size in a background thread while active."""
+
+    def __init__(self, interval: float = RSS_INTERVAL_S):
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.before = self.peak = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> "_PeakRSS":
+        self.before = self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+def _synchronize(device) -> Callable[[], None]:
+    import torch
+
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+class _Breakdown:
+    """Forward hooks that add up wall time per module (synchronising CUDA at every boundary)."""
+
+    def __init__(self, model, sync: Callable[[], None]):
+        from nash_cli.arch import family_of
+
+        self.sync = sync
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._start: dict[str, float] = {}
+        self._handles = []
+        parts = {"encoder": model.get_encoder()}
+        for index, layer in enumerate(family_of(model).layers(model, "decoder")):
+            parts[f"decoder.{index}"] = layer
+        parts["lm_head"] = model.get_output_embeddings()
+        for name, module in parts.items():
+            self.seconds[name] = 0.0
+            self.calls[name] = 0
+            self._handles.append(module.register_forward_pre_hook(self._enter(name)))
+            self._handles.append(module.register_forward_hook(self._exit(name)))
+
+    def _enter(self, name):
+        def hook(module, args):
+            self.sync()
+            self._start[name] = time.perf_counter()
+
+        return hook
+
+    def _exit(self, name):
+        def hook(module, args, output):
+            self.sync()
+            self.seconds[name] += time.perf_counter() - self._start.pop(name)
+            self.calls[name] += 1
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _generate_once(model, batch: Batch, settings: GenerationSettings, sync) -> tuple[float, "torch.Tensor"]:
+    # Arguments (and any fresh cache object) are built before the clock starts.
+    kwargs = generate_kwargs(model, settings)
+    sync()
+    start = time.perf_counter()
+    sequences = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+    sync()
+    return time.perf_counter() - start, sequences
+
+
+def run_bench(
+    models: Mapping[str, Any],
+    batches: Sequence[Batch],
+    generation: Mapping[str, GenerationSettings],
+    settings: BenchSettings,
+    *,
+    baseline: str | None = None,
+    on_call: Callable[[str, str], None] | None = None,
+) -> BenchResult:
+    """Benchmarks `models` on `batches`, interleaved, and compares them with `baseline`.
+
+    Args:
+        models: Name -> loaded model, all on the same device; the baseline among them.
+        batches: Inputs shared by every model (moved to the models' device here).
+        generation: Name -> generation settings for that model.
+        settings: Repeats, warm-up, breakdown.
+        baseline: Name of the model the others are compared with.
+        on_call: Called as `on_call(phase, name)` after each `generate()` (progress bars);
+            phase is "warmup", "timed" or "breakdown".
+
+    Returns:
+        A `BenchResult` with one `ModelReport` per model, in the order of `models`.
+    """
+    import torch
+
+    names = list(models)
+    if not names:
+        raise NashError("give at least one model to benchmark")
+    if baseline is not None and baseline not in models:
+        raise ValueError(f"baseline {baseline!r} is not among the models")
+    if settings.repeats < 1:
+        raise NashError(f"--repeats must be at least 1, got {settings.repeats}")
+    if settings.warmup < 0:
+        raise NashError(f"--warmup must be 0 or more, got {settings.warmup}")
+    devices = {models[name].device for name in names}
+    if len(devices) != 1:
+        raise ValueError(f"all models must be on one device, got {sorted(map(str, devices))}")
+    device = devices.pop()
+    sync = _synchronize(device)
+    batches = [batch.to(device) for batch in batches]
+    notify = on_call or (lambda phase, name: None)
+
+    memory: dict[str, dict[str, Any]] = {name: {} for name in names}
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    repeat_s: dict[str, list[float]] = {name: [] for name in names}
+    lengths: dict[str, list[int]] = {name: [] for name in names}
+    breakdowns: dict[str, dict[str, Any]] = {}
+
+    with torch.inference_mode():
+        for name in names:
+            for round_ in range(settings.warmup):
+                last = round_ == settings.warmup - 1
+                memory[name] = _warm_up(models[name], batches, generation[name], sync, device, measure=last)
+                for _ in batches:
+                    notify("warmup", name)
+        for repeat in range(settings.repeats):
+            # A B C then C B A: a linear drift within a pair of repeats cancels out.
+            order = names if repeat % 2 == 0 else names[::-1]
+            for name in order:
+                total = 0.0
+                for batch in batches:
+                    seconds, sequences = _generate_once(models[name], batch, generation[name], sync)
+                    total += seconds
+                    latencies[name].append(seconds)
+                    if repeat == 0:
+                        lengths[name] += generated_lengths(sequences, _eos(models[name]))
+                    notify("timed", name)
+                repeat_s[name].append(total)
+        if settings.breakdown:
+            for name in names:
+                breakdowns[name] = _breakdown(models[name], batches, generation[name], sync)
+                for _ in batches:
+                    notify("breakdown", name)
+
+    samples_per_repeat = sum(batch.size for batch in batches)
+    reports = []
+    for name in names:
+        time_total = sum(repeat_s[name])
+        tokens_per_repeat = sum(lengths[name])
+        reports.append(
+            ModelReport(
+                name=name,
+                parameters=count_parameters(models[name]),
+                generation=generation[name].to_dict(),
+                latency_s=summarize(latencies[name]),
+                repeat_s=repeat_s[name],
+                samples_per_s=samples_per_repeat * settings.repeats / time_total,
+                tokens_per_s=tokens_per_repeat * settings.repeats / time_total,
+                mean_generated_length=tokens_per_repeat / samples_per_repeat,
+                peak_memory=memory[name],
+                speedup=(
+                    speedup_stats(repeat_s[baseline], repeat_s[name])
+                    if baseline is not None and name != baseline
+                    else None
+                ),
+                breakdown=breakdowns.get(name),
+            )
+        )
+    inputs = {
+        "num_batches": len(batches),
+        "batch_sizes": [batch.size for batch in batches],
+        "source_lengths": [int(batch.input_ids.shape[1]) for batch in batches],
+        "source_tokens_mean": float(
+            sum(int(batch.attention_mask.sum()) for batch in batches) / samples_per_repeat
+        ),
+    }
+    return BenchResult(
+        models=reports,
+        baseline=baseline,
+        settings=asdict(settings),
+        inputs=inputs,
+        environment=environment(device),
+    )
+
+
+def _eos(model):
+    return model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else model.config.eos_token_id
+
+
+def _weights_mib(model) -> float:
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+
+
+def _fault_in(model) -> None:
+    # safetensors weights are memory-mapped and paged in on first use; read them all once so
+    # that the RSS rise measured next is the generation's own memory, not the weights arriving.
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.numel():
+            tensor.detach().sum()
+
+
+def _release_free_memory() -> None:
+    # Memory freed by an earlier model stays in the C allocator's heap and would be reused
+    # without raising the RSS; handing it back to the OS first (glibc only) makes the rise
+    # measured next this model's own.
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict[str, Any]:
+    import torch
+
+    if not measure:
+        for batch in batches:
+            _generate_once(model, batch, generation, sync)
+        return {}
+    weights = _weights_mib(model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        for batch in batches:
+            _generate_once(model, batch, generation, sync)
+        peak = torch.cuda.max_memory_allocated(device)
+        return {
+            "kind": "cuda_max_allocated",
+            "weights_mib": weights,
+            "peak_mib": peak / 2**20,
+            "increase_mib": (peak - before) / 2**20,
+        }
+    _fault_in(model)
+    _release_free_memory()
+    with _PeakRSS() as rss:
+        for batch in batches:
+            _generate_once(model, batch, generation, sync)
+    return {
+        "kind": "cpu_rss",
+        "weights_mib": weights,
+        "peak_mib": rss.peak / 2**20,
+        "increase_mib": (rss.peak - rss.before) / 2**20,
+    }
+
+
+def _breakdown(model, batches, generation, sync) -> dict[str, Any]:
+    hooks = _Breakdown(model, sync)
+    try:
+        total = sum(_generate_once(model, batch, generation, sync)[0] for batch in batches)
+    finally:
+        hooks.remove()
+    seconds = hooks.seconds
+    decoder_layers = [seconds[name] for name in seconds if name.startswith("decoder.")]
+    parts = {
+        "encoder": seconds["encoder"],
+        "decoder_layers": sum(decoder_layers),
+        "lm_head": seconds["lm_head"],
+    }
+    parts["rest"] = total - sum(parts.values())
+    return {
+        "total_s": total,
+        "seconds": parts,
+        "fraction": {key: value / total for key, value in parts.items()},
+        "decoder_layer_s": decoder_layers,
+        "decoder_steps": hooks.calls["lm_head"],
+    }
+
+
+def environment(device) -> dict[str, Any]:
+    """Device name, thread counts and library versions, for the record."""
+    import torch
+    import transformers
+
+    from nash_cli import __version__
+
+    info: dict[str, Any] = {
+        "device": str(device),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "nash": __version__,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    else:
+        info["device_name"] = _cpu_name()
+    try:
+        import os
+
+        info["cpu_count"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        import os
+
+        info["cpu_count"] = os.cpu_count()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,249 @@
+"""Generation shared by `bench` and `eval`: settings, a `generate()` that works on every nash
+model, generated lengths, and batched text generation sorted by length.
+
+Two things here are not stock `model.generate`:
+
+- Transformers 5.x sizes a T5 generation cache by `config.num_layers`, the *encoder* depth. A T5
+  whose decoder is deeper than its encoder then fails with IndexError inside `generate()`. Such
+  a model gets an explicit, lazily grown `EncoderDecoderCache(DynamicCache(), DynamicCache())`.
+- Lengths are counted up to the first end-of-sequence token, never by counting non-pad tokens:
+  a model with random weights may well emit the pad id in the middle of a sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from nash_cli.errors import NashError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How `generate()` is called; every field holds the effective value, never a placeholder."""
+
+    num_beams: int
+    """Beam width (1 = greedy search)."""
+    max_new_tokens: int
+    """Most tokens generated after the decoder start token."""
+    min_new_tokens: int = 0
+    """Fewest tokens generated: end-of-sequence is suppressed before that (0 = no minimum)."""
+    compile: bool = False
+    """Use a static cache, for a forward compiled by `compile_model`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict."""
+        return asdict(self)
+
+
+def resolve_settings(
+    model,
+    *,
+    num_beams: int | None = None,
+    max_new_tokens: int | None = None,
+    fixed_length: int | None = None,
+    compile: bool = False,
+) -> GenerationSettings:
+    """Fills unset generation options from the checkpoint's generation config and checks them.
+
+    Args:
+        model: A loaded seq2seq model; its `generation_config` supplies the defaults.
+        num_beams: Beam width; default: the generation config's `num_beams`.
+        max_new_tokens: Length cap; default: the generation config's `max_new_tokens`, else its
+            `max_length` minus the decoder start token, else 20 (what stock `generate()` does).
+        fixed_length: Forces exactly this many new tokens (min = max new tokens); overrides
+            `max_new_tokens`.
+        compile: Compile the decoding step (static cache).
+
+    Raises:
+        NashError: A value below 1, or `--compile` on a model that needs an explicit cache.
+    """
+    config = model.generation_config
+    if num_beams is None:
+        num_beams = int(getattr(config, "num_beams", None) or 1)
+    if num_beams < 1:
+        raise NashError(f"--beams must be at least 1, got {num_beams}")
+    if fixed_length is not None:
+        if fixed_length < 1:
+            raise NashError(f"--fixed-length must be at least 1, got {fixed_length}")
+        if max_new_tokens is not None and max_new_tokens != fixed_length:
+            raise NashError("--fixed-length sets the number of new tokens; drop --max-new-tokens")
+        max_new_tokens = fixed_length
+    if max_new_tokens is None:
+        max_new_tokens = getattr(config, "max_new_tokens", None)
+    if max_new_tokens is None:
+        max_length = getattr(config, "max_length", None)
+        # As stock generate(): a set max_length counts the decoder start token of an
+        # encoder-decoder; with nothing set it generates 20 new tokens.
+        max_new_tokens = max(1, int(max_length) - 1) if max_length is not None else 20
+    if max_new_tokens < 1:
+        raise NashError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if compile and needs_explicit_cache(model):
+        raise NashError(
+            "--compile needs a static cache, which transformers sizes by the encoder depth; this model's "
+            "decoder is deeper than its encoder: drop --compile"
+        )
+    return GenerationSettings(
+        num_beams=int(num_beams),
+        max_new_tokens=int(max_new_tokens),
+        min_new_tokens=int(fixed_length or 0),
+        compile=compile,
+    )
+
+
+def decoder_depth(model) -> int:
+    """Number of decoder layers the model actually has (not what its config claims)."""
+    from nash_cli.arch import family_of
+
+    return len(family_of(model).layers(model, "decoder"))
+
+
+def needs_explicit_cache(model) -> bool:
+    """Whether stock `generate()` would size the cache too small for this model's decoder.
+
+    Transformers builds the default cache from `config.get_text_config(decoder=True)
+    .num_hidden_layers`, which T5 maps to the encoder depth.
+    """
+    text_config = model.config.get_text_config(decoder=True)
+    sized_for = getattr(text_config, "num_hidden_layers", None)
+    return sized_for is not None and decoder_depth(model) > int(sized_for)
+
+
+def generate_kwargs(model, settings: GenerationSettings) -> dict[str, Any]:
+    """Keyword arguments for `model.generate` under `settings` (a fresh cache where needed).
+
+    Call it once per `generate()` call: an explicit cache object must not be reused.
+    """
+    kwargs: dict[str, Any] = {
+        "num_beams": settings.num_beams,
+        "max_new_tokens": settings.max_new_tokens,
+        "do_sample": False,
+        "num_return_sequences": 1,
+    }
+    if settings.min_new_tokens:
+        kwargs["min_new_tokens"] = settings.min_new_tokens
+    if settings.compile:
+        # A static cache keeps every decoding step's shapes fixed, so the forward compiled by
+        # `compile_model` is reused step after step. transformers' own auto-compilation only
+        # covers greedy search (beam search calls the model uncompiled), so nash compiles the
+        # forward itself and switches transformers' off to avoid compiling twice.
+        kwargs["cache_implementation"] = "static"
+        kwargs["disable_compile"] = True
+    elif needs_explicit_cache(model):
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        kwargs["cache"] = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    return kwargs
+
+
+def compile_model(model, *, backend: str = "inductor", mode: str | None = None):
+    """Replaces `model.forward` by its `torch.compile`d version (in place); returns the model.
+
+    Use with `GenerationSettings(compile=True)`, which gives `generate()` a static cache. The
+    first calls compile (one graph for the first decoding step, one for the others); a new
+    batch or source shape compiles again.
+
+    Args:
+        model: A seq2seq model on its device.
+        backend: torch.compile backend ("eager" traces without generating code: for tests).
+        mode: torch.compile mode; default "reduce-overhead" (CUDA graphs) on CUDA, else inductor's default.
+    """
+    import torch
+
+    if mode is None and backend == "inductor":
+        mode = "reduce-overhead" if model.device.type == "cuda" else "default"
+    model.forward = torch.compile(model.forward, backend=backend, mode=mode, dynamic=False)
+    return model
+
+
+def generate(model, input_ids: "torch.Tensor", attention_mask: "torch.Tensor | None", settings: GenerationSettings):
+    """Runs `model.generate` on one batch under `settings`; returns the sequences tensor.
+
+    The first column of the result is the decoder start token.
+    """
+    import torch
+
+    with torch.inference_mode():
+        return model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs(model, settings)
+        )
+
+
+def generated_lengths(sequences: "torch.Tensor", eos_token_id: int | Sequence[int] | None) -> list[int]:
+    """Number of generated tokens per sequence: up to and including the first end-of-sequence.
+
+    Args:
+        sequences: Output of `generate` for an encoder-decoder, shape (batch, 1 + new tokens);
+            column 0 (the decoder start token) is not counted.
+        eos_token_id: End-of-sequence id(s); None counts every column.
+    """
+    import torch
+
+    generated = sequences[:, 1:]
+    width = generated.shape[1]
+    if eos_token_id is None or width == 0:
+        return [width] * generated.shape[0]
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    is_eos = torch.isin(generated, torch.tensor(ids, device=generated.device))
+    # argmax finds the first True; rows without one keep the full width.
+    first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, torch.full_like(is_eos[:, 0], width, dtype=torch.long))
+    return [int(n) for n in first.tolist()]
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Groups indices into batches of similar length, longest first (so memory fails early).
+
+    Returns lists of indices into `lengths`; every index appears exactly once.
+    """
+    if batch_size < 1:
+        raise NashError(f"--batch must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def generate_texts(
+    model,
+    tokenizer,
+    sources: Sequence[str],
+    settings: GenerationSettings,
+    *,
+    batch_size: int,
+    max_source_length: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Generates one text per source, batched by length; results are in the order of `sources`.
+
+    Args:
+        model: A seq2seq model (its device is used for the inputs).
+        tokenizer: The model's tokenizer.
+        sources: Input texts.
+        settings: Generation settings (see `resolve_settings`).
+        batch_size: Sources per `generate()` call.
+        max_source_length: Truncate inputs to this many tokens (None: the tokenizer's limit).
+        on_batch: Called with the number of sources after each batch (progress bars).
+    """
+    encoded = tokenizer(
+        list(sources),
+        truncation=True,
+        max_length=max_source_length,
+        add_special_tokens=True,
+    )["input_ids"]
+    predictions: list[str] = [""] * len(sources)
+    for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
+        padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+        sequences = generate(
+            model,
+            padded["input_ids"].to(model.device),
+            padded["attention_mask"].to(model.device),
+            settings,
+        )
+        texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        for index, text in zip(batch, texts):
+            predictions[index] = text.strip()
+        if on_batch is not None:
+            on_batch(len(batch))
+    return predictions

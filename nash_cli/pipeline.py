@@ -1,0 +1,367 @@
+"""The pipeline behind `nash run`: execute a recipe's stages in order into a run directory.
+
+Each stage writes into its own numbered directory (`01-select-layers/`, `02-prune-encoder/`, ...).
+A stage is identified by a fingerprint of its options and of its inputs' fingerprints; on a rerun
+a stage whose output exists with the same fingerprint is skipped, a stage whose options or inputs
+changed is redone (and so is everything after it), and a training stage interrupted part-way is
+resumed from its last saved state. The resolved recipe is saved as `recipe.yaml` in the run
+directory, and `run.json` records each stage's fingerprint, status and timing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nash_cli.errors import NashError
+from nash_cli.recipe import STAGES, Recipe, accepted_data_options, command_function
+
+RUN_STATE = "run.json"
+RESOLVED_RECIPE = "recipe.yaml"
+BUILTIN_PREFIX = "demo:"
+TRAINING_STAGES = ("finetune_teacher", "prune_encoder", "distill")
+
+
+@dataclass
+class PlannedStage:
+    """One stage of a run, with everything needed to execute it."""
+
+    key: str
+    """Recipe key, e.g. "prune_encoder"."""
+    command: str
+    """The CLI command it runs, e.g. "prune-encoder"."""
+    directory: Path
+    """Where the stage writes (a checkpoint directory, or a folder of result files)."""
+    kwargs: dict[str, Any]
+    """Arguments for the command function, runner-owned paths included."""
+    upstream: list[str]
+    """Keys of the stages (or "inputs") whose outputs this stage reads."""
+    produces_checkpoint: bool
+    """Whether `directory` is a checkpoint that later stages read."""
+    fingerprint: str = ""
+    """sha256 of the options and the upstream fingerprints."""
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    """For stages run on several models (eval): one kwargs dict per call."""
+
+
+def stage_directory(index: int, key: str) -> str:
+    """`02-prune-encoder` for the second stage, `prune_encoder`."""
+    return f"{index:02d}-{key.replace('_', '-')}"
+
+
+def _input_fingerprint(source: str) -> str:
+    """Identifies an input the run did not make: a local path by its files' sizes and times."""
+    path = Path(source)
+    if not path.exists():
+        return f"name:{source}"
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.name != "nash.json")
+    return hashlib.sha256(
+        json.dumps([[str(p.relative_to(path.parent)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]).encode()
+    ).hexdigest()
+
+
+def _data_kwargs(recipe: Recipe, key: str) -> dict[str, Any]:
+    data = recipe.data
+    return {name: getattr(data, name) for name in accepted_data_options(key) if getattr(data, name) is not None}
+
+
+def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[PlannedStage]:
+    """Lays out the stages of `recipe` in `run_dir`.
+
+    Args:
+        recipe: The validated recipe.
+        run_dir: The run directory.
+        inputs: Resolved external inputs: "teacher", "train", "eval" (paths or hub ids).
+    """
+    stages: list[PlannedStage] = []
+    teacher = inputs["teacher"]
+    current = teacher  # the checkpoint the next model stage reads
+    current_key = "inputs"
+    teacher_key = "inputs"
+    for index, key in enumerate(recipe.stages, start=1):
+        options = recipe.stages[key].model_dump()
+        command, _ = STAGES[key]
+        directory = run_dir / stage_directory(index, key)
+        kwargs = {**options, **_data_kwargs(recipe, key)}
+        upstream = [current_key]
+        produces = True
+        calls: list[dict[str, Any]] = []
+        if key in TRAINING_STAGES:
+            kwargs.update(student=current, output=directory, data=inputs["train"])
+            if recipe.data.train_split:
+                kwargs["split"] = recipe.data.train_split
+            if inputs.get("eval"):
+                kwargs["eval_data"] = inputs["eval"]
+                if recipe.data.eval_split:
+                    kwargs["eval_split"] = recipe.data.eval_split
+            if key != "finetune_teacher":
+                kwargs["teacher"] = teacher
+                upstream.append(teacher_key)
+        elif key in ("select_layers", "compact"):
+            kwargs.update(checkpoint=current, output=directory)
+        elif key == "bench":
+            # real inputs from the evaluation data: natural output lengths, as the paper measured
+            kwargs.update(models=[current], baseline=teacher, output=directory / "bench.json")
+            kwargs["data"] = inputs.get("eval") or inputs["train"]
+            split = recipe.data.eval_split if inputs.get("eval") else recipe.data.train_split
+            if split:
+                kwargs["split"] = split
+            upstream.append(teacher_key)
+            produces = False
+        elif key == "eval":
+            data = inputs.get("eval") or inputs["train"]
+            split = recipe.data.eval_split if inputs.get("eval") else recipe.data.train_split
+            for label, model in (("teacher", teacher), ("student", current)):
+                call = {**kwargs, "checkpoint": model, "data": data, "output": directory / label / "metrics.json"}
+                if split:
+                    call["split"] = split
+                calls.append(call)
+            upstream.append(teacher_key)
+            produces = False
+        stage = PlannedStage(key, command, directory, kwargs, upstream, produces, calls=calls)
+        stages.append(stage)
+        if produces:
+            current, current_key = str(directory), key
+            if key == "finetune_teacher":
+                teacher, teacher_key = str(directory), key
+    fingerprints = {"inputs": hashlib.sha256(
+        json.dumps({name: _input_fingerprint(value) for name, value in sorted(inputs.items()) if value}).encode()
+    ).hexdigest()}
+    for stage in stages:
+        payload = {
+            "stage": stage.key,
+            "kwargs": _portable(stage.calls or stage.kwargs, run_dir),
+            "upstream": [fingerprints[name] for name in stage.upstream],
+        }
+        stage.fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        fingerprints[stage.key] = stage.fingerprint
+    return stages
+
+
+def _portable(value: Any, run_dir: Path) -> Any:
+    """Paths inside the run directory, relative to it, so a moved run keeps its fingerprints."""
+    if isinstance(value, dict):
+        return {k: _portable(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v, run_dir) for v in value]
+    text = str(value) if isinstance(value, Path) else value
+    if isinstance(text, str) and text.startswith(str(run_dir)):
+        return "$RUN" + text[len(str(run_dir)) :]
+    return value
+
+
+def _stage_done(stage: PlannedStage) -> bool:
+    if stage.calls:
+        return all(Path(call["output"]).is_file() for call in stage.calls)
+    if stage.key == "bench":
+        return Path(stage.kwargs["output"]).is_file()
+    return (stage.directory / "nash.json").is_file()
+
+
+def _has_saved_state(stage: PlannedStage) -> bool:
+    """Whether an interrupted training stage left a state to resume from (not just an empty start)."""
+    from nash_cli.train.state import LATEST
+
+    return (Path(f"{stage.directory}.partial") / LATEST).is_file()
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """The run's `run.json` (empty when the run is new)."""
+    path = run_dir / RUN_STATE
+    if not path.is_file():
+        return {"stages": {}}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise NashError(f"{path} is not valid JSON; delete it to rerun every stage") from None
+
+
+def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    from nash_cli.artifact import write_json_atomic
+
+    write_json_atomic(run_dir / RUN_STATE, state)
+
+
+def _call(stage: PlannedStage, kwargs: dict[str, Any]) -> None:
+    import contextlib
+    import sys
+
+    function = command_function(stage.key)
+    # A stage's tables are progress for `nash run`: keep stdout for the run's own result (--json).
+    with contextlib.redirect_stdout(sys.stderr):
+        function(**kwargs)
+
+
+def execute_run(
+    recipe: Recipe,
+    resolved: dict[str, Any],
+    run_dir: Path,
+    *,
+    inputs: dict[str, str],
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Runs every stage that is not up to date; returns a summary per stage."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESOLVED_RECIPE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    state = read_state(run_dir)
+    stages = plan_run(recipe, run_dir, inputs=inputs)
+    summary = []
+    stale = False  # once a stage reruns, every later stage reads new outputs and reruns too
+    for stage in stages:
+        record = state["stages"].get(stage.key, {})
+        if (
+            not stale
+            and record.get("fingerprint") == stage.fingerprint
+            and record.get("status") == "done"
+            and _stage_done(stage)
+        ):
+            log(f"[skip] {stage.directory.name}: up to date")
+            summary.append({"stage": stage.key, "status": "skipped", "directory": str(stage.directory)})
+            continue
+        resume = (
+            stage.key in TRAINING_STAGES
+            and record.get("fingerprint") == stage.fingerprint
+            and _has_saved_state(stage)
+            and not stage.directory.exists()
+        )
+        stale = True
+        log(f"[{'resume' if resume else 'run'}] {stage.directory.name}: nash {stage.command}")
+        state["stages"][stage.key] = {"fingerprint": stage.fingerprint, "status": "running", "started": _now()}
+        _write_state(run_dir, state)
+        started = time.perf_counter()
+        for kwargs in stage.calls or [stage.kwargs]:
+            kwargs = dict(kwargs)
+            target = Path(kwargs["output"])
+            kwargs["force"] = target.exists() or (stage.key in TRAINING_STAGES and not resume)
+            if stage.key in TRAINING_STAGES:
+                kwargs["resume"] = resume
+            _call(stage, kwargs)
+        seconds = round(time.perf_counter() - started, 1)
+        state["stages"][stage.key].update(status="done", finished=_now(), seconds=seconds)
+        _write_state(run_dir, state)
+        summary.append({"stage": stage.key, "status": "done", "directory": str(stage.directory), "seconds": seconds})
+    return summary
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class PreparedRun:
+    """A recipe resolved against a run directory, ready to plan or execute."""
+
+    recipe: Recipe
+    """The validated recipe."""
+    resolved: dict[str, Any]
+    """The recipe with defaults and overrides applied, as saved beside the outputs."""
+    run_dir: Path
+    """The run directory."""
+    inputs: dict[str, str | None]
+    """Teacher and data, resolved (built-in `demo:` inputs written to `00-inputs/`)."""
+
+
+def prepare_run(recipe_path: str | Path, output: str | Path | None, overrides: list[str], *, materialize: bool = True) -> PreparedRun:
+    """Loads the recipe, picks the run directory and resolves the inputs.
+
+    With `materialize=False` (dry runs) built-in inputs are not written; their future paths are used.
+    """
+    from nash_cli.demo import inputs as builtin
+    from nash_cli.recipe import load_recipe
+
+    recipe, resolved = load_recipe(recipe_path, overrides)
+    run_dir = Path(output) if output is not None else Path("runs") / recipe.name
+    run_dir = run_dir.absolute()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NashError(f"run directory {run_dir} is a file; choose a directory with -o")
+    inputs_dir = run_dir / "00-inputs"
+    if materialize:
+        inputs = builtin.materialize(recipe.teacher, recipe.data.train, recipe.data.eval, inputs_dir)
+    else:
+        inputs = builtin.planned_paths(recipe.teacher, recipe.data.train, recipe.data.eval, inputs_dir)
+    return PreparedRun(recipe, resolved, run_dir, inputs)
+
+
+def _flag_lines(command: str, kwargs: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """The command line equivalent to `kwargs`, leaving out options at their defaults."""
+    import shlex
+
+    positional = ("checkpoint", "student", "models")
+    words = ["nash", command]
+    for name in positional:
+        if name in kwargs:
+            value = kwargs[name]
+            words.extend(str(v) for v in (value if isinstance(value, list) else [value]))
+    for name, value in kwargs.items():
+        if name in positional or value is None or value is False or (name in defaults and defaults[name] == value):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if flag == "--json-output":
+            flag = "--json"
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                words.extend([flag, str(item)])
+        else:
+            words.extend([flag, str(value)])
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _defaults(key: str) -> dict[str, Any]:
+    from nash_cli.recipe import stage_model
+
+    return {name: info.default for name, info in stage_model(key).model_fields.items() if not info.is_required()}
+
+
+def describe_plan(prepared: PreparedRun) -> dict[str, Any]:
+    """What `nash run` would do: each stage's status and equivalent command lines."""
+    state = read_state(prepared.run_dir)
+    stages = plan_run(prepared.recipe, prepared.run_dir, inputs=prepared.inputs)
+    described = []
+    stale = False
+    for stage in stages:
+        record = state["stages"].get(stage.key, {})
+        up_to_date = (
+            not stale
+            and record.get("fingerprint") == stage.fingerprint
+            and record.get("status") == "done"
+            and _stage_done(stage)
+        )
+        stale = stale or not up_to_date
+        status = "skip (up to date)" if up_to_date else "run"
+        if not up_to_date and stage.key in TRAINING_STAGES and _has_saved_state(stage):
+            status = "resume" if record.get("fingerprint") == stage.fingerprint else "run (restart)"
+        described.append(
+            {
+                "stage": stage.key,
+                "directory": str(stage.directory),
+                "status": status,
+                "fingerprint": stage.fingerprint,
+                "commands": [
+                    _flag_lines(stage.command, call, _defaults(stage.key)) for call in (stage.calls or [stage.kwargs])
+                ],
+            }
+        )
+    return {
+        "name": prepared.recipe.name,
+        "description": prepared.recipe.description,
+        "run_dir": str(prepared.run_dir),
+        "inputs": prepared.inputs,
+        "recipe": prepared.resolved,
+        "stages": described,
+    }
+
+
+def run_recipe(prepared: PreparedRun, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Executes the prepared run; returns the run directory and a summary per stage."""
+    summary = execute_run(prepared.recipe, prepared.resolved, prepared.run_dir, inputs=prepared.inputs, log=log)
+    return {"name": prepared.recipe.name, "run_dir": str(prepared.run_dir), "stages": summary}

@@ -1,0 +1,319 @@
+"""Recipes: a whole NASH pipeline in one YAML file, parsed into strict, typed models.
+
+A recipe names the teacher, the data, and the options of each stage, with the same names as the
+CLI flags (`--target-sparsity` is `target_sparsity`). The options of each stage are not written
+twice: their models are derived from the signature of the stage's command function, so a recipe
+accepts exactly what the command accepts, with the same types and defaults. Unknown keys and
+wrong types are errors that name their path in the file (`stages.prune_encoder.target_sparsity`).
+
+```yaml
+name: t5-base-samsum-nash3
+teacher: ckpt/                       # a fine-tuned checkpoint (path or hub id)
+data:
+  train: samsum                      # file or hub dataset
+  train_split: train
+  eval: samsum
+  eval_split: validation
+  source_column: dialogue
+  target_column: summary
+  source_prefix: "summarize: "
+stages:
+  select_layers: {decoder_layers: 3}
+  prune_encoder: {target_sparsity: 0.3, epochs: 20, sparsity_warmup: 0.8, lr: 3.0e-5, batch_size: 4}
+  compact: {}
+  distill: {epochs: 20, lr: 3.0e-4, batch_size: 4}
+  bench: {beams: 4, batch: 32}
+  eval: {metric: [rouge], beams: 4}
+```
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from nash_cli.errors import NashError
+
+#: Stages in pipeline order: recipe key -> (command name, module under nash_cli.cli).
+STAGES: dict[str, tuple[str, str]] = {
+    "finetune_teacher": ("distill", "distill"),
+    "select_layers": ("select-layers", "select_layers"),
+    "prune_encoder": ("prune-encoder", "prune_encoder"),
+    "compact": ("compact", "compact"),
+    "distill": ("distill", "distill"),
+    "bench": ("bench", "bench"),
+    "eval": ("eval", "eval"),
+}
+
+#: Command parameters the runner fills in from the run itself; a recipe may not set them.
+RUNNER_OWNED = frozenset(
+    {
+        "checkpoint",
+        "checkpoints",
+        "models",
+        "student",
+        "output",
+        "teacher",
+        "baseline",
+        "force",
+        "json_output",
+        "resume",
+        "data",
+        "eval_data",
+        "split",
+        "eval_split",
+    }
+)
+
+#: Data options: set once under `data:` and passed to every stage that takes them.
+DATA_OPTIONS = (
+    "source_column",
+    "target_column",
+    "source_template",
+    "source_prefix",
+    "max_source_length",
+    "max_target_length",
+)
+
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class DataSpec(BaseModel):
+    """Where the training and evaluation data come from and how to read them."""
+
+    model_config = STRICT
+
+    train: str
+    """Training data: a JSON / JSONL / CSV / Parquet file, or a hub dataset name."""
+    train_split: Optional[str] = None
+    """Split of a hub dataset to train on (e.g. "train")."""
+    eval: Optional[str] = None
+    """Evaluation data; defaults to no evaluation during training and `train` for `eval`."""
+    eval_split: Optional[str] = None
+    """Split of a hub dataset to evaluate on (e.g. "validation")."""
+    source_column: Optional[str] = None
+    """Column holding the input text."""
+    target_column: Optional[str] = None
+    """Column holding the reference output (a list of references is allowed)."""
+    source_template: Optional[str] = None
+    """Builds the input from several columns, e.g. "question: {Question} context: {Tweet}"."""
+    source_prefix: Optional[str] = None
+    """Text put before every input, e.g. "summarize: "."""
+    max_source_length: Optional[int] = None
+    """Truncate inputs to this many tokens."""
+    max_target_length: Optional[int] = None
+    """Truncate targets to this many tokens."""
+
+
+def _plain(annotation):
+    """Strips Annotated and turns Path into str, keeping Optional and lists."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _plain(typing.get_args(annotation)[0])
+    if annotation is Path:
+        return str
+    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+        return Optional[_plain(next(a for a in typing.get_args(annotation) if a is not type(None)))]
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return list[_plain(item)]
+    return annotation
+
+
+def _bounds(annotation) -> dict[str, Any]:
+    """The `min=` / `max=` of a Typer option, as pydantic bounds (so a recipe checks them too)."""
+    bounds: dict[str, Any] = {}
+    for meta in getattr(annotation, "__metadata__", ()):
+        if getattr(meta, "min", None) is not None:
+            bounds["ge"] = meta.min
+        if getattr(meta, "max", None) is not None:
+            bounds["le"] = meta.max
+    return bounds
+
+
+def command_function(stage: str):
+    """The Typer command function of a recipe stage."""
+    _, module = STAGES[stage]
+    return importlib.import_module(f"nash_cli.cli.{module}").command
+
+
+@cache
+def stage_model(stage: str) -> type[BaseModel]:
+    """A strict pydantic model of the options a recipe may give `stage`, from its command's signature."""
+    function = command_function(stage)
+    hints = typing.get_type_hints(function, include_extras=True)
+    fields: dict[str, Any] = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in RUNNER_OWNED or name in DATA_OPTIONS:
+            continue
+        annotation = _plain(hints.get(name, Any))
+        default = parameter.default if parameter.default is not inspect.Parameter.empty else ...
+        if isinstance(default, Path):
+            default = str(default)
+        fields[name] = (annotation, Field(default, **_bounds(hints.get(name))))
+    model_name = "".join(part.title() for part in stage.split("_")) + "Options"
+    return create_model(model_name, __config__=STRICT, **fields)
+
+
+def accepted_data_options(stage: str) -> tuple[str, ...]:
+    """The data options (`DATA_OPTIONS`) the stage's command takes."""
+    parameters = inspect.signature(command_function(stage)).parameters
+    return tuple(name for name in DATA_OPTIONS if name in parameters)
+
+
+class Recipe(BaseModel):
+    """A parsed recipe. `stages` holds validated option models, in pipeline order."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+
+    name: str
+    """A name for the run (used in reports)."""
+    teacher: str
+    """The fine-tuned teacher (local path or hub id); with `finetune_teacher`, the model to fine-tune first."""
+    data: DataSpec
+    """The data; see DataSpec."""
+    description: Optional[str] = None
+    """Free text shown in the plan and the report."""
+    stages: dict[str, Any] = Field(default_factory=dict)
+    """Stage name -> options (validated against the stage's command)."""
+
+
+def parse_recipe(raw: dict[str, Any], *, source: str = "recipe") -> Recipe:
+    """Validates a recipe given as a dict (already YAML-decoded).
+
+    Raises:
+        NashError: naming the first wrong key's path, e.g. `stages.prune_encoder.target_sparsity`.
+    """
+    if not isinstance(raw, dict):
+        raise NashError(f"{source}: the recipe must be a mapping with name, teacher, data and stages")
+    stages_raw = raw.get("stages") or {}
+    if not isinstance(stages_raw, dict):
+        raise NashError(f"{source}: stages must be a mapping of stage name -> options")
+    try:
+        recipe = Recipe.model_validate({**raw, "stages": {}})
+    except ValidationError as error:
+        raise NashError(f"{source}: {_first_problem(error)}") from None
+    stages: dict[str, Any] = {}
+    for name in stages_raw:
+        if name not in STAGES:
+            raise NashError(f"{source}: stages.{name} is not a stage; use {', '.join(STAGES)}")
+    for name in STAGES:  # pipeline order, whatever order the file uses
+        if name not in stages_raw or stages_raw[name] is False:  # `bench: false` turns a stage off
+            continue
+        options = stages_raw[name] if stages_raw[name] is not None else {}
+        if not isinstance(options, dict):
+            raise NashError(f"{source}: stages.{name} must be a mapping of options (or {{}})")
+        try:
+            stages[name] = stage_model(name).model_validate(options)
+        except ValidationError as error:
+            raise NashError(f"{source}: {_first_problem(error, prefix=f'stages.{name}')}") from None
+        try:
+            check_stage(name, stages[name].model_dump())
+        except NashError as error:
+            raise NashError(f"{source}: stages.{name}: {error}") from None
+    recipe.stages = stages
+    return recipe
+
+
+def check_stage(stage: str, options: dict[str, Any]) -> None:
+    """Runs the checks the stage's command makes before any work, so a recipe fails at once.
+
+    Raises:
+        NashError: for an impossible value (e.g. `--eval-every 0`, `--target-sparsity 1.5`).
+    """
+    from dataclasses import fields
+
+    if stage in ("finetune_teacher", "prune_encoder", "distill"):
+        from nash_cli.train.engine import TrainConfig, check_config
+
+        names = {f.name for f in fields(TrainConfig)} - {"output"}
+        check_config(TrainConfig(output=Path("."), **{k: v for k, v in options.items() if k in names}))
+    if stage == "prune_encoder":
+        from nash_cli.prune_encoder import PruneSettings, check_settings
+
+        names = {f.name for f in fields(PruneSettings)}
+        check_settings(PruneSettings(**{k: v for k, v in options.items() if k in names}))
+    if stage == "select_layers":
+        from nash_cli.surgery.layers import STRATEGIES
+
+        if options.get("decoder_layers") is None and options.get("layers") is None:
+            raise NashError("give decoder_layers (a count) or layers (explicit teacher indices)")
+        if options.get("decoder_layers") is not None and options.get("layers") is not None:
+            raise NashError("decoder_layers and layers both given; use one")
+        for key in ("decoder_layers", "encoder_layers"):
+            if options.get(key) is not None and options[key] < 1:
+                raise NashError(f"{key} must be at least 1, got {options[key]}")
+        if options.get("strategy") not in STRATEGIES:
+            raise NashError(f"strategy must be one of {', '.join(STRATEGIES)}, not {options.get('strategy')!r}")
+    for key in ("beams", "batch", "repeats"):
+        if stage in ("bench", "eval") and options.get(key) is not None and options[key] < 1:
+            raise NashError(f"{key} must be at least 1, got {options[key]}")
+
+
+def _first_problem(error: ValidationError, prefix: str = "") -> str:
+    problem = error.errors()[0]
+    path = ".".join(str(part) for part in (prefix, *problem["loc"]) if part != "")
+    if problem["type"] == "extra_forbidden":
+        return f"{path} is not a known option; check the spelling against the command's --help"
+    if problem["type"] == "missing":
+        return f"{path} is required"
+    got = problem.get("input")
+    return f"{path}: {problem['msg'].lower()} (got {got!r})"
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies `--set a.b=v` overrides; values are read as YAML scalars (0.4, true, [rouge])."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise NashError(f"--set {override!r} is not KEY=VALUE; write e.g. --set prune_encoder.target_sparsity=0.4")
+        parts = key.split(".")
+        if parts[0] in STAGES:
+            parts = ["stages", *parts]
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise NashError(f"--set {key}: {part} is not a mapping in the recipe")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            node[parts[-1]] = value
+    return raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, dict[str, Any]]:
+    """Reads, overrides and validates a recipe file; returns the recipe and the resolved dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise NashError(f"recipe {path} does not exist; check the path (examples are in recipes/)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise NashError(f"{path} is not valid YAML{where}; fix the syntax") from None
+    raw = apply_overrides(raw, overrides or [])
+    recipe = parse_recipe(raw, source=str(path))
+    return recipe, resolved_dict(recipe)
+
+
+def resolved_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe with every default filled in, as plain data (what `nash run` saves)."""
+    return {
+        "name": recipe.name,
+        "description": recipe.description,
+        "teacher": recipe.teacher,
+        "data": recipe.data.model_dump(),
+        "stages": {name: options.model_dump() for name, options in recipe.stages.items()},
+    }

@@ -1,0 +1,98 @@
+"""`nash run` end to end on a tiny model, reruns that skip, overrides that redo, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CORPUS, assert_user_error
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path, make_checkpoint):
+    teacher = make_checkpoint("t5", encoder_layers=4, decoder_layers=4)
+    rows = [{"text": s, "summary": " ".join(s.split()[:4])} for s in CORPUS] * 3
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train = {"max_steps": 3, "batch_size": 4, "save_every": 2, "eval_every": 100, "log_every": 1}
+    recipe = {
+        "name": "tiny",
+        "teacher": str(teacher),
+        "data": {"train": str(data), "eval": str(data), "source_column": "text", "target_column": "summary"},
+        "stages": {
+            "select_layers": {"decoder_layers": 2},
+            "prune_encoder": {"target_sparsity": 0.2, "sparsity_warmup": 0.5, **train},
+            "compact": {},
+            "distill": train,
+            "bench": {"batch": 4, "beams": 2, "repeats": 2, "warmup": 1, "max_new_tokens": 4, "num_batches": 1},
+            "eval": {"metric": ["rouge", "exact_match"], "beams": 2, "max_new_tokens": 6},
+        },
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_run_skips_what_is_done_and_redoes_what_changed(tiny_recipe, tmp_path, cli):
+    run_dir = tmp_path / "run"
+    first = cli("run", tiny_recipe, "-o", run_dir, "--json")
+    assert first.exit_code == 0, first.stderr
+    statuses = [stage["status"] for stage in first.json()["stages"]]
+    assert statuses == ["done"] * 6
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert names[:6] == ["01-select-layers", "02-prune-encoder", "03-compact", "04-distill", "05-bench", "06-eval"]
+    assert (run_dir / "recipe.yaml").is_file() and (run_dir / "run.json").is_file()
+    assert json.loads((run_dir / "03-compact" / "nash.json").read_text())["state"] == "compact"
+    assert (run_dir / "06-eval" / "student" / "metrics.json").is_file()
+    assert (run_dir / "06-eval" / "teacher" / "generations.jsonl").is_file()
+
+    again = cli("run", tiny_recipe, "-o", run_dir, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert [stage["status"] for stage in again.json()["stages"]] == ["skipped"] * 6
+
+    plan = cli("run", tiny_recipe, "-o", run_dir, "--dry-run", "--json", "--set", "distill.lr=0.001").json()
+    assert [s["status"] for s in plan["stages"]] == ["skip (up to date)"] * 3 + ["run"] * 3
+    changed = cli("run", tiny_recipe, "-o", run_dir, "--json", "--set", "distill.lr=0.001")
+    assert changed.exit_code == 0, changed.stderr
+    assert [stage["status"] for stage in changed.json()["stages"]] == ["skipped"] * 3 + ["done"] * 3
+
+    report = cli("report", run_dir, "--json")
+    assert report.exit_code == 0, report.stderr
+    written = report.json()["written"]
+    for key in ("report", "figure_5", "figure_6"):
+        assert Path(written[key]).is_file()
+    header, rows = report.json()["table1"]["header"], report.json()["table1"]["rows"]
+    assert header[0] == "model" and "rougeL" in header and header[-1] == "speedup"
+    assert rows[0][0] == "teacher" and rows[0][-1] == "1.00x"
+    assert rows[1][0] == "NASH (2 DL)"
+    assert (Path(written["figure_5"]).read_bytes()[:8]) == b"\x89PNG\r\n\x1a\n"
+    assert_user_error(cli("report", run_dir), "--force")
+    assert cli("report", run_dir, "--force").exit_code == 0
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".report-")]
+
+
+def test_an_interrupted_training_stage_resumes(tiny_recipe, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "nash_cli", "run", str(tiny_recipe), "-o", str(run_dir), "--json"]
+    limits = ["--set", "prune_encoder.max_steps=2", "--set", "distill.max_steps=4", "--set", "stages.bench=false"]
+    limits += ["--set", "stages.eval=false"]
+    # SIGKILL the run inside distill, after its state at step 2 and before step 4 ends
+    env = {**os.environ, "NASH_FAULT_INJECT": "step:3", "PYTHONPATH": str(root)}
+    killed = subprocess.run([*command, *limits], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert killed.returncode == -9, killed.stderr
+    assert Path(f"{run_dir}/04-distill.partial").is_dir() and not (run_dir / "04-distill").exists()
+
+    resumed = subprocess.run([*command, *limits], capture_output=True, text=True, env={**env, "NASH_FAULT_INJECT": ""}, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "[resume] 04-distill" in resumed.stderr
+    assert [s["status"] for s in json.loads(resumed.stdout)["stages"]] == ["skipped"] * 3 + ["done"]
+    manifest = json.loads((run_dir / "04-distill" / "nash.json").read_text())
+    assert manifest["stage"] == "distill"
