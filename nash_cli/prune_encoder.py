@@ -234,9 +234,9 @@ def run_prune_encoder(
     """
     from nash_cli import artifact
     from nash_cli.train.distill import load_training_inputs
-    from nash_cli.train.engine import check_config, save_output, train
+    from nash_cli.train.engine import save_output, train
 
-    check_config(config)
+    config.check()
     check_settings(settings)
     artifact.check_output(output, config.force)
     manifest = artifact.read_manifest(student_source) or {}

@@ -231,10 +231,10 @@ def check_stage(stage: str, options: dict[str, Any]) -> None:
     from dataclasses import fields
 
     if stage in ("finetune_teacher", "prune_encoder", "distill"):
-        from nash_cli.train.engine import TrainConfig, check_config
+        from nash_cli.train.config import TrainConfig
 
         names = {f.name for f in fields(TrainConfig)} - {"output"}
-        check_config(TrainConfig(output=Path("."), **{k: v for k, v in options.items() if k in names}))
+        TrainConfig(output=Path("."), **{k: v for k, v in options.items() if k in names}).check()
     if stage == "prune_encoder":
         from nash_cli.prune_encoder import PruneSettings, check_settings
 

@@ -36,7 +36,8 @@ def main() -> None:
     from transformers import T5Config, T5ForConditionalGeneration
 
     from nash_cli.data import Features
-    from nash_cli.train.engine import TrainConfig, Trainer
+    from nash_cli.train.config import TrainConfig
+    from nash_cli.train.engine import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -14,7 +14,7 @@ import typer
 
 if TYPE_CHECKING:
     from nash_cli.train.distill import DataSpec
-    from nash_cli.train.engine import TrainConfig
+    from nash_cli.train.config import TrainConfig
 
 TRAIN = "Training"
 OBJECTIVE = "Objective"
@@ -84,7 +84,7 @@ def train_config(arguments: dict[str, Any], output: Path) -> "TrainConfig":
     """The engine's settings from a training command's arguments (its `locals()`)."""
     from dataclasses import fields
 
-    from nash_cli.train.engine import TrainConfig
+    from nash_cli.train.config import TrainConfig
 
     names = {field.name for field in fields(TrainConfig)} - {"output"}
     return TrainConfig(output=output, **{name: arguments[name] for name in names if name in arguments})

@@ -158,7 +158,7 @@ def command(
         trust_remote_code=trust_remote_code,
     )
 
-    from nash_cli.train.engine import is_main_process
+    from nash_cli.train.processes import is_main_process
 
     if not is_main_process():
         return

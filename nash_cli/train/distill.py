@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nash_cli.errors import NashError
-from nash_cli.train.engine import TrainConfig
+from nash_cli.train.config import TrainConfig
 
 
 @dataclass
@@ -281,9 +281,9 @@ def run_distill(
     Returns the JSON-ready result (on every process; only the main process writes).
     """
     from nash_cli import artifact
-    from nash_cli.train.engine import check_config, save_output, train
+    from nash_cli.train.engine import save_output, train
 
-    check_config(config)
+    config.check()
     artifact.check_output(output, config.force)
     inputs = load_training_inputs(
         student_source,

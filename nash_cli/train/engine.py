@@ -29,16 +29,17 @@ import signal
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from nash_cli.data import IGNORE_INDEX, Features, Seq2SeqCollator
 from nash_cli.errors import NashError
 from nash_cli.train import state as st
+from nash_cli.train.config import TrainConfig, TrainResult
 from nash_cli.train.extension import TrainingExtension
+from nash_cli.train.processes import make_accelerator
 from nash_cli.train.losses import cross_entropy, hidden_mse, kl_divergence
 
 #: The loss terms the engine logs, in a fixed order (reduced across processes as one vector).
@@ -49,139 +50,7 @@ class TrainingDiverged(NashError):
     """The loss became NaN or infinite; the last saved state is kept for `--resume`."""
 
 
-@dataclass
-class TrainConfig:
-    """Hyperparameters and bookkeeping of one training run (the CLI flags of `distill`)."""
-
-    output: Path
-    """Final checkpoint directory; resumable state goes to `<output>.partial/`."""
-    epochs: int = 3
-    """Passes over the training data (ignored when `max_steps` is set)."""
-    max_steps: int | None = None
-    """Optimiser steps to take in all; overrides `epochs`."""
-    batch_size: int = 4
-    """Examples per process per micro-batch (the paper: 4)."""
-    grad_accum: int = 1
-    """Micro-batches per optimiser step; global batch = batch_size * grad_accum * processes."""
-    lr: float = 3e-4
-    """Peak learning rate of the model's parameters (AdamW)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay (not applied to biases and layer norms)."""
-    warmup_steps: int = 0
-    """Steps of linear warm-up from 0 to `lr`; then linear decay to 0 at the last step."""
-    max_grad_norm: float = 1.0
-    """Clip the model's gradient norm to this; 0 disables clipping."""
-    seed: int = 42
-    """Seeds data order, dropout and anything else random."""
-    temperature: float = 2.0
-    """Distillation temperature T of the KL term."""
-    alpha_ce: float = 0.5
-    """Weight of the cross-entropy to the labels when a teacher is given (1 without one)."""
-    alpha_kd: float = 1.0
-    """Weight of T^2 * KL_T(teacher || student)."""
-    alpha_enc: float = 0.001
-    """Weight of the encoder hidden-state MSE (0 turns it off)."""
-    alpha_dec: float = 0.001
-    """Weight of the decoder hidden-state MSE (0 turns it off)."""
-    freeze_embeddings: bool = False
-    """Keep the token embeddings fixed (a tied lm_head is then fixed too)."""
-    save_every: int = 500
-    """Write a resumable state every this many optimiser steps (0: never)."""
-    eval_every: int | None = None
-    """Evaluate every this many steps; default: at the end of every epoch. Always at the end."""
-    log_every: int = 10
-    """Write a train_log.jsonl line (means over the window) every this many steps."""
-    keep: Literal["best", "last"] = "best"
-    """With eval data: output the best checkpoint by eval loss, or the last one."""
-    resume: bool = False
-    """Continue from the newest state in `<output>.partial/`."""
-    force: bool = False
-    """Replace an existing output, and discard an interrupted run's state when not resuming."""
-    mixed_precision: str | None = None
-    """"no", "fp16" or "bf16"; None defers to accelerate's config / launcher."""
-    show_progress: bool = True
-    """Draw the Rich progress bar (main process only)."""
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        """Optimiser steps of the whole run."""
-        return self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced; `save_output` writes it."""
-
-    model: Any
-    """The unwrapped student holding the selected weights (best or last)."""
-    steps: int
-    """Optimiser steps completed."""
-    epochs: float
-    """Passes over the training data completed."""
-    train: dict[str, float]
-    """Mean loss terms of the last logging window."""
-    eval: dict[str, float] | None
-    """The last evaluation (eval_ce, eval_kl, eval_loss), if there is eval data."""
-    best: dict[str, Any] | None
-    """{"step", "eval_loss"} of the best evaluation, if any."""
-    selected: str
-    """"best" or "last": which weights `model` holds."""
-    resumed_from: int | None
-    """The step the run resumed from, or None."""
-    seconds: float
-    """Wall-clock time of this process's training loop."""
-    steps_per_second: float
-    """Optimiser steps per second over this invocation."""
-    partial: Path
-    """The run's staging directory (log and states)."""
-    objective: dict[str, Any]
-    """The objective as run: weights, temperature, layer maps."""
-    global_batch_size: int
-    """Examples per optimiser step, over all processes."""
-    examples: int
-    """Training examples."""
-    notes: list[str] = field(default_factory=list)
-    """Things the user should know (frozen tied lm_head, skipped hidden loss, changed flags)."""
-    accelerator: Any = None
-    """The accelerate.Accelerator the run used."""
-
-    @property
-    def is_main_process(self) -> bool:
-        """True on the process that writes files and prints."""
-        return self.accelerator is None or self.accelerator.is_main_process
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready summary for the CLI result and the manifest."""
-        return {
-            "steps": self.steps,
-            "epochs": round(self.epochs, 4),
-            "examples": self.examples,
-            "global_batch_size": self.global_batch_size,
-            "processes": self.accelerator.num_processes if self.accelerator is not None else 1,
-            "final_train": self.train,
-            "eval": self.eval,
-            "best": self.best,
-            "selected": self.selected,
-            "resumed_from": self.resumed_from,
-            "seconds": round(self.seconds, 3),
-            "steps_per_second": round(self.steps_per_second, 4),
-            "objective": self.objective,
-        }
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def make_accelerator(mixed_precision: str | None = None):
-    """An Accelerator for this process: GPU when there is one, else CPU (gloo across processes)."""
-    from accelerate import Accelerator
-
-    kwargs: dict[str, Any] = {"cpu": not torch.cuda.is_available()}
-    if mixed_precision is not None:
-        kwargs["mixed_precision"] = mixed_precision
-    try:
-        return Accelerator(**kwargs)
-    except ValueError as error:  # e.g. fp16 requested on a CPU
-        raise NashError(f"cannot train with --mixed-precision {mixed_precision}: {error}; use 'no' or 'bf16'") from None
 
 
 def features_fingerprint(features: Sequence[Features]) -> str:
@@ -215,33 +84,6 @@ def freeze_embeddings(model) -> list[str]:
         return ["--freeze-embeddings also freezes the lm_head, which shares the embedding matrix"]
     return []
 
-
-def check_config(c: TrainConfig) -> None:
-    """Raises NashError for impossible settings; call it before any heavy work."""
-    for name in ("batch_size", "grad_accum", "log_every"):
-        if getattr(c, name) < 1:
-            raise NashError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
-    if c.max_steps is not None and c.max_steps < 1:
-        raise NashError(f"--max-steps must be at least 1, got {c.max_steps}")
-    if c.max_steps is None and c.epochs < 1:
-        raise NashError(f"--epochs must be at least 1, got {c.epochs}")
-    if not c.lr > 0:
-        raise NashError(f"--lr must be positive, got {c.lr}")
-    if not c.temperature > 0:
-        raise NashError(f"--temperature must be positive, got {c.temperature}")
-    for name in ("alpha_ce", "alpha_kd", "alpha_enc", "alpha_dec", "weight_decay", "max_grad_norm"):
-        if not getattr(c, name) >= 0:
-            raise NashError(f"--{name.replace('_', '-')} must not be negative, got {getattr(c, name)}")
-    if c.save_every < 0:
-        raise NashError(f"--save-every must be 0 (never) or more, got {c.save_every}")
-    if c.warmup_steps < 0:
-        raise NashError(f"--warmup-steps must not be negative, got {c.warmup_steps}")
-    if c.eval_every is not None and c.eval_every < 1:
-        raise NashError(f"--eval-every must be at least 1, got {c.eval_every}")
-    if c.keep not in ("best", "last"):
-        raise NashError(f"--keep must be best or last, not {c.keep!r}")
-    if c.mixed_precision not in (None, "no", "fp16", "bf16"):
-        raise NashError(f"--mixed-precision must be no, fp16 or bf16, not {c.mixed_precision!r}")
 
 
 def _fault(point: str, step: int) -> None:
@@ -310,7 +152,7 @@ class Trainer:
         self.extension = extension
         self.notes: list[str] = []
         self.run_info = dict(run_info or {})
-        check_config(config)
+        config.check()
         if not self.train_features:
             raise NashError("the training data has no examples; point --data at a non-empty file")
 
@@ -1034,24 +876,11 @@ def _dedupe(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 __all__ = [
     "TERMS",
-    "TrainConfig",
-    "TrainResult",
     "Trainer",
     "TrainingDiverged",
-    "check_config",
     "features_fingerprint",
     "freeze_embeddings",
     "linear_schedule",
-    "make_accelerator",
     "save_output",
     "train",
 ]
-
-
-def is_main_process() -> bool:
-    """True on the process that prints and writes (rank 0), also before accelerate starts."""
-    from accelerate import PartialState
-
-    if PartialState._shared_state:
-        return PartialState().is_main_process
-    return int(os.environ.get("RANK", "0")) == 0
