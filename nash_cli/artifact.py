@@ -23,7 +23,8 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,16 @@ TOKENIZER_FILES = (
 )
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(kw_only=True)
+class LoadOptions:
+    """How a stage may load checkpoints (shared by every stage that reads a model)."""
+
+    allow_pickle: bool = False
+    """Accept pytorch_model.bin weights (loaded with weights_only=True)."""
+    trust_remote_code: bool = False
+    """Run a checkpoint's own modeling code (only if you trust it)."""
 
 
 # --------------------------------------------------------------------------- reading
@@ -309,9 +320,7 @@ def staged_output(output: str | Path, *, force: bool = False) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     # mkdtemp makes the directory owner-only; the output should get the usual permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
+    staging.chmod(0o777 & ~_umask())
     try:
         yield staging
         if target.exists():
@@ -330,20 +339,73 @@ def staged_output(output: str | Path, *, force: bool = False) -> Iterator[Path]:
         raise
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Writes JSON to `path` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def refuse_existing(paths: Iterable[Path], force: bool) -> None:
+    """Raises NashError if any of `paths` exists and `force` is off (call before heavy work)."""
+    for path in paths:
+        if path.is_dir():
+            raise NashError(f"{path} is a directory; give a file name for the output")
+        if path.exists() and not force:
+            raise NashError(f"{path} already exists; pass --force to overwrite it or choose another path")
+
+
+def json_text(document: Any) -> str:
+    """A JSON document as nash writes it: indented, UTF-8 text kept as is, newline-terminated."""
+    return json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def jsonl_text(records: Iterable[Mapping[str, Any]]) -> str:
+    """One JSON object per line."""
+    return "".join(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records)
+
+
+def write_files_atomic(contents: Mapping[Path, str | bytes], *, durable: bool = False) -> None:
+    """Writes files through temporaries beside them, then renames them all into place.
+
+    The one atomic file writer of nash: a reader never sees half a file, and nothing is renamed
+    until every file has been written in full (a failure leaves the old files, or none).
+
+    Args:
+        contents: Path -> text (UTF-8) or bytes.
+        durable: Flush each file and its directory to disk (resumable training state).
+    """
+    staged: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, default=str)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+        for path, data in contents.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((temporary, path))
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+                if durable:
+                    stream.flush()
+                    os.fsync(stream.fileno())
+            # mkstemp makes the file owner-only; results should get the usual permissions.
+            os.chmod(temporary, 0o666 & ~_umask())
+        for temporary, path in staged:
+            os.replace(temporary, path)
+            if durable:
+                fsync_dir(path.parent)
+    finally:
+        for temporary, _ in staged:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flushes a directory entry (renames inside it) to disk, where the platform allows it."""
+    with contextlib.suppress(OSError):
+        handle = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def library_versions() -> dict[str, str]:
@@ -470,5 +532,5 @@ def save_checkpoint(
         manifest["tokenizer_files"] = copy_tokenizer(tokenizer_source or source, staging)
         for writer in (extra_files or {}).values():
             writer(staging)
-        write_json_atomic(staging / MANIFEST, manifest)
+        write_files_atomic({staging / MANIFEST: json_text(manifest)})
     return Path(output)

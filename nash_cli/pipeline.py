@@ -22,11 +22,10 @@ from typing import Any
 import yaml
 
 from nash_cli.errors import NashError
-from nash_cli.recipe import STAGES, Recipe, accepted_data_options, command_function
+from nash_cli.recipe import STAGES, Recipe, accepted_data_options, options_class, stage_module
 
 RUN_STATE = "run.json"
 RESOLVED_RECIPE = "recipe.yaml"
-BUILTIN_PREFIX = "demo:"
 TRAINING_STAGES = ("finetune_teacher", "prune_encoder", "distill")
 
 
@@ -185,19 +184,15 @@ def read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    from nash_cli.artifact import write_json_atomic
+    from nash_cli.artifact import json_text, write_files_atomic
 
-    write_json_atomic(run_dir / RUN_STATE, state)
+    write_files_atomic({run_dir / RUN_STATE: json_text(state)})
 
 
-def _call(stage: PlannedStage, kwargs: dict[str, Any]) -> None:
-    import contextlib
-    import sys
-
-    function = command_function(stage.key)
-    # A stage's tables are progress for `nash run`: keep stdout for the run's own result (--json).
-    with contextlib.redirect_stdout(sys.stderr):
-        function(**kwargs)
+def _call(stage: PlannedStage, kwargs: dict[str, Any]) -> Any:
+    """Runs one call of a stage: its options from the planned arguments, then its `run`."""
+    options = options_class(stage.key)(**kwargs)
+    return stage_module(stage.key).run(options)
 
 
 def execute_run(
@@ -207,8 +202,18 @@ def execute_run(
     *,
     inputs: dict[str, str],
     log: Callable[[str], None] = print,
+    on_result: Callable[[str, Any], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs every stage that is not up to date; returns a summary per stage."""
+    """Runs every stage that is not up to date; returns a summary per stage.
+
+    Args:
+        recipe: The validated recipe.
+        resolved: The recipe as saved beside the outputs.
+        run_dir: The run directory.
+        inputs: Resolved external inputs.
+        log: Called with one line per stage (run, resume, skip).
+        on_result: Called with each stage's key and `run` result, e.g. to print its tables.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESOLVED_RECIPE).write_text(yaml.safe_dump(resolved, sort_keys=False))
     state = read_state(run_dir)
@@ -243,7 +248,9 @@ def execute_run(
             kwargs["force"] = target.exists() or (stage.key in TRAINING_STAGES and not resume)
             if stage.key in TRAINING_STAGES:
                 kwargs["resume"] = resume
-            _call(stage, kwargs)
+            result = _call(stage, kwargs)
+            if on_result is not None:
+                on_result(stage.key, result)
         seconds = round(time.perf_counter() - started, 1)
         state["stages"][stage.key].update(status="done", finished=_now(), seconds=seconds)
         _write_state(run_dir, state)
@@ -306,7 +313,9 @@ def _flag_lines(command: str, kwargs: dict[str, Any], defaults: dict[str, Any]) 
         flag = "--" + name.replace("_", "-")
         if flag == "--json-output":
             flag = "--json"
-        if value is True:
+        if name in ("layers", "decoder_layer_map", "encoder_layer_map") and isinstance(value, list):
+            words.extend([flag, ",".join(str(v) for v in value)])
+        elif value is True:
             words.append(flag)
         elif isinstance(value, list):
             for item in value:
@@ -361,7 +370,11 @@ def describe_plan(prepared: PreparedRun) -> dict[str, Any]:
     }
 
 
-def run_recipe(prepared: PreparedRun, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_recipe(
+    prepared: PreparedRun, *, log: Callable[[str], None] = print, on_result: Callable[[str, Any], None] | None = None
+) -> dict[str, Any]:
     """Executes the prepared run; returns the run directory and a summary per stage."""
-    summary = execute_run(prepared.recipe, prepared.resolved, prepared.run_dir, inputs=prepared.inputs, log=log)
+    summary = execute_run(
+        prepared.recipe, prepared.resolved, prepared.run_dir, inputs=prepared.inputs, log=log, on_result=on_result
+    )
     return {"name": prepared.recipe.name, "run_dir": str(prepared.run_dir), "stages": summary}

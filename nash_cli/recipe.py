@@ -29,8 +29,8 @@ stages:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import inspect
 import typing
 from functools import cache
 from pathlib import Path
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from nash_cli.errors import NashError
 
-#: Stages in pipeline order: recipe key -> (command name, module under nash_cli.cli).
+#: Stages in pipeline order: recipe key -> (command name, module under nash_cli.stages).
 STAGES: dict[str, tuple[str, str]] = {
     "finetune_teacher": ("distill", "distill"),
     "select_layers": ("select-layers", "select_layers"),
@@ -52,9 +52,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "eval": ("eval", "eval"),
 }
 
-#: Command parameters the runner fills in from the run itself; a recipe may not set them.
+#: Stage options the runner fills in from the run itself; a recipe may not set them.
 RUNNER_OWNED = frozenset(
     {
+        "show_progress",
         "checkpoint",
         "checkpoints",
         "models",
@@ -85,8 +86,9 @@ DATA_OPTIONS = (
 STRICT = ConfigDict(extra="forbid", strict=True)
 
 
-class DataSpec(BaseModel):
-    """Where the training and evaluation data come from and how to read them."""
+class RecipeData(BaseModel):
+    """A recipe's `data:` section: where the training and evaluation data come from, and how to
+    read them (the read options go to every stage that takes them)."""
 
     model_config = STRICT
 
@@ -127,45 +129,48 @@ def _plain(annotation):
     return annotation
 
 
-def _bounds(annotation) -> dict[str, Any]:
-    """The `min=` / `max=` of a Typer option, as pydantic bounds (so a recipe checks them too)."""
-    bounds: dict[str, Any] = {}
-    for meta in getattr(annotation, "__metadata__", ()):
-        if getattr(meta, "min", None) is not None:
-            bounds["ge"] = meta.min
-        if getattr(meta, "max", None) is not None:
-            bounds["le"] = meta.max
-    return bounds
-
-
-def command_function(stage: str):
-    """The Typer command function of a recipe stage."""
+def stage_module(stage: str):
+    """The `nash_cli.stages` module of a recipe stage (its `Options` and `run`)."""
     _, module = STAGES[stage]
-    return importlib.import_module(f"nash_cli.cli.{module}").command
+    return importlib.import_module(f"nash_cli.stages.{module}")
+
+
+def options_class(stage: str) -> type:
+    """The options dataclass of a recipe stage (the one with `run` beside it)."""
+    module = stage_module(stage)
+    return next(
+        value
+        for name, value in vars(module).items()
+        if name.endswith("Options") and dataclasses.is_dataclass(value) and value.__module__ == module.__name__
+    )
 
 
 @cache
 def stage_model(stage: str) -> type[BaseModel]:
-    """A strict pydantic model of the options a recipe may give `stage`, from its command's signature."""
-    function = command_function(stage)
-    hints = typing.get_type_hints(function, include_extras=True)
+    """A strict pydantic model of the options a recipe may give `stage`, from its options type."""
+    options = options_class(stage)
+    hints = typing.get_type_hints(options)
     fields: dict[str, Any] = {}
-    for name, parameter in inspect.signature(function).parameters.items():
-        if name in RUNNER_OWNED or name in DATA_OPTIONS:
+    for field in dataclasses.fields(options):
+        if field.name in RUNNER_OWNED or field.name in DATA_OPTIONS:
             continue
-        annotation = _plain(hints.get(name, Any))
-        default = parameter.default if parameter.default is not inspect.Parameter.empty else ...
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = ...
         if isinstance(default, Path):
             default = str(default)
-        fields[name] = (annotation, Field(default, **_bounds(hints.get(name))))
-    model_name = "".join(part.title() for part in stage.split("_")) + "Options"
+        fields[field.name] = (_plain(hints[field.name]), Field(default))
+    model_name = "".join(part.title() for part in stage.split("_")) + "RecipeOptions"
     return create_model(model_name, __config__=STRICT, **fields)
 
 
 def accepted_data_options(stage: str) -> tuple[str, ...]:
-    """The data options (`DATA_OPTIONS`) the stage's command takes."""
-    parameters = inspect.signature(command_function(stage)).parameters
-    return tuple(name for name in DATA_OPTIONS if name in parameters)
+    """The data options (`DATA_OPTIONS`) the stage takes."""
+    names = {field.name for field in dataclasses.fields(options_class(stage))}
+    return tuple(name for name in DATA_OPTIONS if name in names)
 
 
 class Recipe(BaseModel):
@@ -177,8 +182,8 @@ class Recipe(BaseModel):
     """A name for the run (used in reports)."""
     teacher: str
     """The fine-tuned teacher (local path or hub id); with `finetune_teacher`, the model to fine-tune first."""
-    data: DataSpec
-    """The data; see DataSpec."""
+    data: RecipeData
+    """The data; see RecipeData."""
     description: Optional[str] = None
     """Free text shown in the plan and the report."""
     stages: dict[str, Any] = Field(default_factory=dict)
@@ -223,38 +228,20 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe") -> Recipe:
 
 
 def check_stage(stage: str, options: dict[str, Any]) -> None:
-    """Runs the checks the stage's command makes before any work, so a recipe fails at once.
+    """Runs the stage's own checks (`Options.check()`), so a recipe fails at once, not mid-run.
+
+    The fields the runner fills in get placeholders here.
 
     Raises:
         NashError: for an impossible value (e.g. `--eval-every 0`, `--target-sparsity 1.5`).
     """
-    from dataclasses import fields
-
-    if stage in ("finetune_teacher", "prune_encoder", "distill"):
-        from nash_cli.train.config import TrainConfig
-
-        names = {f.name for f in fields(TrainConfig)} - {"output"}
-        TrainConfig(output=Path("."), **{k: v for k, v in options.items() if k in names}).check()
-    if stage == "prune_encoder":
-        from nash_cli.prune_encoder import PruneSettings, check_settings
-
-        names = {f.name for f in fields(PruneSettings)}
-        check_settings(PruneSettings(**{k: v for k, v in options.items() if k in names}))
-    if stage == "select_layers":
-        from nash_cli.surgery.layers import STRATEGIES
-
-        if options.get("decoder_layers") is None and options.get("layers") is None:
-            raise NashError("give decoder_layers (a count) or layers (explicit teacher indices)")
-        if options.get("decoder_layers") is not None and options.get("layers") is not None:
-            raise NashError("decoder_layers and layers both given; use one")
-        for key in ("decoder_layers", "encoder_layers"):
-            if options.get(key) is not None and options[key] < 1:
-                raise NashError(f"{key} must be at least 1, got {options[key]}")
-        if options.get("strategy") not in STRATEGIES:
-            raise NashError(f"strategy must be one of {', '.join(STRATEGIES)}, not {options.get('strategy')!r}")
-    for key in ("beams", "batch", "repeats"):
-        if stage in ("bench", "eval") and options.get(key) is not None and options[key] < 1:
-            raise NashError(f"{key} must be at least 1, got {options[key]}")
+    cls = options_class(stage)
+    placeholders: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if required and field.name not in options:
+            placeholders[field.name] = ["."] if field.name == "models" else Path(".") if field.name == "output" else "."
+    cls(**placeholders, **options).check()
 
 
 def _first_problem(error: ValidationError, prefix: str = "") -> str:

@@ -281,28 +281,24 @@ def write_report(run_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
     Returns:
         The paths written and Table 1 as data.
     """
-    import os
     import tempfile
+
+    from nash_cli.artifact import write_files_atomic
 
     summary = collect(run_dir)
     run_dir = summary.run_dir
     existing = [name for name in REPORT_FILES if (run_dir / name).exists()]
     if existing and not force:
         raise NashError(f"{run_dir / existing[0]} already exists; pass --force to replace the report")
-    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=run_dir))
-    try:
-        written = {"figure_5": plot_quality_speedup(summary, staging / "quality_vs_speedup.png")}
+    with tempfile.TemporaryDirectory(prefix=".report-", dir=run_dir) as rendering:
+        rendered = {"figure_5": plot_quality_speedup(summary, Path(rendering) / "quality_vs_speedup.png")}
         if summary.pruning and summary.pruning.get("heads_per_layer"):
-            written["figure_6"] = plot_encoder_structure(summary.pruning, staging / "encoder_structure.png")
-        (staging / "report.md").write_text(_markdown(summary, "figure_6" in written))
-        written["report"] = staging / "report.md"
-        for key, path in written.items():
-            os.replace(path, run_dir / path.name)
-            written[key] = str(run_dir / path.name)
-    finally:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
+            rendered["figure_6"] = plot_encoder_structure(summary.pruning, Path(rendering) / "encoder_structure.png")
+        contents: dict[Path, str | bytes] = {run_dir / path.name: path.read_bytes() for path in rendered.values()}
+    contents[run_dir / "report.md"] = _markdown(summary, "figure_6" in rendered)
+    write_files_atomic(contents)
+    written = {key: str(run_dir / path.name) for key, path in rendered.items()}
+    written["report"] = str(run_dir / "report.md")
     header, body = table1_rows(summary)
     return {"written": written, "table1": {"header": header, "rows": body}}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -112,18 +111,13 @@ def prepare_wordnet(source: Path, target: Path | None = None) -> Path:
     if missing:
         hint = " (Debian: apt-get install wordnet-sense-index)" if "index.sense" in missing else ""
         raise NashError(f"WordNet in {source} lacks {', '.join(missing)}{hint}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
-    try:
+    from nash_cli.artifact import staged_output
+
+    # force: an incomplete earlier copy is replaced (it is nash's own cache).
+    with staged_output(target, force=True) as staging:
         for name in REQUIRED_FILES:
             shutil.copyfile(source / name, staging / name)
         (staging / "lexnames").write_text(lexnames_text(), encoding="utf-8")
-        if target.exists():  # an incomplete earlier copy
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

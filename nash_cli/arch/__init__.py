@@ -71,6 +71,15 @@ class ArchFamily:
     """Whether the FFN is gated (two input projections)."""
     has_bias: bool
     """Whether linear layers carry biases (they count as prunable parameters)."""
+    num_heads: Callable[[object, Stack], int]
+    """Attention heads per layer of a stack in a stock config."""
+    ffn_dim: Callable[[object, Stack], int]
+    """FFN width of a stack in a stock config."""
+    set_encoder_ffn_dim: Callable[[object, int], bool]
+    """Sets the encoder's FFN width in a stock config (in place); False when the stock config
+    cannot hold it apart from the decoder's (T5 has one `d_ff` for both stacks)."""
+    generation_cache_follows_encoder: bool
+    """Whether stock `generate()` sizes the decoder's cache by the encoder's depth (T5 does)."""
 
 
 def family_of(model_or_config) -> ArchFamily:
@@ -89,3 +98,36 @@ def family_of(model_or_config) -> ArchFamily:
         f"model type {model_type!r} is a {kind} model; nash works on encoder-decoder T5, FLAN-T5, "
         "T5-efficient, mT5 and BART checkpoints"
     )
+
+
+def count_parameters(model) -> dict[str, int]:
+    """The parameter counts nash reports everywhere (select-layers, prune-encoder, compact, bench).
+
+    Each tensor counts once (a tied lm_head is the shared embedding). `embeddings` are every
+    `nn.Embedding` (tokens, learned positions, T5's relative-position bias tables) and a separate
+    lm_head; `encoder` and `decoder` are each stack's other parameters (layers and final norms);
+    `non_embedding` is `total - embeddings`, the base of the paper's whole-model sparsity.
+
+    Returns:
+        `{"total", "embeddings", "encoder", "decoder", "non_embedding"}`.
+    """
+    from torch import nn
+
+    embedding_ids = {id(p) for module in model.modules() if isinstance(module, nn.Embedding) for p in module.parameters()}
+    output = model.get_output_embeddings()
+    if output is not None:
+        embedding_ids.update(id(p) for p in output.parameters())
+    unique = {id(p): p for p in model.parameters()}
+
+    def stack(module) -> int:
+        return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values() if id(p) not in embedding_ids)
+
+    total = sum(p.numel() for p in unique.values())
+    embeddings = sum(p.numel() for key, p in unique.items() if key in embedding_ids)
+    return {
+        "total": total,
+        "embeddings": embeddings,
+        "encoder": stack(model.get_encoder()),
+        "decoder": stack(model.get_decoder()),
+        "non_embedding": total - embeddings,
+    }

@@ -33,6 +33,11 @@ def _self_attention(layer):
     )
 
 
+def _set_encoder_ffn_dim(config, width):
+    config.encoder_ffn_dim = width
+    return True
+
+
 def _ffn(layer):
     return FFNParts(inputs=(layer.fc1,), output=layer.fc2)
 
@@ -49,4 +54,8 @@ FAMILY = ArchFamily(
     ffn=_ffn,
     is_gated=lambda config: False,
     has_bias=True,
+    num_heads=lambda config, stack: getattr(config, f"{stack}_attention_heads"),
+    ffn_dim=lambda config, stack: getattr(config, f"{stack}_ffn_dim"),
+    set_encoder_ffn_dim=_set_encoder_ffn_dim,
+    generation_cache_follows_encoder=False,
 )

@@ -60,4 +60,8 @@ FAMILY = ArchFamily(
     ffn=_ffn,
     is_gated=lambda config: bool(getattr(config, "is_gated_act", False)),
     has_bias=False,
+    num_heads=lambda config, stack: config.num_heads,
+    ffn_dim=lambda config, stack: config.d_ff,
+    set_encoder_ffn_dim=lambda config, width: width == config.d_ff,
+    generation_cache_follows_encoder=True,
 )

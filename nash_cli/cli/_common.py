@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -66,3 +67,26 @@ def progress(*, transient: bool = False, disable: bool = False):
         transient=transient,
         disable=disable,
     )
+
+
+def emit(result: dict[str, Any], json_mode: bool, printer: Callable[[dict[str, Any], Console], None]) -> None:
+    """Prints a stage's result: one JSON document on stdout with `--json`, else `printer`'s tables."""
+    if json_mode:
+        print_json(result)
+    else:
+        printer(result, stdout)
+
+
+def print_notes(notes: list[str], console: Console) -> None:
+    """Each note on a line of its own, marked as a note."""
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def layer_list(text: str | None, option: str) -> list[int] | None:
+    """A layer list flag ("0,5,11") as the stages take it, or None when not given."""
+    if text is None:
+        return None
+    from nash_cli.surgery.layers import parse_indices
+
+    return parse_indices(text, option)

@@ -7,18 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from nash_cli.cli._data_options import (
-    DEFAULT_MAX_SOURCE_LENGTH,
+from nash_cli.cli import _common
+from nash_cli.cli._options import (
+    AllowPickleOption,
+    JsonOption,
     MaxSourceLengthOption,
     SourceColumnOption,
     SourcePrefixOption,
     SourceTemplateOption,
     SplitOption,
+    TrustRemoteCodeOption,
 )
-from nash_cli.errors import NashError
+from nash_cli.stages.bench import BenchOptions as Options
 
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "bfloat16", "float16")
 _GEN = "Generation"
 _RUN = "Run"
 
@@ -27,7 +28,7 @@ def command(
     models: Annotated[list[str], typer.Argument(help="Checkpoints to time (local directories or hub ids).")],
     baseline: Annotated[
         Optional[str], typer.Option("--baseline", help="Checkpoint the others are compared with (speedup).")
-    ] = None,
+    ] = Options.baseline,
     data: Annotated[
         Optional[str],
         typer.Option(
@@ -36,20 +37,20 @@ def command(
             "Without it, random tokens of --source-length.",
             rich_help_panel="Data",
         ),
-    ] = None,
-    split: SplitOption = None,
-    source_column: SourceColumnOption = None,
-    source_template: SourceTemplateOption = None,
-    source_prefix: SourcePrefixOption = "",
-    max_source_length: MaxSourceLengthOption = DEFAULT_MAX_SOURCE_LENGTH,
+    ] = Options.data,
+    split: SplitOption = Options.split,
+    source_column: SourceColumnOption = Options.source_column,
+    source_template: SourceTemplateOption = Options.source_template,
+    source_prefix: SourcePrefixOption = Options.source_prefix,
+    max_source_length: MaxSourceLengthOption = Options.max_source_length,
     source_length: Annotated[
         int, typer.Option("--source-length", help="Tokens per random input (without --data).", rich_help_panel="Data")
-    ] = 512,
+    ] = Options.source_length,
     num_batches: Annotated[
         int, typer.Option("--num-batches", help="Batches per repeat (different inputs).", rich_help_panel="Data")
-    ] = 1,
-    batch: Annotated[int, typer.Option("--batch", help="Sequences per generate() call.", rich_help_panel=_GEN)] = 32,
-    beams: Annotated[int, typer.Option("--beams", help="Beam width.", rich_help_panel=_GEN)] = 4,
+    ] = Options.num_batches,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences per generate() call.", rich_help_panel=_GEN)] = Options.batch,
+    beams: Annotated[int, typer.Option("--beams", help="Beam width.", rich_help_panel=_GEN)] = Options.beams,
     fixed_length: Annotated[
         Optional[int],
         typer.Option(
@@ -57,7 +58,7 @@ def command(
             help="Generate exactly N tokens (min = max new tokens): compares models per token.",
             rich_help_panel=_GEN,
         ),
-    ] = None,
+    ] = Options.fixed_length,
     max_new_tokens: Annotated[
         Optional[int],
         typer.Option(
@@ -65,7 +66,7 @@ def command(
             help="Length cap (default: from the generation config of the baseline, else the first model).",
             rich_help_panel=_GEN,
         ),
-    ] = None,
+    ] = Options.max_new_tokens,
     compile: Annotated[
         bool,
         typer.Option(
@@ -73,12 +74,12 @@ def command(
             help="torch.compile each model's forward and decode over a static cache (first calls compile).",
             rich_help_panel=_GEN,
         ),
-    ] = False,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed passes over all models.", rich_help_panel=_RUN)] = 10,
+    ] = Options.compile,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed passes over all models.", rich_help_panel=_RUN)] = Options.repeats,
     warmup: Annotated[
         Optional[int],
         typer.Option("--warmup", help="Untimed passes first (default: 1; 3 with --compile).", rich_help_panel=_RUN),
-    ] = None,
+    ] = Options.warmup,
     breakdown: Annotated[
         bool,
         typer.Option(
@@ -86,168 +87,41 @@ def command(
             help="One extra hooked pass: time in encoder, decoder layers, lm_head and the rest.",
             rich_help_panel=_RUN,
         ),
-    ] = False,
+    ] = Options.breakdown,
     device: Annotated[
         str, typer.Option("--device", help="auto (cuda if present), cpu or cuda.", rich_help_panel=_RUN)
-    ] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.", rich_help_panel=_RUN)] = "float32",
+    ] = Options.device,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.", rich_help_panel=_RUN)] = Options.dtype,
     threads: Annotated[
         Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).", rich_help_panel=_RUN)
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.", rich_help_panel=_RUN)] = 0,
+    ] = Options.threads,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.", rich_help_panel=_RUN)] = Options.seed,
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Also write the JSON report to this file.")
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Accept pytorch_model.bin weights (loaded with weights_only=True).")
-    ] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help="Run a checkpoint's own modeling code (only if you trust it).")
-    ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    ] = Options.output,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = Options.force,
+    allow_pickle: AllowPickleOption = Options.allow_pickle,
+    trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
+    json_output: JsonOption = False,
 ) -> None:
     """Time whole generate() calls (batch 32, beam 4 by default), models interleaved, speedup vs --baseline."""
-    for name, value, least in (("--batch", batch, 1), ("--beams", beams, 1), ("--repeats", repeats, 1),
-                               ("--num-batches", num_batches, 1), ("--source-length", source_length, 1)):
-        if value < least:
-            raise NashError(f"{name} must be at least {least}, got {value}")
-    for name, value in (("--fixed-length", fixed_length), ("--max-new-tokens", max_new_tokens)):
-        if value is not None and value < 1:
-            raise NashError(f"{name} must be at least 1, got {value}")
-    if fixed_length is not None and max_new_tokens is not None and fixed_length != max_new_tokens:
-        raise NashError("--fixed-length sets the number of new tokens; drop --max-new-tokens")
-    if compile and breakdown:
-        raise NashError("--breakdown times modules through hooks, which compiled code skips; drop one of them")
-    if warmup is not None and warmup < 0:
-        raise NashError(f"--warmup must be 0 or more, got {warmup}")
-    if threads is not None and threads < 1:
-        raise NashError(f"--threads must be at least 1, got {threads}")
-    if device not in DEVICES:
-        raise NashError(f"unknown --device {device!r}; use {', '.join(DEVICES)}")
-    if dtype not in DTYPES:
-        raise NashError(f"unknown --dtype {dtype!r}; use {', '.join(DTYPES)}")
-    if data is None and (source_column or source_template or split):
-        raise NashError("--source-column / --source-template / --split read --data; give --data too")
+    flags = dict(locals())
+    options = Options(**{key: value for key, value in flags.items() if key != "json_output"})
+    options.check()  # before torch is imported: a usage mistake answers at once
 
-    from nash_cli.reports import refuse_existing
+    from nash_cli.stages.bench import run
 
-    if output is not None:
-        refuse_existing([output], force)
-
-    import torch
-
-    from nash_cli import artifact
-    from nash_cli.bench import BenchSettings, random_batches, run_bench, text_batches
-    from nash_cli.cli import _common
-    from nash_cli.generation import resolve_settings
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    target = _device(device, torch)
-    names = list(dict.fromkeys(([baseline] if baseline is not None else []) + list(models)))
-    # Every config is checked before any weights load, so a bad path fails fast.
-    configs = {
-        name: artifact.load_config(name, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        for name in names
-    }
-    loaded = {}
-    for name in names:
-        model = artifact.load_model(
-            name, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, config=configs[name]
-        )
-        loaded[name] = model.to(device=target, dtype=getattr(torch, dtype))
-    reference = loaded[names[0]]
-    defaults = resolve_settings(reference, num_beams=beams, max_new_tokens=max_new_tokens, fixed_length=fixed_length)
-    generation = {
-        name: resolve_settings(
-            model,
-            num_beams=defaults.num_beams,
-            max_new_tokens=defaults.max_new_tokens,
-            fixed_length=fixed_length,
-            compile=compile,
-        )
-        for name, model in loaded.items()
-    }
-
-    if data is not None:
-        from nash_cli.data import load_examples
-
-        examples = load_examples(
-            data,
-            split=split,
-            source_column=source_column,
-            source_template=source_template,
-            source_prefix=source_prefix,
-            limit=batch * num_batches,
-        )
-        tokenizer = artifact.load_tokenizer(names[0])
-        batches = text_batches(
-            tokenizer,
-            [e.source for e in examples],
-            batch_size=batch,
-            max_source_length=max_source_length,
-            pad_to_max=compile,  # one input shape, so compiled graphs are reused across batches
-        )
-        origin = {"kind": "data", "data": data, "tokenizer": names[0]}
-    else:
-        config = reference.config
-        limit = getattr(config, "max_position_embeddings", None)
-        if limit is not None and source_length > limit:
-            raise NashError(f"--source-length {source_length} exceeds the model's {limit} positions")
-        special = [getattr(config, key, None) for key in ("pad_token_id", "eos_token_id", "bos_token_id",
-                                                          "decoder_start_token_id", "unk_token_id")]
-        batches = random_batches(
-            vocab_size=min(model.config.vocab_size for model in loaded.values()),
-            batch_size=batch,
-            source_length=source_length,
-            num_batches=num_batches,
-            low=max([4] + [s + 1 for s in special if isinstance(s, int)]),
-            eos_token_id=config.eos_token_id if isinstance(config.eos_token_id, int) else None,
-            seed=seed,
-        )
-        origin = {"kind": "random", "seed": seed}
-
-    if compile:
-        from nash_cli.generation import compile_model
-
-        for model in loaded.values():
-            compile_model(model)
-    settings = BenchSettings(
-        repeats=repeats, warmup=warmup if warmup is not None else (3 if compile else 1), breakdown=breakdown
-    )
-    calls = len(batches) * len(names) * (settings.warmup + settings.repeats + int(breakdown))
     with _common.progress(transient=True) as bar:
-        task = bar.add_task("bench", total=calls, status="")
+        task = None
 
-        def on_call(phase: str, name: str) -> None:
-            bar.update(task, advance=1, status=f"{phase} {Path(name).name}")
+        def start(description: str, total: int) -> None:
+            nonlocal task
+            task = bar.add_task(description, total=total, status="")
 
-        result = run_bench(
-            loaded, batches, generation, settings, baseline=baseline, on_call=on_call
-        )
-    result.inputs.update(origin)
-    result.environment["dtype"] = dtype
-    document = result.to_dict()
-
-    if output is not None:
-        from nash_cli.reports import json_text, write_files
-
-        write_files({output: json_text(document)})
-    if json_output:
-        _common.print_json(document)
-    else:
-        _print_tables(document, _common.stdout)
-    if output is not None:
-        _common.human(json_output).print(f"wrote {output}")
-
-
-def _device(name: str, torch):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NashError("--device cuda but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
+        result = run(options, start=start, progress=lambda n, status: bar.update(task, advance=n, status=status))
+    _common.emit(result.to_dict(), json_output, print_tables)
+    if options.output is not None:
+        _common.human(json_output).print(f"wrote {options.output}")
 
 
 def _millions(count: int) -> str:
@@ -260,7 +134,7 @@ def _display_names(names: list[str]) -> list[str]:
     return short if len(set(short)) == len(short) else names
 
 
-def _print_tables(document: dict, console) -> None:
+def print_tables(document: dict, console) -> None:
     from rich.table import Table
 
     first = document["models"][0]
@@ -321,4 +195,6 @@ def _print_tables(document: dict, console) -> None:
         )
     memory_kind = "max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS"
     notes.append(f"peak MiB: {memory_kind} during one warm-up pass; samples/s and more with --json")
+    notes.append("enc/dec M: parameters of each stack without embeddings (token, position, lm_head)")
     console.print("[dim]" + "; ".join(notes) + "[/]")
+    _common.print_notes(document.get("notes", []), console)

@@ -7,39 +7,38 @@ from typing import Annotated
 
 import typer
 
+from nash_cli.cli import _common
+from nash_cli.cli._options import JsonOption
+from nash_cli.stages.compact import CompactOptions as Options
+
 
 def command(
     checkpoint: Annotated[str, typer.Argument(help="A masked checkpoint written by nash prune-encoder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the compact model to.")],
-    force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = Options.force,
+    json_output: JsonOption = False,
 ) -> None:
     """Remove the pruned encoder heads and FFN units and write a smaller, reloadable model."""
-    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
+    from nash_cli.stages.compact import run
 
-    from nash_cli.cli import _common
-    from nash_cli.compact import run_compact
-
+    options = Options(checkpoint=checkpoint, output=output, force=force)
     console = _common.human(json_output)
-    with console.status("compacting"):
-        result = run_compact(checkpoint, output, arguments=arguments, force=force)
-    if json_output:
-        _common.print_json(result.as_dict())
-    else:
-        print_result(result, console)
+    with console.status("compacting") as status:
+        result = run(options, progress=lambda step: status.update(step))
+    _common.emit(result.to_dict(), json_output, print_result)
 
 
-def print_result(result, console) -> None:
+def print_result(result: dict, console) -> None:
     """Parameters before and after, kept heads and units per layer, and the output's size."""
     from rich.table import Table
 
-    params = Table(title=f"compact -> {result.output}", show_header=True)
+    params = Table(title=f"compact -> {result['output']}", show_header=True)
     params.add_column("parameters")
     params.add_column("before", justify="right")
     params.add_column("after", justify="right")
     params.add_column("ratio", justify="right")
-    before, after = result.parameters["before"], result.parameters["after"]
-    for key, label in (("total", "total"), ("non_embedding", "without embeddings")):
+    before, after = result["parameters"]["before"], result["parameters"]["after"]
+    for key, label in (("total", "total"), ("non_embedding", "without embeddings"), ("encoder", "encoder (without embeddings)")):
         ratio = after[key] / before[key] if before[key] else 1.0
         params.add_row(label, f"{before[key]:,}", f"{after[key]:,}", f"{ratio:.3f}")
     console.print(params)
@@ -47,8 +46,8 @@ def print_result(result, console) -> None:
     layers.add_column("layer", justify="right")
     layers.add_column("heads kept", justify="right")
     layers.add_column("FFN units kept", justify="right")
-    for index, (heads, units) in enumerate(zip(result.heads, result.units)):
-        layers.add_row(str(index), f"{heads}/{result.full_heads}", f"{units}/{result.full_units}")
+    for index, (heads, units) in enumerate(zip(result["heads"], result["units"])):
+        layers.add_row(str(index), f"{heads}/{result['full_heads']}", f"{units}/{result['full_units']}")
     console.print(layers)
-    code = "nash modeling file (per-layer widths; trust_remote_code=True outside nash)" if result.custom_code else "stock"
-    console.print(f"weights: {result.file_size / 2**20:.1f} MiB; model class: {code}; {result.seconds:.1f}s")
+    code = "nash modeling file (per-layer widths; trust_remote_code=True outside nash)" if result["custom_code"] else "stock"
+    console.print(f"weights: {result['file_size'] / 2**20:.1f} MiB; model class: {code}; {result['seconds']:.1f}s")

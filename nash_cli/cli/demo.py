@@ -29,7 +29,13 @@ def command(
 
     console = _common.human(json_output)
     prepared = prepare_run(demo_recipe_path(), output, overrides or [])
-    run_recipe(prepared, log=lambda line: console.print(line, markup=False, highlight=False))
+    from nash_cli.cli.run import print_stage_result
+
+    run_recipe(
+        prepared,
+        log=lambda line: console.print(line, markup=False, highlight=False),
+        on_result=lambda stage, outcome: print_stage_result(stage, outcome, _common.stderr),
+    )
     result = write_report(prepared.run_dir, force=True)  # the demo's own run directory
     summary = collect(prepared.run_dir)
     if json_output:

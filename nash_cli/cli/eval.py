@@ -7,9 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from nash_cli.cli._data_options import (
-    DEFAULT_MAX_SOURCE_LENGTH,
+from nash_cli.cli import _common
+from nash_cli.cli._options import (
+    AllowPickleOption,
     DataOption,
+    JsonOption,
     LimitOption,
     MaxSourceLengthOption,
     SourceColumnOption,
@@ -17,8 +19,9 @@ from nash_cli.cli._data_options import (
     SourceTemplateOption,
     SplitOption,
     TargetColumnOption,
+    TrustRemoteCodeOption,
 )
-from nash_cli.errors import NashError
+from nash_cli.stages.eval import EvalOptions as Options
 
 _GEN = "Generation"
 
@@ -34,18 +37,18 @@ def command(
             help="rouge, meteor, bleu, exact_match or accuracy; repeat for several (default: rouge).",
         ),
     ] = None,
-    split: SplitOption = None,
-    source_column: SourceColumnOption = None,
-    target_column: TargetColumnOption = None,
-    source_template: SourceTemplateOption = None,
-    source_prefix: SourcePrefixOption = "",
-    max_source_length: MaxSourceLengthOption = DEFAULT_MAX_SOURCE_LENGTH,
-    limit: LimitOption = None,
-    batch: Annotated[int, typer.Option("--batch", help="Examples per generate() call.", rich_help_panel=_GEN)] = 16,
+    split: SplitOption = Options.split,
+    source_column: SourceColumnOption = Options.source_column,
+    target_column: TargetColumnOption = Options.target_column,
+    source_template: SourceTemplateOption = Options.source_template,
+    source_prefix: SourcePrefixOption = Options.source_prefix,
+    max_source_length: MaxSourceLengthOption = Options.max_source_length,
+    limit: LimitOption = Options.limit,
+    batch: Annotated[int, typer.Option("--batch", help="Examples per generate() call.", rich_help_panel=_GEN)] = Options.batch,
     beams: Annotated[
         Optional[int],
         typer.Option("--beams", help="Beam width (default: the checkpoint's generation config).", rich_help_panel=_GEN),
-    ] = None,
+    ] = Options.beams,
     max_new_tokens: Annotated[
         Optional[int],
         typer.Option(
@@ -53,9 +56,9 @@ def command(
             help="Longest output in tokens (default: the checkpoint's generation config).",
             rich_help_panel=_GEN,
         ),
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (cuda if present), cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+    ] = Options.max_new_tokens,
+    device: Annotated[str, typer.Option("--device", help="auto (cuda if present), cpu or cuda.")] = Options.device,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = Options.dtype,
     output: Annotated[
         Optional[Path],
         typer.Option(
@@ -64,109 +67,38 @@ def command(
             help="Write the scores here (e.g. metrics.json) and the outputs beside it "
             "(generations.jsonl, or <name>.generations.jsonl).",
         ),
-    ] = None,
+    ] = Options.output,
     generations: Annotated[
         Optional[Path], typer.Option("--generations", help="Where to write the outputs instead (JSON Lines).")
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Accept pytorch_model.bin weights (loaded with weights_only=True).")
-    ] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help="Run the checkpoint's own modeling code (only if you trust it).")
-    ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the scores as JSON on stdout.")] = False,
+    ] = Options.generations,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = Options.force,
+    allow_pickle: AllowPickleOption = Options.allow_pickle,
+    trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
+    json_output: JsonOption = False,
 ) -> None:
     """Generate for every example (batched, sorted by length) and score against the references."""
-    from nash_cli.cli.bench import DEVICES, DTYPES, _device
-    from nash_cli.metrics import check_metrics
+    flags = dict(locals())
+    options = Options(**{key: value for key, value in flags.items() if key not in ("json_output", "metric")})
+    if metric:
+        options.metric = list(metric)
+    options.check()  # before torch is imported: a usage mistake answers at once
 
-    names = check_metrics(metric or ["rouge"])
-    if device not in DEVICES:
-        raise NashError(f"unknown --device {device!r}; use {', '.join(DEVICES)}")
-    for name, value in (("--batch", batch), ("--beams", beams), ("--max-new-tokens", max_new_tokens)):
-        if value is not None and value < 1:
-            raise NashError(f"{name} must be at least 1, got {value}")
-    if dtype not in DTYPES:
-        raise NashError(f"unknown --dtype {dtype!r}; use {', '.join(DTYPES)}")
-    if generations is not None and output is None:
-        raise NashError("--generations goes with --output; give -o metrics.json too")
-    paths = []
-    if output is not None:
-        from nash_cli.evaluate import generations_path_for
-        from nash_cli.reports import refuse_existing
-
-        generations = generations or generations_path_for(output)
-        if generations.resolve() == output.resolve():
-            raise NashError("--generations and --output name the same file; choose two paths")
-        paths = [output, generations]
-        refuse_existing(paths, force)
-
-    from nash_cli.data import load_examples
-
-    examples = load_examples(
-        data,
-        split=split,
-        source_column=source_column,
-        target_column=target_column,
-        source_template=source_template,
-        source_prefix=source_prefix,
-        limit=limit,
-        require_references=True,
-    )
-    if "meteor" in names:
-        from nash_cli.wordnet import load_wordnet
-
-        load_wordnet()  # a missing WordNet fails now, not after generating
-
-    import torch
-
-    from nash_cli import artifact
-    from nash_cli.cli import _common
-    from nash_cli.evaluate import evaluate, generation_records, metrics_document, write_results
-    from nash_cli.generation import resolve_settings
-
-    config = artifact.load_config(checkpoint, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    tokenizer = artifact.load_tokenizer(checkpoint)
-    model = artifact.load_model(
-        checkpoint, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, config=config
-    ).to(device=_device(device, torch), dtype=getattr(torch, dtype))
-    settings = resolve_settings(model, num_beams=beams, max_new_tokens=max_new_tokens)
+    from nash_cli.stages.eval import run
 
     with _common.progress() as bar:
-        task = bar.add_task("generating", total=len(examples), status="")
-        result = evaluate(
-            model,
-            tokenizer,
-            examples,
-            metrics=names,
-            settings=settings,
-            batch_size=batch,
-            max_source_length=max_source_length,
-            on_batch=lambda n: bar.update(task, advance=n),
-        )
-    document = metrics_document(
-        result,
-        examples,
-        metrics=names,
-        model=checkpoint,
-        data=data,
-        split=split,
-        device=str(model.device),
-        dtype=dtype,
-    )
-    if output is not None:
-        write_results(document, generation_records(result, examples), output, generations)
-        document["files"] = {"metrics": str(output), "generations": str(generations)}
-    if json_output:
-        _common.print_json(document)
-    else:
-        _print_table(document, _common.stdout)
-    if output is not None:
-        _common.human(json_output).print(f"wrote {output} and {generations}")
+        task = None
+
+        def start(description: str, total: int) -> None:
+            nonlocal task
+            task = bar.add_task(description, total=total, status="")
+
+        document = run(options, start=start, progress=lambda n, status: bar.update(task, advance=n))
+    _common.emit(document, json_output, print_table)
+    if document.get("files"):
+        _common.human(json_output).print(f"wrote {document['files']['metrics']} and {document['files']['generations']}")
 
 
-def _print_table(document: dict, console) -> None:
+def print_table(document: dict, console) -> None:
     from rich.table import Table
 
     gen = document["generation"]
@@ -185,3 +117,4 @@ def _print_table(document: dict, console) -> None:
         f"[dim]{document['seconds']['generation']:.1f}s generating "
         f"({document['examples_per_s']:.2f} examples/s); several references: best per example[/]"
     )
+    _common.print_notes(document.get("notes", []), console)

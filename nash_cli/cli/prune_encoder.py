@@ -7,54 +7,49 @@ from typing import Annotated, Optional
 
 import typer
 
-from nash_cli.cli._train_options import (
-    OBJECTIVE,
-    RUN,
-    TRAIN,
+from nash_cli.cli import _common
+from nash_cli.cli._options import (
     AllowPickleOption,
     AlphaCeOption,
     AlphaDecOption,
     AlphaEncOption,
     AlphaKdOption,
     BatchSizeOption,
+    DataOption,
     DecoderLayerMapOption,
     EncoderLayerMapOption,
     EpochsOption,
+    EvalDataOption,
     EvalEveryOption,
+    EvalSplitOption,
     ForceOption,
     FreezeEmbeddingsOption,
     GradAccumOption,
     JsonOption,
+    LimitOption,
     LogEveryOption,
     MaxGradNormOption,
+    MaxSourceLengthOption,
     MaxStepsOption,
+    MaxTargetLengthOption,
     MixedPrecisionOption,
+    OBJECTIVE,
+    RUN,
     ResumeOption,
     SaveEveryOption,
     SeedOption,
-    TemperatureOption,
-    TrustRemoteCodeOption,
-    WarmupStepsOption,
-    WeightDecayOption,
-    data_spec,
-    train_config,
-)
-from nash_cli.cli._data_options import (
-    DEFAULT_MAX_SOURCE_LENGTH,
-    DEFAULT_MAX_TARGET_LENGTH,
-    DEFAULT_SOURCE_PREFIX,
-    DataOption,
-    EvalDataOption,
-    EvalSplitOption,
-    LimitOption,
-    MaxSourceLengthOption,
-    MaxTargetLengthOption,
     SourceColumnOption,
     SourcePrefixOption,
     SourceTemplateOption,
     SplitOption,
+    TRAIN,
     TargetColumnOption,
+    TemperatureOption,
+    TrustRemoteCodeOption,
+    WarmupStepsOption,
+    WeightDecayOption,
 )
+from nash_cli.stages.prune_encoder import PruneEncoderOptions as Options
 
 _PRUNE = "Pruning"
 
@@ -66,21 +61,21 @@ def command(
     teacher: Annotated[
         Optional[str],
         typer.Option("--teacher", help="Teacher checkpoint to distil from (the paper: the full fine-tuned model); without it, cross-entropy only.", rich_help_panel=OBJECTIVE),
-    ] = None,
-    split: SplitOption = None,
-    eval_data: EvalDataOption = None,
-    eval_split: EvalSplitOption = None,
-    source_column: SourceColumnOption = None,
-    target_column: TargetColumnOption = None,
-    source_template: SourceTemplateOption = None,
-    source_prefix: SourcePrefixOption = DEFAULT_SOURCE_PREFIX,
-    max_source_length: MaxSourceLengthOption = DEFAULT_MAX_SOURCE_LENGTH,
-    max_target_length: MaxTargetLengthOption = DEFAULT_MAX_TARGET_LENGTH,
-    limit: LimitOption = None,
+    ] = Options.teacher,
+    split: SplitOption = Options.split,
+    eval_data: EvalDataOption = Options.eval_data,
+    eval_split: EvalSplitOption = Options.eval_split,
+    source_column: SourceColumnOption = Options.source_column,
+    target_column: TargetColumnOption = Options.target_column,
+    source_template: SourceTemplateOption = Options.source_template,
+    source_prefix: SourcePrefixOption = Options.source_prefix,
+    max_source_length: MaxSourceLengthOption = Options.max_source_length,
+    max_target_length: MaxTargetLengthOption = Options.max_target_length,
+    limit: LimitOption = Options.limit,
     target_sparsity: Annotated[
         float,
         typer.Option("--target-sparsity", help="Fraction of the encoder's attention + FFN parameters to remove.", rich_help_panel=_PRUNE),
-    ] = 0.3,
+    ] = Options.target_sparsity,
     sparsity_warmup: Annotated[
         float,
         typer.Option(
@@ -88,86 +83,63 @@ def command(
             help="Steps over which the target rises linearly from 0; a value below 1 is a fraction of the run.",
             rich_help_panel=_PRUNE,
         ),
-    ] = 0.8,
+    ] = Options.sparsity_warmup,
     reg_lr: Annotated[
         float,
         typer.Option("--reg-lr", help="Learning rate of the mask log_alphas and (ascending) of lambda1, lambda2.", rich_help_panel=_PRUNE),
-    ] = 0.01,
+    ] = Options.reg_lr,
     droprate_init: Annotated[
         float,
         typer.Option("--droprate-init", help="Initial drop rate p of every mask: log_alpha ~ N(log((1-p)/p), 0.01).", rich_help_panel=_PRUNE),
-    ] = 0.5,
-    epochs: EpochsOption = 3,
-    max_steps: MaxStepsOption = None,
-    batch_size: BatchSizeOption = 4,
-    grad_accum: GradAccumOption = 1,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the model (AdamW); the reference prunes with 3e-5.", rich_help_panel=TRAIN)] = 3e-5,
-    weight_decay: WeightDecayOption = 0.0,
-    warmup_steps: WarmupStepsOption = 0,
-    max_grad_norm: MaxGradNormOption = 1.0,
-    seed: SeedOption = 42,
-    freeze_embeddings: FreezeEmbeddingsOption = False,
-    mixed_precision: MixedPrecisionOption = None,
-    temperature: TemperatureOption = 2.0,
-    alpha_ce: AlphaCeOption = 0.5,
-    alpha_kd: AlphaKdOption = 1.0,
-    alpha_enc: AlphaEncOption = 0.001,
-    alpha_dec: AlphaDecOption = 0.001,
+    ] = Options.droprate_init,
+    epochs: EpochsOption = Options.epochs,
+    max_steps: MaxStepsOption = Options.max_steps,
+    batch_size: BatchSizeOption = Options.batch_size,
+    grad_accum: GradAccumOption = Options.grad_accum,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the model (AdamW); the reference prunes with 3e-5.", rich_help_panel=TRAIN)] = Options.lr,
+    weight_decay: WeightDecayOption = Options.weight_decay,
+    warmup_steps: WarmupStepsOption = Options.warmup_steps,
+    max_grad_norm: MaxGradNormOption = Options.max_grad_norm,
+    seed: SeedOption = Options.seed,
+    freeze_embeddings: FreezeEmbeddingsOption = Options.freeze_embeddings,
+    mixed_precision: MixedPrecisionOption = Options.mixed_precision,
+    temperature: TemperatureOption = Options.temperature,
+    alpha_ce: AlphaCeOption = Options.alpha_ce,
+    alpha_kd: AlphaKdOption = Options.alpha_kd,
+    alpha_enc: AlphaEncOption = Options.alpha_enc,
+    alpha_dec: AlphaDecOption = Options.alpha_dec,
     decoder_layer_map: DecoderLayerMapOption = None,
     encoder_layer_map: EncoderLayerMapOption = None,
-    save_every: SaveEveryOption = 500,
-    eval_every: EvalEveryOption = None,
-    log_every: LogEveryOption = 10,
+    save_every: SaveEveryOption = Options.save_every,
+    eval_every: EvalEveryOption = Options.eval_every,
+    log_every: LogEveryOption = Options.log_every,
     keep: Annotated[
         str, typer.Option("--keep", help="With --eval-data: output the last step (default: it has the target sparsity) or the best by eval loss.", rich_help_panel=RUN)
-    ] = "last",
-    resume: ResumeOption = False,
-    force: ForceOption = False,
-    allow_pickle: AllowPickleOption = False,
-    trust_remote_code: TrustRemoteCodeOption = False,
+    ] = Options.keep,
+    resume: ResumeOption = Options.resume,
+    force: ForceOption = Options.force,
+    allow_pickle: AllowPickleOption = Options.allow_pickle,
+    trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
     json_output: JsonOption = False,
 ) -> None:
     """Train L0 masks on every encoder head and FFN unit to a target sparsity, with distillation.
 
     The loss is distill's objective plus the Lagrangian lambda1 (s - t) + lambda2 (s - t)^2 on the expected encoder sparsity s. Writes a masked checkpoint (weights + masks.safetensors) for nash compact. Every distill flag works here too (resume, accelerate, logs).
     """
-    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
-
-    from nash_cli.prune_encoder import PruneSettings, run_prune_encoder
-
-    config = train_config(arguments, output)
-    spec = data_spec(arguments)
-    settings = PruneSettings(
-        target_sparsity=target_sparsity,
-        sparsity_warmup=sparsity_warmup,
-        reg_lr=reg_lr,
-        droprate_init=droprate_init,
-        seed=seed,
+    flags = dict(locals())
+    options = Options(
+        **{key: value for key, value in flags.items() if key not in ("json_output", "decoder_layer_map", "encoder_layer_map")},
+        decoder_layer_map=_common.layer_list(decoder_layer_map, "--decoder-layer-map"),
+        encoder_layer_map=_common.layer_list(encoder_layer_map, "--encoder-layer-map"),
     )
-    result = run_prune_encoder(
-        student,
-        teacher_source=teacher,
-        output=output,
-        data=spec,
-        config=config,
-        settings=settings,
-        arguments=arguments,
-        decoder_layer_map=decoder_layer_map,
-        encoder_layer_map=encoder_layer_map,
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code,
-    )
+    options.check()  # before torch is imported: a usage mistake answers at once
 
+    from nash_cli.stages.prune_encoder import run
     from nash_cli.train.processes import is_main_process
 
-    if not is_main_process():
-        return
-    from nash_cli.cli import _common
-
-    if json_output:
-        _common.print_json(result)
-    else:
-        print_summary(result, _common.stdout)
+    result = run(options)
+    if is_main_process():
+        _common.emit(result.to_dict(), json_output, print_summary)
 
 
 def print_summary(result: dict, console) -> None:

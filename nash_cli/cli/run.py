@@ -33,7 +33,11 @@ def command(
         else:
             _print_plan(plan, console)
         return
-    result = run_recipe(prepared, log=lambda line: console.print(line, markup=False, highlight=False))
+    result = run_recipe(
+        prepared,
+        log=lambda line: console.print(line, markup=False, highlight=False),
+        on_result=lambda stage, outcome: print_stage_result(stage, outcome, _common.stderr),
+    )
     if json_output:
         _common.print_json(result)
     else:
@@ -53,3 +57,19 @@ def _print_plan(plan: dict, console) -> None:
     for index, stage in enumerate(plan["stages"], start=1):
         table.add_row(str(index), stage["stage"], stage["status"], "\n".join(stage["commands"]))
     console.print(table)
+
+
+def print_stage_result(stage: str, result, console) -> None:
+    """A finished stage's tables, as its own command prints them (on stderr: progress of the run)."""
+    from nash_cli.cli import bench, compact, distill, eval, prune_encoder, select_layers
+
+    printers = {
+        "finetune_teacher": distill.print_summary,
+        "select_layers": select_layers.print_table,
+        "prune_encoder": prune_encoder.print_summary,
+        "compact": compact.print_result,
+        "distill": distill.print_summary,
+        "bench": bench.print_tables,
+        "eval": eval.print_table,
+    }
+    printers[stage](result.to_dict() if hasattr(result, "to_dict") else result, console)

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from nash_cli.errors import NashError
+from nash_cli.cli import _common
+from nash_cli.cli._options import AllowPickleOption, JsonOption, TrustRemoteCodeOption
+from nash_cli.stages.select_layers import SelectLayersOptions as Options
 
 
 def command(
@@ -15,63 +17,42 @@ def command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the student to.")],
     decoder_layers: Annotated[
         Optional[int], typer.Option("--decoder-layers", "-k", help="How many decoder layers to keep.")
-    ] = None,
+    ] = Options.decoder_layers,
     strategy: Annotated[
         str, typer.Option(help="Which layers to keep: uniform (NASH), low (first k) or high (last k).")
-    ] = "uniform",
+    ] = Options.strategy,
     layers: Annotated[
         Optional[str], typer.Option("--layers", help="Explicit teacher decoder layers to keep, e.g. 0,5,11.")
     ] = None,
     encoder_layers: Annotated[
         Optional[int],
         typer.Option("--encoder-layers", help="Also keep only this many encoder layers (same strategy; ablation)."),
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Accept pytorch_model.bin weights (loaded with weights_only=True).")
-    ] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help="Run the checkpoint's own modeling code (only if you trust it).")
-    ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    ] = Options.encoder_layers,
+    force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = Options.force,
+    allow_pickle: AllowPickleOption = Options.allow_pickle,
+    trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
+    json_output: JsonOption = False,
 ) -> None:
     """Keep k of the teacher's decoder layers (uniformly spread, by default) and write the student."""
-    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
-    if layers is not None and decoder_layers is not None:
-        raise NashError("--layers and --decoder-layers both given; use one: a count with --strategy, or explicit indices")
-    if layers is None and decoder_layers is None:
-        raise NashError("say which decoder layers to keep: --decoder-layers K (e.g. 3) or --layers 0,5,11")
-    if strategy not in ("uniform", "low", "high"):
-        raise NashError(f"unknown --strategy {strategy!r}; use uniform, low or high")
-
-    from nash_cli import artifact
-    from nash_cli.select_layers import plan_selection, run_selection
-
-    artifact.check_output(output, force)
-    config = artifact.load_config(checkpoint, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    plan = plan_selection(
-        config, decoder_layers=decoder_layers, layers=layers, strategy=strategy, encoder_layers=encoder_layers
-    )
-    result = run_selection(
-        checkpoint,
-        output,
-        plan,
-        config=config,
-        arguments=arguments,
+    options = Options(
+        checkpoint=checkpoint,
+        output=output,
+        decoder_layers=decoder_layers,
+        strategy=strategy,
+        layers=_common.layer_list(layers, "--layers"),
+        encoder_layers=encoder_layers,
         force=force,
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
     )
+    options.check()  # before torch is imported: a usage mistake answers at once
 
-    from nash_cli.cli import _common
+    from nash_cli.stages.select_layers import run
 
-    if json_output:
-        _common.print_json(result)
-    else:
-        _print_table(result, _common.stdout)
+    _common.emit(run(options).to_dict(), json_output, print_table)
 
 
-def _print_table(result: dict, console) -> None:
+def print_table(result: dict, console) -> None:
     from rich.table import Table
 
     table = Table(title=f"select-layers -> {result['output']}", show_header=True)
@@ -82,13 +63,13 @@ def _print_table(result: dict, console) -> None:
         for student, teacher in enumerate(result["kept"].get(stack) or []):
             table.add_row(stack, str(student), str(teacher))
     console.print(table)
-    params = Table(show_header=True, title="parameters")
+    params = Table(show_header=True, title="parameters (encoder, decoder: without embeddings)")
     params.add_column("")
     params.add_column("before", justify="right")
     params.add_column("after", justify="right")
     params.add_column("ratio", justify="right")
     before, after = result["parameters"]["before"], result["parameters"]["after"]
-    for key, label in (("total", "total"), ("decoder_layers", "decoder layers"), ("encoder_layers", "encoder layers")):
+    for key, label in (("total", "total"), ("decoder", "decoder"), ("encoder", "encoder")):
         ratio = after[key] / before[key] if before[key] else 1.0
         params.add_row(label, f"{before[key]:,}", f"{after[key]:,}", f"{ratio:.2f}")
     console.print(params)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from nash_cli.arch import ArchFamily, Stack, family_of
 from nash_cli.errors import NashError
@@ -17,7 +17,6 @@ from nash_cli.errors import NashError
 if TYPE_CHECKING:
     import torch
 
-Strategy = Literal["uniform", "low", "high"]
 STRATEGIES: tuple[str, ...] = ("uniform", "low", "high")
 
 
@@ -45,12 +44,21 @@ def strategy_indices(strategy: str, num_layers: int, k: int) -> list[int]:
     raise NashError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
 
 
-def parse_indices(text: str) -> list[int]:
-    """Parses "0,5,11" into [0, 5, 11]."""
+def parse_indices(text: str, option: str = "--layers") -> list[int]:
+    """Parses a layer list as the command line writes it, "0,5,11", into [0, 5, 11].
+
+    The one parser of layer lists (`--layers`, `--decoder-layer-map`, `--encoder-layer-map`).
+
+    Raises:
+        NashError: naming `option`, when the text is empty or not comma-separated integers.
+    """
     try:
-        return [int(part) for part in text.split(",") if part.strip() != ""]
+        values = [int(part) for part in text.replace(" ", "").split(",") if part != ""]
     except ValueError:
-        raise NashError(f"--layers {text!r} is not a comma-separated list of integers; write e.g. --layers 0,5,11") from None
+        raise NashError(f"{option} {text!r} is not a list of layer numbers (comma-separated integers); write e.g. {option} 0,5,11") from None
+    if not values:
+        raise NashError(f"{option} is empty; write e.g. {option} 0,5,11")
+    return values
 
 
 def check_indices(indices: Sequence[int], num_layers: int, stack: str = "decoder") -> list[int]:

@@ -1,4 +1,4 @@
-"""The settings of a training run and what it returns.
+"""The settings of a training run (and of the pruning it may carry) and what it returns.
 
 `TrainConfig` holds the hyperparameters every training stage shares (`distill`, `prune-encoder`
 and a recipe's `finetune_teacher`); the stages' options extend it, so each default is declared
@@ -159,3 +159,28 @@ class TrainResult:
             "steps_per_second": round(self.steps_per_second, 4),
             "objective": self.objective,
         }
+
+
+@dataclass(kw_only=True)
+class PruneSettings:
+    """The pruning options of `nash prune-encoder` (the log_alpha initialisation uses the run's seed)."""
+
+    target_sparsity: float = 0.3
+    """Fraction of the encoder's prunable parameters (attention + FFN) to remove."""
+    sparsity_warmup: float = 0.8
+    """Steps over which the target rises linearly from 0; below 1, a fraction of the run's steps."""
+    reg_lr: float = 0.01
+    """Learning rate of the log_alphas and (negated, for gradient ascent) of lambda1 and lambda2."""
+    droprate_init: float = 0.5
+    """Initial drop rate p: log_alpha starts at N(log(1 - p) - log(p), 0.01)."""
+
+    def check(self) -> None:
+        """NashError for an impossible pruning option."""
+        if not 0.0 < self.target_sparsity < 1.0:
+            raise NashError(f"--target-sparsity must be between 0 and 1 (e.g. 0.3), not {self.target_sparsity}")
+        if self.sparsity_warmup < 0:
+            raise NashError(f"--sparsity-warmup must be >= 0 (steps, or a fraction of training below 1), not {self.sparsity_warmup}")
+        if self.reg_lr <= 0:
+            raise NashError(f"--reg-lr must be positive (e.g. 0.01), not {self.reg_lr}")
+        if not 0.0 < self.droprate_init < 1.0:
+            raise NashError(f"--droprate-init must be between 0 and 1 (e.g. 0.5), not {self.droprate_init}")

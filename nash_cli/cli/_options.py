@@ -1,24 +1,122 @@
-"""Training options shared by `distill` and `prune-encoder`, declared once.
+"""Command-line options shared by several commands, declared once.
 
-Like `_data_options`, each alias is an `Annotated` type carrying its Typer option, so both
-commands spell and document the flags identically; `train_config` and `data_spec` turn a
-command's arguments into the engine's settings.
+Each alias is a `typing.Annotated` type carrying its Typer option, so every command spells and
+documents a flag identically; the defaults are not here but on the stages' option types
+(`nash_cli.stages.*`), which the commands read them from:
+
+    def command(data: DataOption, limit: LimitOption = DataOptions.limit, ...):
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-
-if TYPE_CHECKING:
-    from nash_cli.train.distill import DataSpec
-    from nash_cli.train.config import TrainConfig
 
 TRAIN = "Training"
 OBJECTIVE = "Objective"
 RUN = "Run"
+
+_PANEL = "Data"
+
+DataOption = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="Training / evaluation data: a .json, .jsonl, .csv, .tsv or .parquet file, a directory "
+        "saved with datasets' save_to_disk, or a Hugging Face Hub dataset name (online only; "
+        "'name:config' picks a configuration).",
+        rich_help_panel=_PANEL,
+    ),
+]
+EvalDataOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--eval-data",
+        help="Held-out data in any --data format, read with the same column options; gives an eval "
+        "loss every --eval-every steps and picks the best checkpoint.",
+        rich_help_panel=_PANEL,
+    ),
+]
+SplitOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--split",
+        help="Split of a hub dataset, a saved DatasetDict or a JSON file keyed by split (default: train).",
+        rich_help_panel=_PANEL,
+    ),
+]
+EvalSplitOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--eval-split",
+        help="Split for --eval-data when it is a hub dataset or keyed by split (default: validation).",
+        rich_help_panel=_PANEL,
+    ),
+]
+SourceColumnOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--source-column",
+        help="Column holding the input text (default: the first of source, input, text, document, "
+        "dialogue, article, ... that exists).",
+        rich_help_panel=_PANEL,
+    ),
+]
+TargetColumnOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--target-column",
+        help="Column holding the reference text, or a list of references (training uses the first) "
+        "(default: the first of target, summary, output, highlights, answer, ... that exists).",
+        rich_help_panel=_PANEL,
+    ),
+]
+SourceTemplateOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--source-template",
+        help="Build the input from several columns, e.g. 'question: {Question} context: {Tweet}' "
+        "(instead of --source-column).",
+        rich_help_panel=_PANEL,
+    ),
+]
+SourcePrefixOption = Annotated[
+    str,
+    typer.Option(
+        "--source-prefix",
+        help="Text put before every input, e.g. 'summarize: ' for T5.",
+        rich_help_panel=_PANEL,
+    ),
+]
+MaxSourceLengthOption = Annotated[
+    int,
+    typer.Option(
+        "--max-source-length",
+        min=1,
+        help="Longest input in tokens; longer inputs are truncated (the paper: 512).",
+        rich_help_panel=_PANEL,
+    ),
+]
+MaxTargetLengthOption = Annotated[
+    int,
+    typer.Option(
+        "--max-target-length",
+        min=1,
+        help="Longest target in tokens; longer targets are truncated (the paper: 128).",
+        rich_help_panel=_PANEL,
+    ),
+]
+LimitOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--limit",
+        min=1,
+        help="Use only the first N examples (quick runs).",
+        rich_help_panel=_PANEL,
+    ),
+]
 
 EpochsOption = Annotated[int, typer.Option("--epochs", help="Passes over the training data.", rich_help_panel=TRAIN)]
 MaxStepsOption = Annotated[
@@ -79,21 +177,4 @@ TrustRemoteCodeOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
-
-def train_config(arguments: dict[str, Any], output: Path) -> "TrainConfig":
-    """The engine's settings from a training command's arguments (its `locals()`)."""
-    from dataclasses import fields
-
-    from nash_cli.train.config import TrainConfig
-
-    names = {field.name for field in fields(TrainConfig)} - {"output"}
-    return TrainConfig(output=output, **{name: arguments[name] for name in names if name in arguments})
-
-
-def data_spec(arguments: dict[str, Any]) -> "DataSpec":
-    """The data settings from a training command's arguments (its `locals()`)."""
-    from dataclasses import fields
-
-    from nash_cli.train.distill import DataSpec
-
-    return DataSpec(**{field.name: arguments[field.name] for field in fields(DataSpec) if field.name in arguments})
+OutputDirOption = Annotated[Path, typer.Option("--output", "-o", help="Directory to write the result to.")]

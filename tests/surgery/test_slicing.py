@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nash_cli.surgery.prune import (
+from nash_cli.surgery.slicing import (
     LinearKeys,
     apply_plan,
     attention_plan,

@@ -5,8 +5,8 @@ after warm-up. Several models run interleaved within each repeat (A B C, then C 
 that drift in the machine's speed (thermal throttling, other processes) hits all of them alike
 and the per-repeat ratios against the baseline stay meaningful.
 
-Everything here takes loaded models and prepared batches; `nash_cli.cli.bench` does the
-loading and printing.
+Everything here takes loaded models and prepared batches; the `bench` stage
+(`nash_cli.stages.bench`) does the loading.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nash_cli.arch import count_parameters
 from nash_cli.errors import NashError
 from nash_cli.generation import GenerationSettings, generate_kwargs, generated_lengths
 
@@ -108,33 +109,6 @@ def speedup_stats(baseline_repeats: Sequence[float], model_repeats: Sequence[flo
     }
 
 
-def count_parameters(model) -> dict[str, int]:
-    """Parameters: total, encoder, decoder and embeddings (input embedding plus a separate lm_head).
-
-    Each tensor is counted once: a shared embedding belongs to `embeddings`, not to the
-    stacks that use it; encoder + decoder + embeddings = total.
-    """
-    embedding_ids = {id(model.get_input_embeddings().weight)}
-    output = model.get_output_embeddings()
-    if output is not None:
-        embedding_ids.update(id(p) for p in output.parameters())
-    seen: set[int] = set()
-
-    def count(module, exclude: set[int]) -> int:
-        total = 0
-        for parameter in module.parameters():
-            if id(parameter) in exclude or id(parameter) in seen:
-                continue
-            seen.add(id(parameter))
-            total += parameter.numel()
-        return total
-
-    encoder = count(model.get_encoder(), embedding_ids)
-    decoder = count(model.get_decoder(), embedding_ids)
-    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    return {"total": total, "encoder": encoder, "decoder": decoder, "embeddings": total - encoder - decoder}
-
-
 def random_batches(
     *,
     vocab_size: int,
@@ -208,7 +182,7 @@ class ModelReport:
     name: str
     """The name the caller gave (usually the checkpoint path)."""
     parameters: dict[str, int]
-    """total, encoder, decoder, embeddings (see `count_parameters`)."""
+    """`nash_cli.arch.count_parameters`: total, embeddings, encoder, decoder, non_embedding."""
     generation: dict[str, Any]
     """The generation settings used (beams, min/max new tokens, compile)."""
     latency_s: dict[str, float]

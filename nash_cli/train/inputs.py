@@ -1,8 +1,9 @@
-"""`distill` as a library call, and the setup steps `prune-encoder` shares with it.
+"""What a training stage loads before its first step: options, models, data and layer maps.
 
-The order matters for the house rule "a user mistake writes nothing": every check that can
-fail on user input (options, checkpoints, data, vocabularies, layer maps) runs before training
-starts and before anything is written.
+`distill` and `prune-encoder` (and a recipe's `finetune_teacher`) share `TrainingOptions` and
+`load_training_inputs`. The order matters for the house rule "a user mistake writes nothing":
+every check that can fail on user input (options, checkpoints, data, vocabularies, layer maps)
+runs before training starts and before anything is written.
 """
 
 from __future__ import annotations
@@ -11,52 +12,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nash_cli.artifact import LoadOptions
+from nash_cli.data import DataOptions
 from nash_cli.errors import NashError
 from nash_cli.train.config import TrainConfig
 
 
-@dataclass
-class DataSpec:
-    """Where the examples come from and how to read them (the shared data options)."""
+@dataclass(kw_only=True)
+class TrainingOptions(TrainConfig, DataOptions, LoadOptions):
+    """The options every training stage takes: the run's hyperparameters (`TrainConfig`), its
+    data (`DataOptions`), how to load checkpoints (`LoadOptions`), and the models."""
 
-    data: str
-    """Training data: a local file or directory, or a hub dataset name."""
-    split: str | None = None
-    """Split of the training data (hub / saved DatasetDict / JSON keyed by split)."""
-    eval_data: str | None = None
-    """Held-out data, read with the same column options."""
-    eval_split: str | None = None
-    """Split of the eval data (default: "validation" where splits exist)."""
-    source_column: str | None = None
-    """Input column (default: a common name such as source / document / dialogue)."""
-    target_column: str | None = None
-    """Reference column (default: a common name such as target / summary / answer)."""
-    source_template: str | None = None
-    """Builds the input from several columns, e.g. "question: {Question} context: {Tweet}"."""
-    source_prefix: str = ""
-    """Text put before every input."""
-    max_source_length: int = 512
-    """Longest input in tokens."""
-    max_target_length: int = 128
-    """Longest target in tokens."""
-    limit: int | None = None
-    """Use only the first N training (and eval) examples."""
+    student: str
+    """Student checkpoint to train: a local directory, or a hub id where online."""
+    teacher: str | None = None
+    """Teacher checkpoint to distil from; without it, plain fine-tuning (cross-entropy)."""
+    decoder_layer_map: list[int] | None = None
+    """Teacher decoder layer for each student decoder layer (default: the student's nash.json, else 1:1)."""
+    encoder_layer_map: list[int] | None = None
+    """Teacher encoder layer for each student encoder layer (default: 1:1 when depths match, else no encoder loss)."""
+
+    def check(self) -> None:
+        """NashError for impossible settings (hyperparameters, data lengths, maps without a teacher)."""
+        TrainConfig.check(self)
+        DataOptions.check(self)
+        if self.teacher is None and (self.decoder_layer_map or self.encoder_layer_map):
+            raise NashError("--decoder-layer-map / --encoder-layer-map need a --teacher; drop them or add --teacher")
 
 
-def parse_layer_map(text: str | None, option: str) -> list[int] | None:
-    """Parses "0,5,11" into [0, 5, 11]; NashError naming `option` when malformed."""
-    if text is None:
-        return None
-    try:
-        values = [int(part) for part in text.replace(" ", "").split(",") if part != ""]
-    except ValueError:
-        raise NashError(f"{option} {text!r} is not a list of layer numbers; write it like 0,5,11") from None
-    if not values:
-        raise NashError(f"{option} is empty; write it like 0,5,11")
-    return values
-
-
-def load_features(spec: DataSpec, tokenizer):
+def load_features(spec: DataOptions, tokenizer):
     """Reads and tokenises the training and eval data. Returns (train, eval or None)."""
     from nash_cli.data import load_examples, tokenize_examples
 
@@ -203,129 +187,57 @@ class TrainingInputs:
     """Notes for the user (e.g. a loss turned off)."""
 
 
-def load_training_inputs(
-    student_source: str,
-    teacher_source: str | None,
-    *,
-    data: DataSpec,
-    config: TrainConfig,
-    decoder_layer_map: str | None = None,
-    encoder_layer_map: str | None = None,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    student_config: Any = None,
-) -> TrainingInputs:
+def load_training_inputs(options: TrainingOptions, *, student_config: Any = None) -> TrainingInputs:
     """Checks and loads the student, the teacher, the tokenizer, the data and the layer maps.
 
-    Every check that needs no weights (layer-map syntax, configs, vocabularies, data) runs before
-    the models are loaded. Shared by `distill` and `prune-encoder`.
+    Every check that needs no weights (options, configs, vocabularies, data) runs before the
+    models are loaded.
+
+    Args:
+        options: The stage's options.
+        student_config: The student's config when the caller has read it already.
     """
     from nash_cli import artifact
 
-    decoder_map = parse_layer_map(decoder_layer_map, "--decoder-layer-map")
-    encoder_map = parse_layer_map(encoder_layer_map, "--encoder-layer-map")
-    if teacher_source is None and (decoder_map or encoder_map):
-        raise NashError("--decoder-layer-map / --encoder-layer-map need a --teacher; drop them or add --teacher")
+    options.check()
+    load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     if student_config is None:
-        student_config = artifact.load_config(student_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        student_config = artifact.load_config(options.student, **load)
     teacher_config = None
-    if teacher_source is not None:
-        teacher_config = artifact.load_config(teacher_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if options.teacher is not None:
+        teacher_config = artifact.load_config(options.teacher, **load)
         if teacher_config.vocab_size != student_config.vocab_size:
             raise NashError(
                 f"the student's vocabulary has {student_config.vocab_size} entries and the teacher's "
                 f"{teacher_config.vocab_size}; distil from a teacher with the student's tokenizer "
                 "(the checkpoint the student came from)"
             )
-    tokenizer = artifact.load_tokenizer(student_source)
-    train_features, eval_features = load_features(data, tokenizer)
+    tokenizer = artifact.load_tokenizer(options.student)
+    train_features, eval_features = load_features(options, tokenizer)
 
-    student = artifact.load_model(
-        student_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, config=student_config
-    )
+    student = artifact.load_model(options.student, config=student_config, **load)
     teacher = None
     notes: list[str] = []
     encoder, decoder = None, None
-    if teacher_source is not None:
-        teacher = artifact.load_model(
-            teacher_source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, config=teacher_config
-        )
-        check_vocabularies(student, teacher, student_tokenizer=tokenizer, teacher_source=teacher_source)
+    if options.teacher is not None:
+        teacher = artifact.load_model(options.teacher, config=teacher_config, **load)
+        check_vocabularies(student, teacher, student_tokenizer=tokenizer, teacher_source=options.teacher)
         encoder, decoder, notes = resolve_layer_maps(
             student,
             teacher,
-            student_source=student_source,
-            decoder_layer_map=decoder_map,
-            encoder_layer_map=encoder_map,
-            alpha_dec=config.alpha_dec,
-            alpha_enc=config.alpha_enc,
+            student_source=options.student,
+            decoder_layer_map=options.decoder_layer_map,
+            encoder_layer_map=options.encoder_layer_map,
+            alpha_dec=options.alpha_dec,
+            alpha_enc=options.alpha_enc,
         )
     return TrainingInputs(student, teacher, tokenizer, train_features, eval_features, encoder, decoder, notes)
 
 
-def run_distill(
-    student_source: str,
-    *,
-    teacher_source: str | None,
-    output: Path,
-    data: DataSpec,
-    config: TrainConfig,
-    arguments: dict[str, Any],
-    decoder_layer_map: str | None = None,
-    encoder_layer_map: str | None = None,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-) -> dict[str, Any]:
-    """Distils (or, without a teacher, fine-tunes) a student and writes it to `output`.
+def teacher_reference(options: TrainingOptions) -> str | None:
+    """The teacher as the manifest records it: an absolute path, or the hub id."""
+    from nash_cli.artifact import is_local
 
-    Returns the JSON-ready result (on every process; only the main process writes).
-    """
-    from nash_cli import artifact
-    from nash_cli.train.engine import save_output, train
-
-    config.check()
-    artifact.check_output(output, config.force)
-    inputs = load_training_inputs(
-        student_source,
-        teacher_source,
-        data=data,
-        config=config,
-        decoder_layer_map=decoder_layer_map,
-        encoder_layer_map=encoder_layer_map,
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust_remote_code,
-    )
-    student, teacher, tokenizer = inputs.student, inputs.teacher, inputs.tokenizer
-    train_features, eval_features = inputs.train_features, inputs.eval_features
-    encoder, decoder, notes = inputs.encoder_layer_map, inputs.decoder_layer_map, inputs.notes
-
-    result = train(
-        config,
-        student,
-        train_features,
-        pad_token_id=tokenizer.pad_token_id,
-        teacher=teacher,
-        eval_features=eval_features,
-        encoder_layer_map=encoder,
-        decoder_layer_map=decoder,
-        run_info=arguments,
-    )
-    manifest = artifact.read_manifest(student_source) or {}
-    save_output(
-        result,
-        output,
-        source=student_source,
-        stage="distill",
-        arguments=arguments,
-        state=manifest.get("state", "dense"),
-        extra={"teacher_checkpoint": str(Path(teacher_source).absolute()) if teacher_source and artifact.is_local(teacher_source) else teacher_source},
-        force=config.force,
-    )
-    return {
-        "output": str(output),
-        "student": student_source,
-        "teacher": teacher_source,
-        **result.summary(),
-        "train_log": str(Path(output) / "train_log.jsonl"),
-        "notes": notes + result.notes,
-    }
+    if options.teacher is None:
+        return None
+    return str(Path(options.teacher).absolute()) if is_local(options.teacher) else options.teacher

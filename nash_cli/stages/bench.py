@@ -1,0 +1,266 @@
+"""`bench`: generation speed of checkpoints against a baseline, models interleaved.
+
+This module loads the models and builds the inputs (random tokens, or real texts from a data
+set); the timing itself is `nash_cli.timing`. A `masked` checkpoint (prune-encoder's output) is
+timed with its deterministic masks applied, as the model it stands for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from nash_cli.artifact import LoadOptions
+from nash_cli.data import DataOptions
+from nash_cli.errors import NashError
+
+if TYPE_CHECKING:
+    from nash_cli.timing import BenchResult
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(kw_only=True)
+class BenchOptions(LoadOptions):
+    """What `nash bench` does."""
+
+    models: list[str]
+    """Checkpoints to time (local directories or hub ids)."""
+    baseline: str | None = None
+    """Checkpoint the others are compared with (speedup)."""
+    data: str | None = None
+    """Real inputs (any format `nash eval` reads); outputs take their natural length. Without
+    it, random tokens of `source_length`."""
+    split: str | None = None
+    """Split of `data` (hub / saved DatasetDict / JSON keyed by split)."""
+    source_column: str | None = None
+    """Input column of `data`."""
+    source_template: str | None = None
+    """Builds the input from several columns of `data`."""
+    source_prefix: str = DataOptions.source_prefix
+    """Text put before every input."""
+    max_source_length: int = DataOptions.max_source_length
+    """Longest input in tokens (real inputs)."""
+    source_length: int = 512
+    """Tokens per random input (without `data`)."""
+    num_batches: int = 1
+    """Batches per repeat (different inputs)."""
+    batch: int = 32
+    """Sequences per generate() call."""
+    beams: int = 4
+    """Beam width."""
+    fixed_length: int | None = None
+    """Generate exactly N tokens (min = max new tokens): compares models per token."""
+    max_new_tokens: int | None = None
+    """Length cap (default: the generation config of the baseline, else the first model)."""
+    compile: bool = False
+    """torch.compile each model's forward and decode over a static cache (first calls compile)."""
+    repeats: int = 10
+    """Timed passes over all models."""
+    warmup: int | None = None
+    """Untimed passes first (default: 1; 3 with `compile`)."""
+    breakdown: bool = False
+    """One extra hooked pass: time in encoder, decoder layers, lm_head and the rest."""
+    device: str = "auto"
+    """auto (cuda if present), cpu or cuda."""
+    dtype: str = "float32"
+    """float32, bfloat16 or float16."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's)."""
+    seed: int = 0
+    """Seed of the random inputs."""
+    output: Path | None = None
+    """Also write the JSON report to this file."""
+    force: bool = False
+    """Overwrite `output` if it exists."""
+
+    def check(self) -> None:
+        """NashError for an impossible setting (checked before any model loads)."""
+        if not self.models:
+            raise NashError("give at least one model to benchmark")
+        for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--repeats", self.repeats),
+                            ("--num-batches", self.num_batches), ("--source-length", self.source_length),
+                            ("--max-source-length", self.max_source_length)):
+            if value < 1:
+                raise NashError(f"{flag} must be at least 1, got {value}")
+        for flag, value in (("--fixed-length", self.fixed_length), ("--max-new-tokens", self.max_new_tokens),
+                            ("--threads", self.threads)):
+            if value is not None and value < 1:
+                raise NashError(f"{flag} must be at least 1, got {value}")
+        if self.fixed_length is not None and self.max_new_tokens is not None and self.fixed_length != self.max_new_tokens:
+            raise NashError("--fixed-length sets the number of new tokens; drop --max-new-tokens")
+        if self.compile and self.breakdown:
+            raise NashError("--breakdown times modules through hooks, which compiled code skips; drop one of them")
+        if self.warmup is not None and self.warmup < 0:
+            raise NashError(f"--warmup must be 0 or more, got {self.warmup}")
+        check_device(self.device, self.dtype)
+        if self.data is None and (self.source_column or self.source_template or self.split):
+            raise NashError("--source-column / --source-template / --split read --data; give --data too")
+
+
+def check_device(device: str, dtype: str) -> None:
+    """NashError for an unknown `--device` or `--dtype` (shared by bench and eval)."""
+    if device not in DEVICES:
+        raise NashError(f"unknown --device {device!r}; use {', '.join(DEVICES)}")
+    if dtype not in DTYPES:
+        raise NashError(f"unknown --dtype {dtype!r}; use {', '.join(DTYPES)}")
+
+
+def resolve_device(name: str):
+    """The torch device for `--device` (auto: cuda when present)."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NashError("--device cuda but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def load_for_generation(source: str, options: LoadOptions, *, device, dtype: str, config=None) -> tuple[Any, list[str]]:
+    """Loads a checkpoint to generate with, as the model it stands for; returns (model, notes).
+
+    A `masked` checkpoint's weights are the unpruned trained ones: its deterministic masks
+    (`masks.safetensors`) are applied, so it generates exactly as its compact form does.
+    """
+    import torch
+
+    from nash_cli import artifact
+    from nash_cli.masking import apply_checkpoint_masks
+
+    model = artifact.load_model(
+        source, allow_pickle=options.allow_pickle, trust_remote_code=options.trust_remote_code, config=config
+    )
+    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    notes = []
+    hooks = apply_checkpoint_masks(model, source)
+    if hooks is not None:
+        model._nash_mask_hooks = hooks  # kept alive with the model
+        notes.append(
+            f"{source} is a masked checkpoint: its deterministic masks (masks.safetensors) are applied; "
+            "nash compact removes the pruned units for real speed"
+        )
+    return model, notes
+
+
+@dataclass
+class BenchStageResult:
+    """The measurement and what was noticed on the way."""
+
+    result: "BenchResult"
+    """The timing report (`nash_cli.timing.BenchResult`)."""
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know (masks applied)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready report."""
+        return {**self.result.to_dict(), "notes": list(self.notes)}
+
+
+def run(options: BenchOptions, *, progress: Callable[[int, str], None] | None = None,
+        start: Callable[[str, int], None] | None = None) -> BenchStageResult:
+    """Loads the models, builds the inputs, times every model and writes the report.
+
+    Args:
+        options: The stage's options.
+        progress: Called as `progress(advance, status)` after each `generate()` call.
+        start: Called once as `start(description, total_calls)` before the first call.
+
+    Raises:
+        NashError: bad options, checkpoints or data; an existing `output` without `force`.
+    """
+    import torch
+
+    from nash_cli import artifact
+    from nash_cli.generation import resolve_settings
+    from nash_cli.timing import BenchSettings, random_batches, run_bench, text_batches
+
+    options.check()
+    if options.output is not None:
+        artifact.refuse_existing([options.output], options.force)
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    target = resolve_device(options.device)
+    names = list(dict.fromkeys(([options.baseline] if options.baseline is not None else []) + list(options.models)))
+    # Every config is checked before any weights load, so a bad path fails fast.
+    load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
+    configs = {name: artifact.load_config(name, **load) for name in names}
+    loaded, notes = {}, []
+    for name in names:
+        loaded[name], loaded_notes = load_for_generation(name, options, device=target, dtype=options.dtype, config=configs[name])
+        notes += loaded_notes
+    reference = loaded[names[0]]
+    defaults = resolve_settings(
+        reference, num_beams=options.beams, max_new_tokens=options.max_new_tokens, fixed_length=options.fixed_length
+    )
+    generation = {
+        name: resolve_settings(
+            model,
+            num_beams=defaults.num_beams,
+            max_new_tokens=defaults.max_new_tokens,
+            fixed_length=options.fixed_length,
+            compile=options.compile,
+        )
+        for name, model in loaded.items()
+    }
+
+    if options.data is not None:
+        from nash_cli.data import load_examples
+
+        examples = load_examples(
+            options.data,
+            split=options.split,
+            source_column=options.source_column,
+            source_template=options.source_template,
+            source_prefix=options.source_prefix,
+            limit=options.batch * options.num_batches,
+        )
+        tokenizer = artifact.load_tokenizer(names[0])
+        batches = text_batches(
+            tokenizer,
+            [e.source for e in examples],
+            batch_size=options.batch,
+            max_source_length=options.max_source_length,
+            pad_to_max=options.compile,  # one input shape, so compiled graphs are reused across batches
+        )
+        origin = {"kind": "data", "data": options.data, "tokenizer": names[0]}
+    else:
+        config = reference.config
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None and options.source_length > limit:
+            raise NashError(f"--source-length {options.source_length} exceeds the model's {limit} positions")
+        special = [getattr(config, key, None) for key in ("pad_token_id", "eos_token_id", "bos_token_id",
+                                                          "decoder_start_token_id", "unk_token_id")]
+        batches = random_batches(
+            vocab_size=min(model.config.vocab_size for model in loaded.values()),
+            batch_size=options.batch,
+            source_length=options.source_length,
+            num_batches=options.num_batches,
+            low=max([4] + [s + 1 for s in special if isinstance(s, int)]),
+            eos_token_id=config.eos_token_id if isinstance(config.eos_token_id, int) else None,
+            seed=options.seed,
+        )
+        origin = {"kind": "random", "seed": options.seed}
+
+    if options.compile:
+        from nash_cli.generation import compile_model
+
+        for model in loaded.values():
+            compile_model(model)
+    warmup = options.warmup if options.warmup is not None else (3 if options.compile else 1)
+    settings = BenchSettings(repeats=options.repeats, warmup=warmup, breakdown=options.breakdown)
+    if start is not None:
+        start("bench", len(batches) * len(names) * (settings.warmup + settings.repeats + int(options.breakdown)))
+    advance = progress or (lambda n, status: None)
+    result = run_bench(
+        loaded, batches, generation, settings, baseline=options.baseline,
+        on_call=lambda phase, name: advance(1, f"{phase} {Path(name).name}"),
+    )
+    result.inputs.update(origin)
+    result.environment["dtype"] = options.dtype
+    staged = BenchStageResult(result=result, notes=notes)
+    if options.output is not None:
+        artifact.write_files_atomic({options.output: artifact.json_text(staged.to_dict())})
+    return staged

@@ -1,0 +1,143 @@
+"""`compact`: remove the masked encoder heads and FFN units of a `masked` checkpoint physically.
+
+Input: a `masked` checkpoint (trained weights in `model.safetensors`, L0 masks in
+`masks.safetensors`). Output: a `compact` checkpoint whose logits equal the masked model's
+(deterministic masks). The surgery itself is `nash_cli.surgery.compact`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from nash_cli.errors import NashError
+from nash_cli.stages import arguments
+
+
+@dataclass(kw_only=True)
+class CompactOptions:
+    """What `nash compact` does."""
+
+    checkpoint: str
+    """A masked checkpoint written by `prune-encoder`."""
+    output: Path
+    """Directory to write the compact model to."""
+    force: bool = False
+    """Replace the output if it exists."""
+
+    def check(self) -> None:
+        """Nothing to check before the checkpoint is read (kept for a uniform stage interface)."""
+
+
+@dataclass
+class CompactResult:
+    """What `run` did, for printing and JSON."""
+
+    output: str
+    """The written checkpoint."""
+    custom_code: bool
+    """Whether the output needs nash's modeling file (per-layer widths)."""
+    parameters: dict[str, dict[str, int]]
+    """`{"before"|"after": nash_cli.arch.count_parameters(...)}`."""
+    heads: list[int]
+    """Kept heads per encoder layer."""
+    units: list[int]
+    """Kept FFN units per encoder layer."""
+    full_heads: int
+    """Heads per layer before compaction."""
+    full_units: int
+    """FFN units per layer before compaction."""
+    file_size: int
+    """Bytes of the output's weight files."""
+    seconds: float
+    """Wall time of loading, slicing and writing."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready result."""
+        return asdict(self)
+
+
+def check_masked(source: str | Path) -> dict[str, Any]:
+    """The manifest of a masked checkpoint; NashError for a dense or compact input."""
+    from nash_cli import artifact
+
+    artifact.check_checkpoint(source)
+    manifest = artifact.read_manifest(source)
+    state = (manifest or {}).get("state", "dense")
+    if state != "masked":
+        raise NashError(
+            f"{source} is a {state} checkpoint with no masks: nothing to compact; compact the output of "
+            "nash prune-encoder"
+        )
+    return manifest
+
+
+def run(options: CompactOptions, *, progress: Callable[[str], None] | None = None) -> CompactResult:
+    """Loads a masked checkpoint, removes the pruned units, writes a compact checkpoint.
+
+    Args:
+        options: The stage's options.
+        progress: Called with a short description of each step (compaction takes seconds).
+
+    Raises:
+        NashError: an existing output without `force`, or an input that is not a masked checkpoint.
+    """
+    from nash_cli import artifact
+    from nash_cli.arch import count_parameters
+    from nash_cli.masking import encoder_shape, load_masks
+    from nash_cli.surgery.compact import compact_model
+
+    notify = progress or (lambda step: None)
+    started = time.perf_counter()
+    options.check()
+    artifact.check_output(options.output, options.force)
+    manifest = check_masked(options.checkpoint)
+    notify("loading")
+    config = artifact.load_config(options.checkpoint)
+    model = artifact.load_model(options.checkpoint, config=config)
+    shape = encoder_shape(model)
+    masks = load_masks(Path(options.checkpoint), shape)
+    before = count_parameters(model)
+    notify("compacting")
+    compact, custom = compact_model(model, masks.heads_mask, masks.ffn_mask)
+    after = count_parameters(compact)
+    del model
+    heads = [int(row.sum()) for row in masks.heads_mask]
+    units = [int(row.sum()) for row in masks.ffn_mask]
+    extra = {
+        "compact": {
+            "custom_code": custom,
+            "heads_per_layer": heads,
+            "ffn_units_per_layer": units,
+            "parameters": {"before": before, "after": after},
+        },
+        "prune_encoder": manifest.get("prune_encoder"),
+    }
+    notify("writing")
+    # The nash classes are registered for their auto classes: save_pretrained copies their
+    # modeling file beside the weights and writes the config's auto_map.
+    artifact.save_checkpoint(
+        compact,
+        options.output,
+        source=options.checkpoint,
+        stage="compact",
+        arguments=arguments(options),
+        state="compact",
+        extra=extra,
+        force=options.force,
+    )
+    size = sum(path.stat().st_size for path in artifact.weight_files(Path(options.output)))
+    return CompactResult(
+        output=str(options.output),
+        custom_code=custom,
+        parameters={"before": before, "after": after},
+        heads=heads,
+        units=units,
+        full_heads=shape.num_heads,
+        full_units=shape.d_ff,
+        file_size=size,
+        seconds=time.perf_counter() - started,
+    )
+

@@ -1,0 +1,101 @@
+"""`distill`: train a student against a teacher (CE + T^2 KL + hidden-state MSE), or fine-tune it.
+
+Without a teacher the loss is cross-entropy alone, which is how a recipe's `finetune_teacher`
+stage fine-tunes the teacher first. Runs on CPU, one GPU, or many processes (`accelerate
+launch` / `torchrun -m nash_cli distill ...`); `resume` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nash_cli.stages import arguments
+from nash_cli.train.inputs import TrainingOptions
+
+
+@dataclass(kw_only=True)
+class DistillOptions(TrainingOptions):
+    """What `nash distill` does: every field of `TrainingOptions`, with its defaults."""
+
+
+@dataclass
+class TrainingStageResult:
+    """What a training stage did (`distill`, `prune-encoder`)."""
+
+    output: str
+    """The written checkpoint."""
+    student: str
+    """The student it started from."""
+    teacher: str | None
+    """The teacher it distilled from, or None (fine-tuning)."""
+    training: dict[str, Any]
+    """`nash_cli.train.config.TrainResult.summary()`: steps, losses, eval, timing, objective."""
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know."""
+    pruning: dict[str, Any] | None = None
+    """prune-encoder only: target and achieved sparsity, kept heads and units per layer."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready result (the training summary's keys at the top level)."""
+        document = {"output": self.output, "student": self.student, "teacher": self.teacher, **self.training}
+        if self.pruning is not None:
+            document["pruning"] = self.pruning
+        document["train_log"] = str(Path(self.output) / "train_log.jsonl")
+        document["notes"] = list(self.notes)
+        return document
+
+
+def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
+    """Distils (or, without a teacher, fine-tunes) the student and writes it to `options.output`.
+
+    Args:
+        options: The stage's options.
+        progress: A `nash_cli.progress` reporter for the training steps (default: a Rich bar on
+            a terminal, plain lines every `log_every` steps otherwise).
+
+    Returns:
+        The result, on every process (only the main process writes).
+
+    Raises:
+        NashError: bad options, data, checkpoints or layer maps; an existing output without
+            `force`; an interrupted run without `resume` or `force`.
+    """
+    from nash_cli import artifact
+    from nash_cli.train.inputs import load_training_inputs, teacher_reference
+    from nash_cli.train.engine import save_output, train
+
+    options.check()
+    artifact.check_output(options.output, options.force)
+    inputs = load_training_inputs(options)
+    recorded = arguments(options)
+    result = train(
+        options,
+        inputs.student,
+        inputs.train_features,
+        pad_token_id=inputs.tokenizer.pad_token_id,
+        teacher=inputs.teacher,
+        eval_features=inputs.eval_features,
+        encoder_layer_map=inputs.encoder_layer_map,
+        decoder_layer_map=inputs.decoder_layer_map,
+        run_info=recorded,
+    )
+    manifest = artifact.read_manifest(options.student) or {}
+    save_output(
+        result,
+        options.output,
+        source=options.student,
+        stage="distill",
+        arguments=recorded,
+        state=manifest.get("state", "dense"),
+        extra={"teacher_checkpoint": teacher_reference(options)},
+        force=options.force,
+    )
+    return TrainingStageResult(
+        output=str(options.output),
+        student=options.student,
+        teacher=options.teacher,
+        training=result.summary(),
+        notes=inputs.notes + result.notes,
+    )

@@ -1,0 +1,291 @@
+"""`eval`: generate for every example of a data set, score against the references, write both.
+
+A `masked` checkpoint (prune-encoder's output) is evaluated with its deterministic masks
+applied, so it scores exactly as its compact form does.
+
+Generation is batched with sources sorted by length (`nash_cli.generation.generate_texts`);
+scores come from `nash_cli.metrics`. With several references per example every metric takes
+the best reference for that example (BLEU, a corpus metric, uses all references at once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nash_cli.artifact import LoadOptions
+from nash_cli.data import DataOptions, Example
+from nash_cli.errors import NashError
+from nash_cli.metrics import MetricScores, check_metrics
+
+if TYPE_CHECKING:
+    from nash_cli.generation import GenerationSettings
+
+
+@dataclass(kw_only=True)
+class EvalOptions(LoadOptions):
+    """What `nash eval` does."""
+
+    checkpoint: str
+    """Checkpoint to evaluate: a local directory, or a hub id where online."""
+    data: str
+    """Evaluation data (any format `distill` reads)."""
+    metric: list[str] = field(default_factory=lambda: ["rouge"])
+    """rouge, meteor, bleu, exact_match or accuracy (several allowed)."""
+    split: str | None = None
+    """Split of `data` (hub / saved DatasetDict / JSON keyed by split)."""
+    source_column: str | None = None
+    """Input column."""
+    target_column: str | None = None
+    """Reference column (a list of references is allowed)."""
+    source_template: str | None = None
+    """Builds the input from several columns."""
+    source_prefix: str = DataOptions.source_prefix
+    """Text put before every input."""
+    max_source_length: int = DataOptions.max_source_length
+    """Longest input in tokens."""
+    limit: int | None = None
+    """Use only the first N examples."""
+    batch: int = 16
+    """Examples per generate() call."""
+    beams: int | None = None
+    """Beam width (default: the checkpoint's generation config)."""
+    max_new_tokens: int | None = None
+    """Longest output in tokens (default: the checkpoint's generation config)."""
+    device: str = "auto"
+    """auto (cuda if present), cpu or cuda."""
+    dtype: str = "float32"
+    """float32, bfloat16 or float16."""
+    output: Path | None = None
+    """Write the scores here (e.g. metrics.json) and the outputs beside it."""
+    generations: Path | None = None
+    """Where to write the outputs instead (JSON Lines)."""
+    force: bool = False
+    """Overwrite existing output files."""
+
+    def check(self) -> None:
+        """NashError for an impossible setting (before any data or model is read)."""
+        from nash_cli.stages.bench import check_device
+
+        check_metrics(self.metric)
+        check_device(self.device, self.dtype)
+        for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--max-new-tokens", self.max_new_tokens),
+                            ("--max-source-length", self.max_source_length), ("--limit", self.limit)):
+            if value is not None and value < 1:
+                raise NashError(f"{flag} must be at least 1, got {value}")
+        if self.generations is not None and self.output is None:
+            raise NashError("--generations goes with --output; give -o metrics.json too")
+        if self.output is not None and self.result_paths()[1].resolve() == self.output.resolve():
+            raise NashError("--generations and --output name the same file; choose two paths")
+
+    def result_paths(self) -> list[Path]:
+        """The files the run writes: metrics, then generations (none without `output`)."""
+        if self.output is None:
+            return []
+        return [self.output, self.generations or generations_path_for(self.output)]
+
+
+@dataclass
+class EvalResult:
+    """Predictions and scores for one model on one data set."""
+
+    predictions: list[str]
+    """One generated text per example, in input order."""
+    metrics: MetricScores
+    """Mean scores and per-example values."""
+    generation: dict[str, Any]
+    """Generation settings used (beams, new tokens, batch size, source length limit)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of generation, scoring and both."""
+
+
+def evaluate(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    metrics: Sequence[str],
+    settings: GenerationSettings,
+    batch_size: int,
+    max_source_length: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Generates a prediction for each example and scores it against the references.
+
+    Args:
+        model: A seq2seq model on its device, in eval mode.
+        tokenizer: Its tokenizer.
+        examples: Sources and references (every example needs at least one reference).
+        metrics: Metric names (see `nash_cli.metrics.METRICS`).
+        settings: Generation settings (see `nash_cli.generation.resolve_settings`).
+        batch_size: Sources per `generate()` call.
+        max_source_length: Truncate inputs to this many tokens.
+        on_batch: Progress callback, called with the number of examples done per batch.
+
+    Raises:
+        NashError: No examples, an example without references, unknown metric, or METEOR
+            without WordNet (checked before generating).
+    """
+    names = check_metrics(metrics)
+    if not examples:
+        raise NashError("no examples to evaluate: the data is empty")
+    for index, example in enumerate(examples):
+        if not example.references:
+            raise NashError(
+                f"example {index + 1} has no reference; point --target-column at the reference text"
+            )
+    if "meteor" in names:
+        from nash_cli.wordnet import load_wordnet
+
+        load_wordnet()  # fail before the long part, not after it
+    from nash_cli.generation import generate_texts
+    from nash_cli.metrics import compute_metrics
+
+    start = time.perf_counter()
+    predictions = generate_texts(
+        model,
+        tokenizer,
+        [example.source for example in examples],
+        settings,
+        batch_size=batch_size,
+        max_source_length=max_source_length,
+        on_batch=on_batch,
+    )
+    generated = time.perf_counter()
+    scores = compute_metrics(predictions, [example.references for example in examples], names)
+    done = time.perf_counter()
+    return EvalResult(
+        predictions=predictions,
+        metrics=scores,
+        generation={**settings.to_dict(), "batch_size": batch_size, "max_source_length": max_source_length},
+        seconds={"generation": generated - start, "scoring": done - generated, "total": done - start},
+    )
+
+
+def generations_path_for(metrics_path: Path) -> Path:
+    """Where generations go beside a metrics file: `generations.jsonl` for `metrics.json`,
+    else `<stem>.generations.jsonl`."""
+    if metrics_path.stem == "metrics":
+        return metrics_path.with_name("generations.jsonl")
+    return metrics_path.with_name(f"{metrics_path.stem}.generations.jsonl")
+
+
+def metrics_document(result: EvalResult, examples: Sequence[Example], *, metrics: Sequence[str], **context) -> dict[str, Any]:
+    """The metrics.json document: scores, counts, settings, timing, plus `context` (model, data)."""
+    return {
+        **context,
+        "num_examples": len(examples),
+        "metrics": list(check_metrics(metrics)),
+        "scores": result.metrics.scores,
+        "multi_reference": "best reference per example (BLEU: all references, corpus-level)",
+        "references_per_example": {
+            "min": min(len(example.references) for example in examples),
+            "max": max(len(example.references) for example in examples),
+        },
+        "generation": result.generation,
+        "seconds": result.seconds,
+        "examples_per_s": len(examples) / result.seconds["generation"] if result.seconds.get("generation") else None,
+    }
+
+
+def generation_records(result: EvalResult, examples: Sequence[Example]) -> list[dict[str, Any]]:
+    """One record per example: source, references, prediction and its per-example scores."""
+    records = []
+    for index, (example, prediction) in enumerate(zip(examples, result.predictions)):
+        scores = {name: values[index] for name, values in result.metrics.per_example.items()}
+        records.append(
+            {
+                "index": index,
+                "source": example.source,
+                "references": list(example.references),
+                "prediction": prediction,
+                "scores": scores,
+            }
+        )
+    return records
+
+
+def write_results(document: dict[str, Any], records: list[dict[str, Any]], metrics_path: Path, generations_path: Path) -> None:
+    """Writes metrics.json and generations.jsonl, each atomically (both staged before either is renamed)."""
+    from nash_cli.artifact import json_text, jsonl_text, write_files_atomic
+
+    write_files_atomic({metrics_path: json_text(document), generations_path: jsonl_text(records)})
+
+
+def run(options: EvalOptions, *, progress: Callable[[int, str], None] | None = None,
+        start: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    """Reads the data, loads the model, generates, scores and writes the results.
+
+    Args:
+        options: The stage's options.
+        progress: Called as `progress(examples_done, status)` after each batch.
+        start: Called once as `start(description, total_examples)` before generating.
+
+    Returns:
+        The metrics document (what metrics.json holds, plus `files` and `notes`).
+
+    Raises:
+        NashError: bad options or data, an existing output without `force`, METEOR without WordNet.
+    """
+    from nash_cli import artifact
+    from nash_cli.data import load_examples
+    from nash_cli.generation import resolve_settings
+    from nash_cli.stages.bench import load_for_generation, resolve_device
+
+    options.check()
+    paths = options.result_paths()
+    artifact.refuse_existing(paths, options.force)
+    names = check_metrics(options.metric)
+    examples = load_examples(
+        options.data,
+        split=options.split,
+        source_column=options.source_column,
+        target_column=options.target_column,
+        source_template=options.source_template,
+        source_prefix=options.source_prefix,
+        limit=options.limit,
+        require_references=True,
+    )
+    if "meteor" in names:
+        from nash_cli.wordnet import load_wordnet
+
+        load_wordnet()  # a missing WordNet fails now, not after generating
+    load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
+    config = artifact.load_config(options.checkpoint, **load)
+    tokenizer = artifact.load_tokenizer(options.checkpoint)
+    model, notes = load_for_generation(
+        options.checkpoint, options, device=resolve_device(options.device), dtype=options.dtype, config=config
+    )
+    settings = resolve_settings(model, num_beams=options.beams, max_new_tokens=options.max_new_tokens)
+    if start is not None:
+        start("generating", len(examples))
+    advance = progress or (lambda n, status: None)
+    result = evaluate(
+        model,
+        tokenizer,
+        examples,
+        metrics=names,
+        settings=settings,
+        batch_size=options.batch,
+        max_source_length=options.max_source_length,
+        on_batch=lambda n: advance(n, ""),
+    )
+    document = metrics_document(
+        result,
+        examples,
+        metrics=names,
+        model=options.checkpoint,
+        data=options.data,
+        split=options.split,
+        device=str(model.device),
+        dtype=options.dtype,
+        masks_applied=bool(notes),
+    )
+    if paths:
+        write_results(document, generation_records(result, examples), *paths)
+        document["files"] = {"metrics": str(paths[0]), "generations": str(paths[1])}
+    document["notes"] = notes
+    return document

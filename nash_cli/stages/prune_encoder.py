@@ -1,0 +1,146 @@
+"""`prune-encoder`: L0 masks on encoder heads and FFN units, trained under a Lagrangian.
+
+The training loop is `distill`'s; what pruning adds (mask parameters, Lagrange multipliers, the
+Lagrangian term, the clamp, resumable state, `masks.safetensors`) is the engine extension
+`nash_cli.train.l0_extension.L0Extension`. The output is a `masked` checkpoint for `compact`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nash_cli.errors import NashError
+from nash_cli.stages import arguments
+from nash_cli.stages.distill import TrainingStageResult
+from nash_cli.train.config import PruneSettings
+from nash_cli.train.inputs import TrainingOptions
+
+
+@dataclass(kw_only=True)
+class PruneEncoderOptions(TrainingOptions, PruneSettings):
+    """What `nash prune-encoder` does: every training option plus the pruning settings."""
+
+    lr: float = 3e-5
+    """Peak learning rate of the model (AdamW); the reference prunes with 3e-5."""
+    keep: str = "last"
+    """With eval data: output the last step (it has the target sparsity) or the best by eval loss."""
+
+    def check(self) -> None:
+        """NashError for an impossible training or pruning option."""
+        TrainingOptions.check(self)
+        PruneSettings.check(self)
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+def _reference_non_embedding(teacher, student_source: str) -> tuple[int | None, str | None]:
+    """Non-embedding parameters of the full original teacher, and where they were counted.
+
+    The paper's whole-model sparsity divides by the full teacher, so the lineage's root (the
+    `teacher` in the student's nash.json, the model select-layers started from) is preferred;
+    its config is enough (the model is built on the meta device). Otherwise the `--teacher`.
+    """
+    from nash_cli import artifact
+    from nash_cli.arch import count_parameters
+
+    root = (artifact.read_manifest(student_source) or {}).get("teacher")
+    if root and Path(root).is_dir() and (Path(root) / "config.json").is_file():
+        try:
+            config = artifact.load_config(root)
+            from transformers import AutoModelForSeq2SeqLM
+
+            import torch
+
+            with torch.device("meta"):
+                model = AutoModelForSeq2SeqLM.from_config(config)
+            return count_parameters(model)["non_embedding"], str(root)
+        except NashError:
+            pass
+    if teacher is not None:
+        return count_parameters(teacher)["non_embedding"], "--teacher"
+    return None, None
+
+
+def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
+    """Trains L0 masks on the student's encoder (with distillation) and writes a `masked` checkpoint.
+
+    Every check that can fail on user input runs before training and before anything is written.
+
+    Args:
+        options: The stage's options (the student is usually select-layers' output).
+        progress: A `nash_cli.progress` reporter for the training steps.
+
+    Returns:
+        The result, on every process (only the main process writes).
+    """
+    from nash_cli import artifact
+    from nash_cli.train.engine import save_output, train
+    from nash_cli.train.inputs import load_training_inputs, teacher_reference
+    from nash_cli.train.l0_extension import L0Extension
+
+    options.check()
+    artifact.check_output(options.output, options.force)
+    manifest = artifact.read_manifest(options.student) or {}
+    if manifest.get("state", "dense") != "dense":
+        raise NashError(
+            f"{options.student} is a {manifest['state']} checkpoint; prune-encoder needs a dense student "
+            "(e.g. the output of select-layers)"
+        )
+    load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
+    student_config = artifact.load_config(options.student, **load)
+    if getattr(student_config, "encoder_heads", None) is not None:
+        raise NashError(
+            f"{options.student} is already compacted (per-layer widths); prune-encoder needs a dense student "
+            "(e.g. the output of select-layers)"
+        )
+    inputs = load_training_inputs(options, student_config=student_config)
+    notes = inputs.notes
+    reference, reference_origin = _reference_non_embedding(inputs.teacher, options.student)
+    extension = L0Extension(inputs.student, options, teacher_non_embedding=reference, seed=options.seed)
+    recorded = arguments(options)
+
+    result = train(
+        options,
+        inputs.student,
+        inputs.train_features,
+        pad_token_id=inputs.tokenizer.pad_token_id,
+        teacher=inputs.teacher,
+        eval_features=inputs.eval_features,
+        encoder_layer_map=inputs.encoder_layer_map,
+        decoder_layer_map=inputs.decoder_layer_map,
+        extension=extension,
+        run_info=recorded,
+    )
+    # The hooks made the model compute with masks; the saved weights are the plain trained
+    # ones (masks go to masks.safetensors), so detach them before anything else uses the model.
+    extension.hooks.remove()
+    pruning = extension.results()
+    pruning["whole_model_reference"] = reference_origin
+    gap = pruning["deterministic_sparsity"] - options.target_sparsity
+    if abs(gap) > 0.01:
+        notes.append(
+            f"the deterministic masks remove {pruning['deterministic_sparsity']:.4f} of the encoder, "
+            f"{gap:+.4f} from the target {options.target_sparsity}: train longer (--epochs / --max-steps) or "
+            "with a shorter --sparsity-warmup"
+        )
+    save_output(
+        result,
+        options.output,
+        source=options.student,
+        stage="prune-encoder",
+        arguments=recorded,
+        state="masked",
+        extra={"prune_encoder": pruning, "teacher_checkpoint": teacher_reference(options)},
+        extension=extension,
+        force=options.force,
+    )
+    return TrainingStageResult(
+        output=str(options.output),
+        student=options.student,
+        teacher=options.teacher,
+        training=result.summary(),
+        notes=notes + result.notes,
+        pruning=pruning,
+    )

@@ -1,0 +1,141 @@
+"""The training-engine extension that makes `distill` into `prune-encoder`.
+
+It adds what pruning needs through `nash_cli.train.extension`: the mask parameters and the
+Lagrange multipliers (their own AdamW groups, the multipliers with a negative learning rate),
+the Lagrangian term added to the loss and logged, the log_alpha clamp after every optimiser
+step, resumable state, `masks.safetensors` in the output and the pruning results in the manifest.
+The maths is `nash_cli.l0`; where masks act is `nash_cli.masking`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nash_cli.l0 import L0Masks, Lagrangian, lagrangian_term, mask_sparsity, resolve_warmup, target_at
+from nash_cli.masking import MASKS_FILE, attach_l0, encoder_shape, pruned_params, save_masks, whole_model_sparsity
+from nash_cli.train.config import PruneSettings, TrainConfig
+
+
+class L0Extension:
+    """The training-engine extension that makes `distill` into `prune-encoder`.
+
+    Implements `nash_cli.train.extension.TrainingExtension`.
+    """
+
+    name = "l0"
+
+    def __init__(
+        self, model, settings: PruneSettings, *, teacher_non_embedding: int | None = None, seed: int = TrainConfig.seed
+    ) -> None:
+        from nash_cli.arch import count_parameters
+
+        settings.check()
+        self.settings = settings
+        self.shape = encoder_shape(model)
+        generator = torch.Generator().manual_seed(seed)
+        self.masks = L0Masks(self.shape, settings.droprate_init, generator=generator)
+        self.lagrangian = Lagrangian()
+        self.hooks = None
+        self.student_non_embedding = count_parameters(model)["non_embedding"]
+        self.teacher_non_embedding = teacher_non_embedding
+        self.warmup_steps: int | None = None
+        self.total_steps: int | None = None
+        self.last: dict[str, float] = {}
+
+    # --- engine interface -------------------------------------------------------------------
+
+    def prepare(self, model, device) -> None:
+        """Moves the mask parameters to `device` and hooks them into the student's encoder."""
+        self.masks.to(device)
+        self.lagrangian.to(device)
+        if self.hooks is not None:
+            self.hooks.remove()
+        self.hooks = attach_l0(model, self.masks)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """log_alphas descend with reg_lr; lambda1 and lambda2 ascend (learning rate -reg_lr)."""
+        lr = self.settings.reg_lr
+        return [
+            {"params": [self.masks.heads_log_alpha, self.masks.ffn_log_alpha], "lr": lr, "weight_decay": 0.0},
+            {"params": [self.lagrangian.lambda1, self.lagrangian.lambda2], "lr": -lr, "weight_decay": 0.0},
+        ]
+
+    def target(self, step: int, total_steps: int) -> float:
+        """The scheduled target sparsity at `step` of a `total_steps` run."""
+        if self.total_steps != total_steps:
+            self.total_steps = total_steps
+            self.warmup_steps = resolve_warmup(self.settings.sparsity_warmup, total_steps)
+        return target_at(step, self.settings.target_sparsity, self.warmup_steps)
+
+    def loss(self, step: int, total_steps: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The Lagrangian term for this micro-batch and the values to log."""
+        target = self.target(step, total_steps)
+        expected = self.masks.expected_sparsity()
+        term = lagrangian_term(expected, target, self.lagrangian.lambda1, self.lagrangian.lambda2)
+        self.last = {
+            "expected_sparsity": float(expected.detach()),
+            "deterministic_sparsity": self.masks.deterministic_sparsity(),
+            "target_sparsity": target,
+            "lambda_1": float(self.lagrangian.lambda1.detach()),
+            "lambda_2": float(self.lagrangian.lambda2.detach()),
+            "lagrangian": float(term.detach()),
+        }
+        return term, dict(self.last)
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Clamps log_alpha to [log 0.01, log 100]."""
+        self.masks.clamp_()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "heads_log_alpha": self.masks.heads_log_alpha.detach().cpu().clone(),
+            "ffn_log_alpha": self.masks.ffn_log_alpha.detach().cpu().clone(),
+            "lambda1": self.lagrangian.lambda1.detach().cpu().clone(),
+            "lambda2": self.lagrangian.lambda2.detach().cpu().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.masks.heads_log_alpha.copy_(state["heads_log_alpha"])
+            self.masks.ffn_log_alpha.copy_(state["ffn_log_alpha"])
+            self.lagrangian.lambda1.copy_(state["lambda1"])
+            self.lagrangian.lambda2.copy_(state["lambda2"])
+
+    def extra_files(self) -> dict[str, Callable[[Path], None]]:
+        return {MASKS_FILE: lambda directory: save_masks(directory / MASKS_FILE, self.masks, self.lagrangian)}
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return {"prune_encoder": self.results()}
+
+    # --- results ----------------------------------------------------------------------------
+
+    def results(self) -> dict[str, Any]:
+        """Target, achieved sparsity (expected and deterministic), whole-model sparsity, kept widths."""
+        heads, ffn = self.masks.deterministic()
+        removed = pruned_params(self.shape, heads, ffn)
+        whole = None
+        if self.teacher_non_embedding:
+            whole = whole_model_sparsity(self.student_non_embedding, removed, self.teacher_non_embedding)
+        return {
+            "target_sparsity": self.settings.target_sparsity,
+            "expected_sparsity": float(self.masks.expected_sparsity().detach()),
+            "deterministic_sparsity": mask_sparsity(heads, ffn, self.shape),
+            "whole_model_sparsity": whole,
+            "heads_per_layer": [int(row.sum()) for row in heads],
+            "ffn_units_per_layer": [int(row.sum()) for row in ffn],
+            "num_heads": self.shape.num_heads,
+            "d_ff": self.shape.d_ff,
+            "prunable_params": self.shape.prunable_params,
+            "pruned_params": removed,
+            "student_non_embedding_params": self.student_non_embedding,
+            "teacher_non_embedding_params": self.teacher_non_embedding,
+            "sparsity_warmup_steps": self.warmup_steps,
+            "reg_lr": self.settings.reg_lr,
+            "droprate_init": self.settings.droprate_init,
+            "lambda_1": float(self.lagrangian.lambda1.detach()),
+            "lambda_2": float(self.lagrangian.lambda2.detach()),
+        }
