@@ -228,37 +228,6 @@ def load_masks(checkpoint: Path, shape: EncoderShape | None = None) -> MaskFile:
 # --- parameter counts ---------------------------------------------------------------------------
 
 
-def _embedding_params(model: nn.Module) -> set[int]:
-    """Ids of the parameters nash counts as embeddings (excluded from whole-model figures).
-
-    Every `nn.Embedding` (token, learned positions, T5's relative position bias table) and the
-    output embedding (`lm_head`, tied or not).
-    """
-    ids = {id(p) for module in model.modules() if isinstance(module, nn.Embedding) for p in module.parameters()}
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if output is not None:
-        ids |= {id(p) for p in output.parameters()}
-    return ids
-
-
-def non_embedding_params(model: nn.Module) -> int:
-    """Parameters of `model` excluding embeddings (each tied tensor counted once)."""
-    embeddings = _embedding_params(model)
-    seen: set[int] = set()
-    total = 0
-    for parameter in model.parameters():  # parameters() already yields a tied tensor once
-        if id(parameter) in embeddings or id(parameter) in seen:
-            continue
-        seen.add(id(parameter))
-        total += parameter.numel()
-    return total
-
-
-def total_params(model: nn.Module) -> int:
-    """All parameters of `model`, each tied tensor counted once."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def pruned_params(shape: EncoderShape, heads: torch.Tensor, ffn: torch.Tensor) -> int:
     """Encoder parameters that binary masks remove."""
     dropped_heads = int(heads.numel() - heads.sum())

@@ -70,10 +70,10 @@ def build(args):
 
 
 def time_compact(work: Path) -> dict:
-    from nash_cli.compact import run_compact
+    from nash_cli.stages.compact import CompactOptions, run
 
     started = time.perf_counter()
-    result = run_compact(work / "masked", work / "compact", arguments={}, force=True)
+    result = run(CompactOptions(checkpoint=str(work / "masked"), output=work / "compact", force=True))
     return {
         "compact_wall_s": round(time.perf_counter() - started, 2),
         "parameters": result.parameters,

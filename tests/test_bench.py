@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import assert_user_error, snapshot
-from nash_cli.bench import (
+from nash_cli.arch import count_parameters
+from nash_cli.timing import (
     BenchSettings,
-    count_parameters,
     random_batches,
     run_bench,
     speedup_stats,
@@ -54,7 +54,10 @@ def test_parameters_split_into_encoder_decoder_embeddings(family):
     shared = model.get_input_embeddings().weight
     untied = model.lm_head.weight is not shared  # T5 v1.0 and BART tie it, T5 v1.1 does not
     assert untied == (family == "t5-gated")
-    assert params["embeddings"] == shared.numel() + (model.lm_head.weight.numel() if untied else 0)
+    # every nn.Embedding counts (T5's relative-position tables, BART's learned positions) plus an untied head
+    tables = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.weight is not shared)
+    assert params["embeddings"] == shared.numel() + tables + (model.lm_head.weight.numel() if untied else 0)
+    assert params["non_embedding"] == params["total"] - params["embeddings"]
     assert params["encoder"] > params["decoder"] > 0
 
 

@@ -13,7 +13,7 @@ import torch
 
 from conftest import assert_user_error
 from nash_cli import artifact
-from nash_cli.compact import compact_model
+from nash_cli.surgery.compact import compact_model
 from nash_cli.masking import attach_fixed, encoder_shape, write_mask_file
 from nash_cli.toy import tiny_model
 

@@ -10,7 +10,7 @@ import torch
 
 from conftest import assert_user_error, snapshot
 from nash_cli.errors import NashError
-from nash_cli.evaluate import generations_path_for
+from nash_cli.stages.eval import generations_path_for
 
 
 

@@ -10,12 +10,12 @@ import torch
 from nash_cli.arch import family_of
 from nash_cli.errors import NashError
 from nash_cli.l0 import L0Masks
+from nash_cli.arch import count_parameters
 from nash_cli.masking import (
     attach_fixed,
     attach_l0,
     encoder_shape,
     load_masks,
-    non_embedding_params,
     pruned_params,
     save_masks,
     whole_model_sparsity,
@@ -184,7 +184,7 @@ def test_parameter_accounting():
     relative = sum(
         m.weight.numel() for n, m in teacher.named_modules() if n.endswith("relative_attention_bias")
     )
-    assert non_embedding_params(teacher) == sum(p.numel() for p in teacher.parameters()) - embeddings - relative
+    assert count_parameters(teacher)["non_embedding"] == sum(p.numel() for p in teacher.parameters()) - embeddings - relative
     shape = encoder_shape(teacher)
     heads = torch.ones(2, shape.num_heads)
     heads[0, 0] = 0
@@ -192,7 +192,7 @@ def test_parameter_accounting():
     ffn[1, :10] = 0
     removed = pruned_params(shape, heads, ffn)
     assert removed == shape.params_per_head + 10 * shape.params_per_unit
-    full = non_embedding_params(teacher)
+    full = count_parameters(teacher)["non_embedding"]
     assert whole_model_sparsity(full, removed, full) == pytest.approx(removed / full)
     # a student with a shallower decoder counts its deleted layers as pruned too
     assert whole_model_sparsity(full - 1000, 0, full) == pytest.approx(1000 / full)

@@ -17,8 +17,10 @@ from conftest import assert_user_error
 from nash_cli import artifact
 from nash_cli.errors import NashError
 from nash_cli.l0 import LOG_ALPHA_MAX, LOG_ALPHA_MIN, deterministic_mask
-from nash_cli.masking import apply_checkpoint_masks, encoder_shape, load_masks, non_embedding_params
-from nash_cli.prune_encoder import L0Extension, PruneSettings, check_settings
+from nash_cli.arch import count_parameters
+from nash_cli.masking import apply_checkpoint_masks, encoder_shape, load_masks
+from nash_cli.train.config import PruneSettings
+from nash_cli.train.l0_extension import L0Extension
 from nash_cli.toy import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_settings_are_checked():
-    check_settings(PruneSettings())
+    PruneSettings().check()
     for bad in (
         PruneSettings(target_sparsity=0.0),
         PruneSettings(target_sparsity=1.0),
@@ -36,7 +38,7 @@ def test_settings_are_checked():
         PruneSettings(droprate_init=1.0),
     ):
         with pytest.raises(NashError):
-            check_settings(bad)
+            bad.check()
 
 
 def test_extension_contract(tmp_path):
@@ -68,7 +70,7 @@ def test_extension_contract(tmp_path):
 
     # resumable state
     state = extension.state_dict()
-    other = L0Extension(model, PruneSettings(seed=5))
+    other = L0Extension(model, PruneSettings(), seed=5)
     other.load_state_dict(state)
     assert torch.equal(other.masks.heads_log_alpha, extension.masks.heads_log_alpha)
 
@@ -81,7 +83,7 @@ def test_extension_contract(tmp_path):
     assert results["target_sparsity"] == 0.4
     removed = results["pruned_params"]
     assert removed == 2 * 4 * encoder_shape(model).params_per_head
-    assert results["whole_model_sparsity"] == pytest.approx(1 - (non_embedding_params(model) - removed) / 10**6)
+    assert results["whole_model_sparsity"] == pytest.approx(1 - (count_parameters(model)["non_embedding"] - removed) / 10**6)
 
 
 def test_lagrangian_drives_sparsity_to_the_target():
@@ -170,7 +172,7 @@ def test_round_trip_select_prune_compact_distill(pipeline, tmp_path, cli):
     # whole-model: against the full teacher (4 decoder layers), so the deleted layers count too
     teacher = artifact.load_model(pipeline["teacher"])
     student = artifact.load_model(pipeline["student"])
-    expected_whole = 1 - (non_embedding_params(student) - recorded["pruned_params"]) / non_embedding_params(teacher)
+    expected_whole = 1 - (count_parameters(student)["non_embedding"] - recorded["pruned_params"]) / count_parameters(teacher)["non_embedding"]
     assert recorded["whole_model_sparsity"] == pytest.approx(expected_whole)
     assert recorded["whole_model_sparsity"] > pruning["deterministic_sparsity"] * 0.3
 

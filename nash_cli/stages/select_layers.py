@@ -45,9 +45,10 @@ class SelectLayersOptions(LoadOptions):
             raise NashError("say which decoder layers to keep: --decoder-layers K (e.g. 3) or --layers 0,5,11")
         if self.strategy not in STRATEGIES:
             raise NashError(f"unknown --strategy {self.strategy!r}; use uniform, low or high")
-        for flag, value in (("--decoder-layers", self.decoder_layers), ("--encoder-layers", self.encoder_layers)):
+        for name, value in (("decoder_layers", self.decoder_layers), ("encoder_layers", self.encoder_layers)):
             if value is not None and value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
+                flag = "--" + name.replace("_", "-")
+                raise NashError(f"cannot keep {value} layers ({flag}, {name} in a recipe); keep at least 1")
 
 
 @dataclass(frozen=True)

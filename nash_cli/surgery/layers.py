@@ -141,31 +141,3 @@ def select_layers(model, *, decoder: Sequence[int] | None = None, encoder: Seque
     with quiet_transformers():
         student = type(model).from_pretrained(None, config=config, state_dict=state)
     return student.eval()
-
-
-def count_parameters(model) -> dict[str, int]:
-    """Parameter counts of a seq2seq model: total, encoder layers, decoder layers, embeddings.
-
-    Shared tensors (tied embeddings) count once.
-    """
-    family = family_of(model)
-    seen: set[int] = set()
-
-    def count(parameters) -> int:
-        total = 0
-        for parameter in parameters:
-            if id(parameter) not in seen:
-                seen.add(id(parameter))
-                total += parameter.numel()
-        return total
-
-    encoder = count(family.layers(model, "encoder").parameters())
-    decoder = count(family.layers(model, "decoder").parameters())
-    embeddings = count(model.get_input_embeddings().parameters())
-    rest = count(model.parameters())
-    return {
-        "total": encoder + decoder + embeddings + rest,
-        "encoder_layers": encoder,
-        "decoder_layers": decoder,
-        "embeddings": embeddings,
-    }
