@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from nash_cli.errors import NashError
-from nash_cli.l0 import L0Masks, Lagrangian, lagrangian_term, mask_sparsity, resolve_warmup, target_at
+from nash_cli.l0 import L0Masks, Lagrangian, lagrangian_term, mask_sparsity, masks_for_target, resolve_warmup, target_at
 from nash_cli.masking import (
     MASKS_FILE,
     attach_l0,
@@ -139,16 +139,36 @@ class L0Extension:
             self.lagrangian.lambda2.copy_(state["lambda2"])
 
     def extra_files(self) -> dict[str, Callable[[Path], None]]:
-        return {MASKS_FILE: lambda directory: save_masks(directory / MASKS_FILE, self.masks, self.lagrangian)}
+        return {
+            MASKS_FILE: lambda directory: save_masks(
+                directory / MASKS_FILE, self.masks, self.lagrangian, final=self.final_masks()
+            )
+        }
 
     def manifest_extra(self) -> dict[str, Any]:
         return {"prune_encoder": self.results()}
 
     # --- results ----------------------------------------------------------------------------
 
+    def final_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output's masks (what compact removes), from the current log_alphas.
+
+        The Lagrangian's deterministic masks when they are within 0.01 of the target; otherwise
+        the masks ranked by log_alpha to meet it (`nash_cli.l0.masks_for_target`). The engine has
+        restored the log_alphas of the weights it outputs (`--keep best`, `--resume`) by now.
+        """
+        return masks_for_target(
+            self.masks.heads_log_alpha, self.masks.ffn_log_alpha, self.shape, self.settings.target_sparsity
+        )
+
     def results(self) -> dict[str, Any]:
-        """Target, achieved sparsity (expected and deterministic), whole-model sparsity, kept widths."""
-        heads, ffn = self.masks.deterministic()
+        """Target, achieved sparsity (expected, Lagrangian's, final), whole-model sparsity, kept widths.
+
+        Everything but `expected_sparsity` and `lagrangian_sparsity` describes the final masks.
+        """
+        lagrangian_heads, lagrangian_ffn = self.masks.deterministic()
+        heads, ffn = self.final_masks()
+        own = torch.equal(heads, lagrangian_heads) and torch.equal(ffn, lagrangian_ffn)
         removed = pruned_params(self.shape, heads, ffn)
         whole = None
         if self.teacher_non_embedding:
@@ -156,7 +176,9 @@ class L0Extension:
         return {
             "target_sparsity": self.settings.target_sparsity,
             "expected_sparsity": float(self.masks.expected_sparsity().detach()),
+            "lagrangian_sparsity": mask_sparsity(lagrangian_heads, lagrangian_ffn, self.shape),
             "deterministic_sparsity": mask_sparsity(heads, ffn, self.shape),
+            "mask_selection": "lagrangian" if own else "ranked_to_target",
             "whole_model_sparsity": whole,
             "heads_per_layer": [int(row.sum()) for row in heads],
             "ffn_units_per_layer": [int(row.sum()) for row in ffn],
@@ -285,12 +307,19 @@ def run_prune_encoder(
     extension.hooks.remove()
     pruning = extension.results()
     pruning["whole_model_reference"] = reference_origin
+    if pruning["mask_selection"] == "ranked_to_target":
+        steps = result.best["step"] if result.selected == "best" and result.best else result.steps
+        notes.append(
+            f"the Lagrangian's masks removed {pruning['lagrangian_sparsity']:.3f} of the encoder after {steps} steps; "
+            f"the final masks were chosen by log_alpha to remove {pruning['deterministic_sparsity']:.3f} "
+            f"(target {settings.target_sparsity}); train longer for masks the training chose itself"
+        )
     gap = pruning["deterministic_sparsity"] - settings.target_sparsity
     if abs(gap) > 0.01:
         notes.append(
-            f"the deterministic masks remove {pruning['deterministic_sparsity']:.4f} of the encoder, "
-            f"{gap:+.4f} from the target {settings.target_sparsity}: train longer (--epochs / --max-steps) or "
-            "with a shorter --sparsity-warmup"
+            f"the final masks remove {pruning['deterministic_sparsity']:.4f} of the encoder, "
+            f"{gap:+.4f} from the target {settings.target_sparsity}: one head is "
+            f"{extension.shape.params_per_head / extension.shape.prunable_params:.4f} of it, too coarse to come closer"
         )
     save_output(
         result,
