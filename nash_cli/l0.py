@@ -146,6 +146,88 @@ def mask_sparsity(head_mask: torch.Tensor, ffn_mask: torch.Tensor, shape: Encode
     return 1.0 - kept / shape.prunable_params
 
 
+#: `masks_for_target` keeps the Lagrangian's own masks when they are this close to the target.
+TARGET_TOLERANCE = 0.01
+
+
+def masks_for_target(
+    heads_log_alpha: torch.Tensor,
+    ffn_log_alpha: torch.Tensor,
+    shape: EncoderShape,
+    target: float,
+    *,
+    tolerance: float = TARGET_TOLERANCE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary `(heads, ffn)` masks that remove `target` of the encoder's prunable parameters.
+
+    The rule, deterministic and without randomness:
+
+    1. Start from the Lagrangian's own deterministic masks (`deterministic_mask` of each group).
+       If they remove within `tolerance` of `target` (|gap| <= 0.01 by default), return them
+       unchanged: a run that settled is not perturbed.
+    2. Otherwise rank every unit of the encoder together, heads of all layers and FFN units of
+       all layers, by log_alpha (the keep score; the same HardConcrete scale for both kinds),
+       lowest first. Ties go first to units the Lagrangian's masks drop, then heads before FFN
+       units, then by layer, then by index. A head is one unit (kept or removed whole); so is an
+       FFN unit (for a gated FFN, its `wi_0`, `wi_1` and `wo` slices together).
+    3. Remove a prefix of that ranking: with the removed parameters counted per unit
+       (`params_per_head`, `params_per_unit`), the prefix whose removed count is closest to
+       `target * prunable_params`; on a tie between stopping before the unit that crosses the
+       budget and including it, stop before it (never exceed the target on a tie). The result
+       is within half the crossing unit's parameter share of the target, and every removed unit
+       has a log_alpha no larger than any kept unit's.
+    4. If that prefix is no closer to the target than the Lagrangian's masks (possible only where
+       one unit is a large share of the encoder), the Lagrangian's masks are returned instead.
+
+    No per-layer minimum is imposed: a layer may lose every head or every FFN unit, as the
+    Lagrangian's own masks may. The compact model skips such a sublayer (nash's modeling files;
+    T5 still computes the shared position bias in the layer that owns it), and the masked model
+    computes the same thing.
+
+    Args:
+        heads_log_alpha: `(L, H)` log_alphas of the encoder heads.
+        ffn_log_alpha: `(L, F)` log_alphas of the encoder FFN units.
+        shape: The encoder's prunable shape (parameter counts per head and per unit).
+        target: Fraction of `shape.prunable_params` to remove, in [0, 1].
+        tolerance: How close the Lagrangian's masks must be to the target to be kept as they are.
+
+    Returns:
+        Float masks (1 kept, 0 removed) with the shapes and device of the inputs.
+    """
+    heads_la = heads_log_alpha.detach()
+    ffn_la = ffn_log_alpha.detach()
+    lagrangian = (deterministic_mask(heads_la), deterministic_mask(ffn_la))
+    lagrangian_gap = abs(mask_sparsity(*lagrangian, shape) - target)
+    if lagrangian_gap <= tolerance:
+        return lagrangian
+
+    n_heads, n_ffn = heads_la.numel(), ffn_la.numel()
+    scores = torch.cat([heads_la.reshape(-1), ffn_la.reshape(-1)]).double().cpu()
+    kept_by_lagrangian = torch.cat([lagrangian[0].reshape(-1), lagrangian[1].reshape(-1)]).cpu()
+    sizes = torch.cat(
+        [
+            torch.full((n_heads,), shape.params_per_head, dtype=torch.long),
+            torch.full((n_ffn,), shape.params_per_unit, dtype=torch.long),
+        ]
+    )
+    # Lexicographic order (log_alpha, kept by the Lagrangian, position): stable sorts, last key first.
+    order = torch.sort(kept_by_lagrangian, stable=True).indices
+    order = order[torch.sort(scores[order], stable=True).indices]
+    removed = torch.cumsum(sizes[order], 0)
+    budget = target * shape.prunable_params
+    # Candidate prefixes: remove nothing, or the first k + 1 units. Closest to the budget wins;
+    # `argmin` returns the first minimum, so a tie keeps the shorter prefix (not exceeding).
+    distance = torch.cat([torch.tensor([float(budget)], dtype=torch.float64), (removed.double() - budget).abs()])
+    count = int(torch.argmin(distance))
+    keep = torch.ones(n_heads + n_ffn)
+    keep[order[:count]] = 0.0
+    heads = keep[:n_heads].reshape(heads_la.shape).to(heads_la.device)
+    ffn = keep[n_heads:].reshape(ffn_la.shape).to(ffn_la.device)
+    if abs(mask_sparsity(heads, ffn, shape) - target) >= lagrangian_gap:
+        return lagrangian
+    return heads, ffn
+
+
 def lagrangian_term(
     sparsity: torch.Tensor, target: float, lambda1: torch.Tensor, lambda2: torch.Tensor
 ) -> torch.Tensor:

@@ -127,18 +127,30 @@ class MaskFile:
     ffn_log_alpha: torch.Tensor
     """`(L, F)` log_alphas of the encoder FFN units."""
     heads_mask: torch.Tensor
-    """`(L, H)` deterministic head masks (1 kept, 0 pruned)."""
+    """`(L, H)` final head masks (1 kept, 0 pruned): what compact removes."""
     ffn_mask: torch.Tensor
-    """`(L, F)` deterministic FFN-unit masks."""
+    """`(L, F)` final FFN-unit masks."""
     lambda1: float
     """Final Lagrange multiplier lambda1 (informational)."""
     lambda2: float
     """Final Lagrange multiplier lambda2 (informational)."""
 
 
-def save_masks(path: Path, masks: L0Masks, lagrangian: Lagrangian | None = None) -> Path:
-    """Writes log_alphas, their deterministic masks and the lambdas to `path` (a safetensors file)."""
-    heads, ffn = masks.deterministic()
+def save_masks(
+    path: Path,
+    masks: L0Masks,
+    lagrangian: Lagrangian | None = None,
+    *,
+    final: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Path:
+    """Writes log_alphas, the binary masks and the lambdas to `path` (a safetensors file).
+
+    Args:
+        final: The binary `(heads, ffn)` masks to store, i.e. what compact will remove
+            (prune-encoder passes the target-meeting masks of `l0.masks_for_target`); without
+            it, the deterministic masks of `masks`' log_alphas.
+    """
+    heads, ffn = final if final is not None else masks.deterministic()
     return write_mask_file(
         path,
         heads_log_alpha=masks.heads_log_alpha,
@@ -244,7 +256,7 @@ def whole_model_sparsity(student_non_embedding: int, pruned: int, teacher_non_em
 
 
 def apply_checkpoint_masks(model: nn.Module, source: str | Path) -> MaskHooks | None:
-    """Masks a model loaded from a `masked` checkpoint with its deterministic masks.
+    """Masks a model loaded from a `masked` checkpoint with its final (stored) masks.
 
     `artifact.load_model` returns a masked checkpoint's plain trained weights; evaluating or
     benchmarking it as the pruned model needs its masks applied. Returns the hooks, or None

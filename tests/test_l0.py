@@ -197,3 +197,137 @@ def test_module_sample_and_deterministic_modes():
     assert heads.sum(1).tolist() == [3, 3, 3] and ffn.sum(1).tolist() == [13, 13, 13]
     assert masks.deterministic_sparsity() == pytest.approx(l0.mask_sparsity(heads, ffn, shape))
     assert float(masks.expected_sparsity().detach()) == pytest.approx(float(l0.prob_zero(torch.tensor(0.0))), abs=1e-3)
+
+
+# --------------------------------------------------------------------------- masks for the target
+
+#: Real encoder shapes: T5-base (ReLU FFN), FLAN-T5-base (gated), BART-base (biases), and a tiny
+#: gated T5 where one head is a large share of the encoder.
+SHAPES = {
+    "t5-base": l0.EncoderShape(12, 12, 64, 3072, 768, gated=False, bias=False),
+    "flan-t5-base": l0.EncoderShape(12, 12, 64, 2048, 768, gated=True, bias=False),
+    "bart-base": l0.EncoderShape(6, 12, 64, 3072, 768, gated=False, bias=True),
+    "tiny-gated": l0.EncoderShape(2, 8, 8, 256, 64, gated=True, bias=False),
+}
+
+
+def _random_log_alphas(shape, seed):
+    generator = torch.Generator().manual_seed(seed)
+    span = l0.LOG_ALPHA_MAX - l0.LOG_ALPHA_MIN
+    heads = torch.rand(shape.num_layers, shape.num_heads, generator=generator) * span + l0.LOG_ALPHA_MIN
+    ffn = torch.rand(shape.num_layers, shape.d_ff, generator=generator) * span + l0.LOG_ALPHA_MIN
+    return heads, ffn
+
+
+def _removed_and_kept(heads_log_alpha, ffn_log_alpha, heads, ffn):
+    scores = torch.cat([heads_log_alpha.reshape(-1), ffn_log_alpha.reshape(-1)])
+    keep = torch.cat([heads.reshape(-1), ffn.reshape(-1)])
+    return scores[keep == 0], scores[keep == 1]
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_masks_for_target_meet_the_target_within_half_a_head(name):
+    """Random log_alphas, several targets: the final masks are within half the crossing unit's
+    share (at most half a head's) of the target, binary, shaped (L, H) and (L, F), and every
+    removed unit has a log_alpha no larger than any kept one."""
+    shape = SHAPES[name]
+    head_share = shape.params_per_head / shape.prunable_params
+    for seed in range(3):
+        heads_log_alpha, ffn_log_alpha = _random_log_alphas(shape, seed)
+        for target in (0.05, 0.3, 0.5, 0.8):
+            heads, ffn = l0.masks_for_target(heads_log_alpha, ffn_log_alpha, shape, target, tolerance=0.0)
+            assert heads.shape == heads_log_alpha.shape and ffn.shape == ffn_log_alpha.shape
+            assert set(heads.unique().tolist()) <= {0.0, 1.0} and set(ffn.unique().tolist()) <= {0.0, 1.0}
+            assert abs(l0.mask_sparsity(heads, ffn, shape) - target) <= head_share / 2 + 1e-12, (seed, target)
+            removed, kept = _removed_and_kept(heads_log_alpha, ffn_log_alpha, heads, ffn)
+            assert float(removed.max()) <= float(kept.min())
+            # with the default tolerance, the result is within 0.01 or half a head, whichever is larger
+            heads, ffn = l0.masks_for_target(heads_log_alpha, ffn_log_alpha, shape, target)
+            assert abs(l0.mask_sparsity(heads, ffn, shape) - target) <= max(0.01, head_share / 2) + 1e-12
+
+
+def _small():
+    """2 layers of 2 heads (128 parameters each) and 16 FFN units (16 each): 1024 prunable parameters."""
+    shape = l0.EncoderShape(2, 2, 4, 16, 8, gated=False, bias=False)
+    assert (shape.params_per_head, shape.params_per_unit, shape.prunable_params) == (128, 16, 1024)
+    return shape
+
+
+def test_masks_for_target_remove_the_lowest_log_alphas_first():
+    shape = _small()
+    heads = torch.tensor([[3.0, -2.0], [1.0, 2.0]])
+    ffn = torch.full((2, 16), 4.0)
+    ffn[0, :3] = torch.tensor([-3.0, 0.5, 0.4])
+    ffn[1, 0] = -1.0
+    # the Lagrangian drops head (0, 1) and FFN unit (0, 0): 144 parameters, far from 0.3
+    lagrangian = (l0.deterministic_mask(heads), l0.deterministic_mask(ffn))
+    assert l0.mask_sparsity(*lagrangian, shape) == pytest.approx(144 / 1024)
+    # ascending log_alpha: ffn(0,0) -3, head(0,1) -2, ffn(1,0) -1, ffn(0,2) .4, ffn(0,1) .5, head(1,0) 1
+    # removed parameters 16, 144, 160, 176, 192, 320: the budget 0.3 * 1024 = 307.2 is closest to 320
+    got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 0.3)
+    assert got_heads.tolist() == [[1, 0], [0, 1]]
+    expected_ffn = torch.ones(2, 16)
+    expected_ffn[0, :3] = 0
+    expected_ffn[1, 0] = 0
+    assert torch.equal(got_ffn, expected_ffn)
+    assert l0.mask_sparsity(got_heads, got_ffn, shape) == pytest.approx(320 / 1024)
+    # a smaller target stops before the head: 0.18 * 1024 = 184.3 is closest to 192 (five units)
+    got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 0.18)
+    assert got_heads.tolist() == [[1, 0], [1, 1]] and int((got_ffn == 0).sum()) == 4
+
+
+def test_masks_for_target_resolve_the_last_step_to_the_closest_and_ties_below():
+    shape = _small()
+    heads = torch.full((2, 2), 4.0)
+    ffn = torch.full((2, 16), 4.0)
+    ffn[0, :3] = torch.tensor([-1.0, -0.9, -0.8])  # the Lagrangian drops one: 16 / 1024
+    assert l0.mask_sparsity(l0.deterministic_mask(heads), l0.deterministic_mask(ffn), shape) == 16 / 1024
+    # 40 parameters: 32 (two units) and 48 (three) are equally close -> two, not exceeding
+    got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 40 / 1024)
+    assert got_heads.sum() == 4 and got_ffn[0, :3].tolist() == [0, 0, 1] and got_ffn.sum() == 30
+    # 44 parameters: 48 is closer than 32 -> three units, exceeding by 4
+    got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 44 / 1024)
+    assert got_ffn[0, :3].tolist() == [0, 0, 0] and got_ffn.sum() == 29
+
+
+def test_masks_for_target_keep_the_lagrangians_masks_within_tolerance():
+    shape = SHAPES["flan-t5-base"]
+    heads_log_alpha, ffn_log_alpha = _random_log_alphas(shape, 11)
+    lagrangian = (l0.deterministic_mask(heads_log_alpha), l0.deterministic_mask(ffn_log_alpha))
+    reached = l0.mask_sparsity(*lagrangian, shape)
+    for target in (reached - 0.009, reached + 0.009, reached):
+        heads, ffn = l0.masks_for_target(heads_log_alpha, ffn_log_alpha, shape, target)
+        assert torch.equal(heads, lagrangian[0]) and torch.equal(ffn, lagrangian[1])
+    # the ranking alone would have chosen other masks: the Lagrangian's are not a log_alpha prefix
+    heads, ffn = l0.masks_for_target(heads_log_alpha, ffn_log_alpha, shape, reached + 0.009, tolerance=0.0)
+    assert not (torch.equal(heads, lagrangian[0]) and torch.equal(ffn, lagrangian[1]))
+    # beyond the tolerance they are replaced
+    heads, ffn = l0.masks_for_target(heads_log_alpha, ffn_log_alpha, shape, reached + 0.05)
+    assert l0.mask_sparsity(heads, ffn, shape) == pytest.approx(reached + 0.05, abs=shape.params_per_head / shape.prunable_params)
+
+
+def test_masks_for_target_fall_back_to_the_lagrangian_when_whole_heads_cannot_come_closer():
+    """One head is 1024 of 2304 parameters. The Lagrangian drops head (0, 0) and one FFN unit per
+    layer whose log_alpha (0.3) is above the kept head's (0.2): 1088 parameters, 0.012 below the
+    target. The ranking reaches only 1024 or 2048 near it, so the Lagrangian's masks stay."""
+    shape = l0.EncoderShape(2, 1, 16, 4, 16, gated=False, bias=False)
+    assert (shape.params_per_head, shape.params_per_unit, shape.prunable_params) == (1024, 32, 2304)
+    heads = torch.tensor([[-4.0], [0.2]])
+    ffn = torch.full((2, 4), 0.3)
+    lagrangian = (l0.deterministic_mask(heads), l0.deterministic_mask(ffn))
+    assert lagrangian[0].tolist() == [[0], [1]] and lagrangian[1].sum(1).tolist() == [3, 3]
+    target = 1088 / 2304 + 0.012
+    got = l0.masks_for_target(heads, ffn, shape, target)
+    assert torch.equal(got[0], lagrangian[0]) and torch.equal(got[1], lagrangian[1])
+    # where the ranking does come closer it wins: both heads (2048) for a target of 0.85
+    got = l0.masks_for_target(heads, ffn, shape, 0.85)
+    assert got[0].tolist() == [[0], [0]] and got[1].sum() == 8
+
+
+def test_masks_for_target_may_remove_every_head_of_a_layer():
+    """No per-layer minimum: compact supports a layer without heads (or without FFN units)."""
+    shape = _small()
+    heads = torch.tensor([[-1.0, -1.0], [4.0, 4.0]])  # the Lagrangian drops one head of layer 0
+    ffn = torch.full((2, 16), 4.0)
+    got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 0.25)
+    assert got_heads.tolist() == [[0, 0], [1, 1]] and got_ffn.sum() == 32

@@ -146,6 +146,12 @@ def test_masks_file_round_trip(tmp_path):
     assert torch.equal(loaded.ffn_log_alpha, masks.ffn_log_alpha.detach())
     assert loaded.lambda1 == pytest.approx(-0.5)
     assert ffn[0].sum() < shape.d_ff
+    # explicit final masks (prune-encoder's target-meeting ones) are stored instead, log_alphas as before
+    final = (torch.ones_like(heads), torch.zeros_like(ffn))
+    save_masks(tmp_path / "masks.safetensors", masks, lagrangian, final=final)
+    loaded = load_masks(tmp_path, shape)
+    assert torch.equal(loaded.heads_mask, final[0]) and torch.equal(loaded.ffn_mask, final[1])
+    assert torch.equal(loaded.ffn_log_alpha, masks.ffn_log_alpha.detach())
 
 
 def test_masks_file_errors(tmp_path):

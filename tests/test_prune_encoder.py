@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 from conftest import assert_user_error
 from nash_cli import artifact
 from nash_cli.errors import NashError
-from nash_cli.l0 import LOG_ALPHA_MAX, LOG_ALPHA_MIN, deterministic_mask
 from nash_cli.arch import count_parameters
-from nash_cli.masking import apply_checkpoint_masks, encoder_shape, load_masks
+from nash_cli.l0 import LOG_ALPHA_MAX, LOG_ALPHA_MIN, deterministic_mask, mask_sparsity, masks_for_target
+from nash_cli.masking import apply_checkpoint_masks, encoder_shape, load_masks, pruned_params
 from nash_cli.train.config import PruneSettings
 from nash_cli.train.l0_extension import L0Extension
 from nash_cli.toy import tiny_model
@@ -74,15 +74,20 @@ def test_extension_contract(tmp_path):
     other.load_state_dict(state)
     assert torch.equal(other.masks.heads_log_alpha, extension.masks.heads_log_alpha)
 
-    # output file and manifest
+    # output file and manifest: the Lagrangian's masks drop every head (0.50 of the encoder), so
+    # the final masks are ranked to the target 0.4: six of the eight (tied) heads, lowest first
+    shape = encoder_shape(model)
     extension.extra_files()["masks.safetensors"](tmp_path)
-    masks = load_masks(tmp_path, encoder_shape(model))
-    assert masks.heads_mask.sum() == 0 and masks.ffn_mask.sum() == masks.ffn_mask.numel()
+    masks = load_masks(tmp_path, shape)
+    assert masks.heads_mask.tolist() == [[0, 0, 0, 0], [0, 0, 1, 1]] and masks.ffn_mask.sum() == masks.ffn_mask.numel()
     results = extension.manifest_extra()["prune_encoder"]
-    assert results["heads_per_layer"] == [0, 0] and results["ffn_units_per_layer"] == [64, 64]
+    assert results["lagrangian_sparsity"] == pytest.approx(8 * shape.params_per_head / shape.prunable_params)
+    assert results["mask_selection"] == "ranked_to_target"
+    assert results["heads_per_layer"] == [0, 2] and results["ffn_units_per_layer"] == [64, 64]
     assert results["target_sparsity"] == 0.4
     removed = results["pruned_params"]
-    assert removed == 2 * 4 * encoder_shape(model).params_per_head
+    assert removed == 6 * shape.params_per_head
+    assert results["deterministic_sparsity"] == pytest.approx(removed / shape.prunable_params)
     assert results["whole_model_sparsity"] == pytest.approx(1 - (count_parameters(model)["non_embedding"] - removed) / 10**6)
 
 
@@ -184,7 +189,10 @@ def test_round_trip_select_prune_compact_distill(pipeline, tmp_path, cli):
     )
     assert train_lines[0]["target_sparsity"] < train_lines[-1]["target_sparsity"] == pytest.approx(0.3)
 
-    # the stored masks are the deterministic masks of the stored log_alphas
+    # a run that settled keeps the Lagrangian's own masks: the stored masks are the deterministic
+    # masks of the stored log_alphas
+    assert recorded["mask_selection"] == "lagrangian"
+    assert recorded["lagrangian_sparsity"] == recorded["deterministic_sparsity"]
     masks = load_masks(masked, encoder_shape(student))
     assert torch.equal(masks.heads_mask, deterministic_mask(masks.heads_log_alpha))
     assert torch.equal(masks.ffn_mask, deterministic_mask(masks.ffn_log_alpha))
@@ -222,6 +230,75 @@ def test_round_trip_select_prune_compact_distill(pipeline, tmp_path, cli):
     assert json.loads((final / "config.json").read_text())["encoder_heads"] == json.loads(
         (compact / "config.json").read_text()
     )["encoder_heads"]
+
+
+def test_a_short_run_still_meets_the_target(pipeline, tmp_path, cli):
+    """20 steps at the paper's reg_lr (0.01) cannot settle the Lagrangian; the final masks are
+    ranked by log_alpha to the target 0.3 instead, both figures are recorded, the note says so,
+    and compact of the output equals the masked model."""
+    masked = tmp_path / "masked"
+    args = [
+        "prune-encoder", pipeline["student"], "--teacher", pipeline["teacher"], "--data", pipeline["train"],
+        "-o", masked, "--max-steps", "20", "--batch-size", "8", "--json",
+    ]  # fmt: skip
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    summary = result.json()
+    pruning = summary["pruning"]
+    student = artifact.load_model(pipeline["student"])
+    shape = encoder_shape(student)
+    head_share = shape.params_per_head / shape.prunable_params
+    assert (pruning["target_sparsity"], pruning["reg_lr"]) == (0.3, 0.01)
+    assert abs(pruning["lagrangian_sparsity"] - 0.3) > 0.05, pruning  # the Lagrangian did not settle
+    assert pruning["mask_selection"] == "ranked_to_target"
+    assert abs(pruning["deterministic_sparsity"] - 0.3) <= head_share, pruning
+
+    # masks.safetensors holds the final masks: those the rule picks from its stored log_alphas
+    masks = load_masks(masked, shape)
+    assert mask_sparsity(masks.heads_mask, masks.ffn_mask, shape) == pytest.approx(pruning["deterministic_sparsity"])
+    final = masks_for_target(masks.heads_log_alpha, masks.ffn_log_alpha, shape, 0.3)
+    assert torch.equal(masks.heads_mask, final[0]) and torch.equal(masks.ffn_mask, final[1])
+    lagrangian = (deterministic_mask(masks.heads_log_alpha), deterministic_mask(masks.ffn_log_alpha))
+    assert mask_sparsity(*lagrangian, shape) == pytest.approx(pruning["lagrangian_sparsity"])
+    assert [int(r.sum()) for r in masks.heads_mask] == pruning["heads_per_layer"]
+    assert [int(r.sum()) for r in masks.ffn_mask] == pruning["ffn_units_per_layer"]
+    assert pruning["pruned_params"] == pruned_params(shape, masks.heads_mask, masks.ffn_mask)
+
+    # nash.json records both figures
+    recorded = json.loads((masked / "nash.json").read_text())["prune_encoder"]
+    for key in ("lagrangian_sparsity", "deterministic_sparsity", "mask_selection", "heads_per_layer", "pruned_params"):
+        assert recorded[key] == pruning[key], key
+
+    # the note, and the summary table's two rows
+    note = (
+        f"the Lagrangian's masks removed {pruning['lagrangian_sparsity']:.3f} of the encoder after 20 steps; "
+        f"the final masks were chosen by log_alpha to remove {pruning['deterministic_sparsity']:.3f} (target 0.3)"
+    )
+    assert any(n.startswith(note) and "train longer" in n for n in summary["notes"]), summary["notes"]
+    from rich.console import Console
+
+    from nash_cli.cli.prune_encoder import print_summary
+
+    console = Console(width=300, record=True)
+    print_summary(summary, console)
+    text = console.export_text()
+    assert "Lagrangian's sparsity" in text and f"{pruning['lagrangian_sparsity']:.4f}" in text
+    assert "final sparsity (ranked by log_alpha)" in text and f"{pruning['deterministic_sparsity']:.4f}" in text
+    assert note in text
+
+    # compact removes exactly the final masks: its logits equal the masked model's
+    compact = tmp_path / "compact"
+    assert cli("compact", masked, "-o", compact).exit_code == 0
+    trained = artifact.load_model(masked)
+    hooks = apply_checkpoint_masks(trained, masked)
+    small = artifact.load_model(compact)
+    ids = torch.randint(4, trained.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = trained(input_ids=ids, decoder_input_ids=ids[:, :4]).logits
+        b = small(input_ids=ids, decoder_input_ids=ids[:, :4]).logits
+    assert (a - b).abs().max() < 1e-4
+    hooks.remove()
+    assert count_parameters(trained)["non_embedding"] - count_parameters(small)["non_embedding"] == pruning["pruned_params"]
 
 
 @pytest.mark.parametrize(

@@ -143,7 +143,8 @@ def command(
 
 
 def print_summary(result: dict, console) -> None:
-    """Training summary, achieved sparsity and the kept heads and FFN units per encoder layer."""
+    """Training summary, achieved sparsity (the Lagrangian's masks and the final ones) and the kept
+    heads and FFN units per encoder layer (final masks)."""
     from rich.table import Table
 
     pruning = result["pruning"]
@@ -157,12 +158,17 @@ def print_summary(result: dict, console) -> None:
         table.add_row(name.replace("_", " "), f"{value:.4f}")
     table.add_row("target sparsity", f"{pruning['target_sparsity']:.4f}")
     table.add_row("expected sparsity", f"{pruning['expected_sparsity']:.4f}")
-    table.add_row("deterministic sparsity", f"{pruning['deterministic_sparsity']:.4f}")
+    if pruning.get("lagrangian_sparsity") is not None:
+        table.add_row("Lagrangian's sparsity", f"{pruning['lagrangian_sparsity']:.4f}")
+    selection = {"ranked_to_target": " (ranked by log_alpha)", "lagrangian": " (Lagrangian's masks)"}.get(
+        pruning.get("mask_selection"), ""
+    )
+    table.add_row(f"final sparsity{selection}", f"{pruning['deterministic_sparsity']:.4f}")
     if pruning.get("whole_model_sparsity") is not None:
         table.add_row("whole-model sparsity (vs teacher)", f"{pruning['whole_model_sparsity']:.4f}")
     table.add_row("output weights", result["selected"])
     console.print(table)
-    layers = Table(title="encoder layers (deterministic masks)", show_header=True)
+    layers = Table(title="encoder layers (final masks)", show_header=True)
     layers.add_column("layer", justify="right")
     layers.add_column("heads kept", justify="right")
     layers.add_column("FFN units kept", justify="right")

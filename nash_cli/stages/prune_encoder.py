@@ -118,12 +118,19 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
     extension.hooks.remove()
     pruning = extension.results()
     pruning["whole_model_reference"] = reference_origin
+    if pruning["mask_selection"] == "ranked_to_target":
+        steps = result.best["step"] if result.selected == "best" and result.best else result.steps
+        notes.append(
+            f"the Lagrangian's masks removed {pruning['lagrangian_sparsity']:.3f} of the encoder after {steps} steps; "
+            f"the final masks were chosen by log_alpha to remove {pruning['deterministic_sparsity']:.3f} "
+            f"(target {options.target_sparsity}); train longer for masks the training chose itself"
+        )
     gap = pruning["deterministic_sparsity"] - options.target_sparsity
     if abs(gap) > 0.01:
         notes.append(
-            f"the deterministic masks remove {pruning['deterministic_sparsity']:.4f} of the encoder, "
-            f"{gap:+.4f} from the target {options.target_sparsity}: train longer (--epochs / --max-steps) or "
-            "with a shorter --sparsity-warmup"
+            f"the final masks remove {pruning['deterministic_sparsity']:.4f} of the encoder, "
+            f"{gap:+.4f} from the target {options.target_sparsity}: one head is "
+            f"{extension.shape.params_per_head / extension.shape.prunable_params:.4f} of it, too coarse to come closer"
         )
     save_output(
         result,

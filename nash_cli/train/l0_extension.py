@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nash_cli.l0 import L0Masks, Lagrangian, lagrangian_term, mask_sparsity, resolve_warmup, target_at
+from nash_cli.l0 import L0Masks, Lagrangian, lagrangian_term, mask_sparsity, masks_for_target, resolve_warmup, target_at
 from nash_cli.masking import MASKS_FILE, attach_l0, encoder_shape, pruned_params, save_masks, whole_model_sparsity
 from nash_cli.train.config import PruneSettings, TrainConfig
 
@@ -106,16 +106,36 @@ class L0Extension:
             self.lagrangian.lambda2.copy_(state["lambda2"])
 
     def extra_files(self) -> dict[str, Callable[[Path], None]]:
-        return {MASKS_FILE: lambda directory: save_masks(directory / MASKS_FILE, self.masks, self.lagrangian)}
+        return {
+            MASKS_FILE: lambda directory: save_masks(
+                directory / MASKS_FILE, self.masks, self.lagrangian, final=self.final_masks()
+            )
+        }
 
     def manifest_extra(self) -> dict[str, Any]:
         return {"prune_encoder": self.results()}
 
     # --- results ----------------------------------------------------------------------------
 
+    def final_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output's masks (what compact removes), from the current log_alphas.
+
+        The Lagrangian's deterministic masks when they are within 0.01 of the target; otherwise
+        the masks ranked by log_alpha to meet it (`nash_cli.l0.masks_for_target`). The engine has
+        restored the log_alphas of the weights it outputs (`--keep best`, `--resume`) by now.
+        """
+        return masks_for_target(
+            self.masks.heads_log_alpha, self.masks.ffn_log_alpha, self.shape, self.settings.target_sparsity
+        )
+
     def results(self) -> dict[str, Any]:
-        """Target, achieved sparsity (expected and deterministic), whole-model sparsity, kept widths."""
-        heads, ffn = self.masks.deterministic()
+        """Target, achieved sparsity (expected, Lagrangian's, final), whole-model sparsity, kept widths.
+
+        Everything but `expected_sparsity` and `lagrangian_sparsity` describes the final masks.
+        """
+        lagrangian_heads, lagrangian_ffn = self.masks.deterministic()
+        heads, ffn = self.final_masks()
+        own = torch.equal(heads, lagrangian_heads) and torch.equal(ffn, lagrangian_ffn)
         removed = pruned_params(self.shape, heads, ffn)
         whole = None
         if self.teacher_non_embedding:
@@ -123,7 +143,9 @@ class L0Extension:
         return {
             "target_sparsity": self.settings.target_sparsity,
             "expected_sparsity": float(self.masks.expected_sparsity().detach()),
+            "lagrangian_sparsity": mask_sparsity(lagrangian_heads, lagrangian_ffn, self.shape),
             "deterministic_sparsity": mask_sparsity(heads, ffn, self.shape),
+            "mask_selection": "lagrangian" if own else "ranked_to_target",
             "whole_model_sparsity": whole,
             "heads_per_layer": [int(row.sum()) for row in heads],
             "ffn_units_per_layer": [int(row.sum()) for row in ffn],
