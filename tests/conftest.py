@@ -61,6 +61,17 @@ def family(request) -> str:
     return request.param
 
 
+def no_wordnet(reason: str) -> None:
+    """Skips a test that needs WordNet; fails it where the machine promised WordNet.
+
+    `.ci/run` installs WordNet and sets NASH_REQUIRE_WORDNET=1, so on CI a missing WordNet is a
+    failure, not a silently skipped METEOR check.
+    """
+    if os.environ.get("NASH_REQUIRE_WORDNET") == "1":
+        pytest.fail(f"NASH_REQUIRE_WORDNET=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     """`../shared` beside the checkout; tests that need it skip when it is absent."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_user_error, snapshot
+from conftest import assert_user_error, no_wordnet, snapshot
 from nash_cli.errors import NashError
 from nash_cli.stages.eval import generations_path_for
 
@@ -178,7 +178,7 @@ def _wordnet_or_skip(monkeypatch, cache: Path):
     try:
         return load_wordnet()
     except NashError as error:
-        pytest.skip(f"no WordNet on this machine: {error}")
+        no_wordnet(f"no WordNet on this machine: {error}")
 
 
 def test_tweetqa_shaped_data_with_meteor(shared_dir, tmp_path, cli, monkeypatch, tmp_path_factory):

@@ -354,3 +354,42 @@ def test_sigkill_and_resume_restore_the_masks(pipeline, tmp_path, cli):
         assert torch.equal(expected[key], got[key]), key
     expected, got = load_file(str(reference / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(torch.equal(expected[key], got[key]) for key in expected)
+
+
+def test_eval_and_bench_apply_a_masked_checkpoints_masks(pipeline, tmp_path, cli):
+    """A masked checkpoint is evaluated and timed as the pruned model it stands for: its outputs
+    and scores equal those of its compact form (they differ from the unmasked weights'), and
+    both commands say the masks were applied."""
+    masked, compact = tmp_path / "masked", tmp_path / "compact"
+    pruned = cli(*_prune_args(pipeline, masked, "--max-steps", "30", "--target-sparsity", "0.6"))
+    assert pruned.exit_code == 0, pruned.stderr
+    assert cli("compact", masked, "-o", compact).exit_code == 0
+    common = ["--data", pipeline["eval"], "--metric", "rouge", "--metric", "exact_match", "--beams", "2",
+              "--max-new-tokens", "6", "--json"]  # fmt: skip
+    results = {}
+    for name, checkpoint in (("masked", masked), ("compact", compact)):
+        output = tmp_path / f"{name}.json"
+        run = cli("eval", checkpoint, *common, "-o", output)
+        assert run.exit_code == 0, run.stderr
+        results[name] = (run.json(), [json.loads(line)["prediction"] for line in output.with_name(f"{name}.generations.jsonl").read_text().splitlines()])
+    (masked_doc, masked_out), (compact_doc, compact_out) = results["masked"], results["compact"]
+    assert masked_out == compact_out
+    assert masked_doc["scores"] == compact_doc["scores"]
+    assert masked_doc["masks_applied"] and not compact_doc["masks_applied"]
+    assert any("masks" in note for note in masked_doc["notes"])
+
+    # without the masks the same weights generate something else (so the check above can fail)
+    from nash_cli.generation import generate_texts, resolve_settings
+
+    plain = artifact.load_model(masked)
+    tokenizer = artifact.load_tokenizer(masked)
+    sources = [json.loads(line)["document"] for line in Path(pipeline["eval"]).read_text().splitlines()]
+    settings = resolve_settings(plain, num_beams=2, max_new_tokens=6)
+    assert generate_texts(plain, tokenizer, sources, settings, batch_size=8) != masked_out
+
+    bench = cli("bench", masked, "--baseline", compact, "--batch", "2", "--beams", "2", "--repeats", "1",
+                "--max-new-tokens", "4", "--source-length", "8", "--json")  # fmt: skip
+    assert bench.exit_code == 0, bench.stderr
+    assert any("masked checkpoint" in note for note in bench.json()["notes"])
+    assert "note:" in cli("bench", masked, "--batch", "2", "--beams", "2", "--repeats", "1", "--max-new-tokens", "4",
+                           "--source-length", "8").stdout  # fmt: skip
