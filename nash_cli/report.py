@@ -80,10 +80,14 @@ def _stage_dirs(run_dir: Path) -> dict[str, Path]:
 
 
 def _decoder_layers(checkpoint: str) -> int | None:
-    config = _read_json(Path(checkpoint) / "config.json") or {}
-    if "decoder_layers" in config:
-        return config["decoder_layers"]
-    return config.get("num_decoder_layers") or config.get("num_layers")
+    from nash_cli import artifact
+    from nash_cli.arch import family_of
+
+    try:
+        config = artifact.load_config(checkpoint)
+    except NashError:
+        return None
+    return family_of(config).num_layers(config, "decoder")
 
 
 def collect(run_dir: str | Path) -> RunSummary:

@@ -9,11 +9,6 @@ classes, so nash loads compact checkpoints without remote code.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-#: Directory holding the modeling files.
-HERE = Path(__file__).resolve().parent
-
 #: Modeling file, config class and model class of each family, as `auto_map` names them.
 FILES = {
     "t5": ("modeling_nash_t5.py", "NashT5Config", "NashT5ForConditionalGeneration"),
@@ -60,8 +55,3 @@ def auto_map(family: str) -> dict[str, str]:
         "AutoConfig": f"{module}.{FILES[family][1]}",
         "AutoModelForSeq2SeqLM": f"{module}.{FILES[family][2]}",
     }
-
-
-def modeling_file(family: str) -> Path:
-    """Path of the family's modeling file inside the nash package."""
-    return HERE / FILES[family][0]
