@@ -22,10 +22,8 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
-import signal
 import time
 from array import array
 from collections.abc import Callable, Sequence
@@ -84,13 +82,6 @@ def freeze_embeddings(model) -> list[str]:
         return ["--freeze-embeddings also freezes the lm_head, which shares the embedding matrix"]
     return []
 
-
-
-def _fault(point: str, step: int) -> None:
-    # Test-only fault injection: NASH_FAULT_INJECT="<point>:<step>" kills this process with
-    # SIGKILL there, so tests can interrupt a real run at an exact place.
-    if os.environ.get("NASH_FAULT_INJECT") == f"{point}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Capture:
@@ -368,7 +359,6 @@ class Trainer:
 
             if not self.fsdp:
                 save_model(acc.unwrap_model(model), str(temporary / "model.safetensors"))
-                _fault("save-state", step)  # a kill here leaves a temporary directory only
                 st.save_tensors(optimizer.state_dict(), temporary / "optimizer.pt")
             st.save_tensors(scheduler.state_dict(), temporary / "scheduler.pt")
             if acc.scaler is not None:
@@ -627,7 +617,6 @@ class Trainer:
             while self.step < self.total_steps:
                 terms, lr = self.train_step()
                 step = self.step
-                _fault("step", step)
                 window += terms
                 window_steps += 1
                 if step % c.log_every == 0 or step == self.total_steps:
@@ -832,7 +821,6 @@ def save_output(
             force=force,
             tokenizer_source=tokenizer_source,
         )
-        _fault("saved-output", result.steps)
         shutil.rmtree(result.partial, ignore_errors=True)
     if acc is not None:
         acc.wait_for_everyone()

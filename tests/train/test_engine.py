@@ -278,3 +278,55 @@ def test_resume_in_process_matches_uninterrupted(tokenizer, features, tmp_path, 
     # The log holds every step once, as if the run had not been interrupted.
     steps = [line["step"] for line in read_log(resumed.partial / "train_log.jsonl") if "eval_loss" not in line]
     assert steps == list(range(1, 8))
+
+
+def test_a_state_cut_short_while_writing_is_ignored_on_resume(tokenizer, features, tmp_path, monkeypatch):
+    """A kill while a state is being written leaves only its temporary directory: `latest` still
+    names the previous state, resuming starts there, and the half-written directory goes away."""
+    from nash_cli.train import state as st
+
+    def run(directory, **kwargs):
+        settings = dict(max_steps=8, save_every=3, batch_size=3)
+        settings.update(kwargs)
+        return train(config(directory, **settings), model("t5", tokenizer, seed=4), features, pad_token_id=0)
+
+    reference = run(tmp_path / "a")
+    save_tensors = st.save_tensors
+
+    def cut_short(obj, path):
+        if path.parent.name == ".tmp-step-00000006" and path.name == "optimizer.pt":
+            raise KeyboardInterrupt  # stands in for a SIGKILL after the weights, before the rest
+        save_tensors(obj, path)
+
+    monkeypatch.setattr(st, "save_tensors", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b")
+    monkeypatch.setattr(st, "save_tensors", save_tensors)
+    partial = tmp_path / "b" / "out.partial"
+    assert (partial / "latest").read_text() == "step-00000003"
+    assert (partial / ".tmp-step-00000006" / "model.safetensors").is_file()  # the half-written one
+    assert not (partial / "step-00000006").exists()
+    assert st.latest_state(partial) == partial / "step-00000003"
+
+    resumed = run(tmp_path / "b", resume=True)
+    assert resumed.resumed_from == 3
+    assert not (partial / ".tmp-step-00000006").exists()
+    for name, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+    steps = [line["step"] for line in read_log(partial / "train_log.jsonl")]
+    assert steps == list(range(1, 9))
+
+
+def test_latest_state_ignores_what_is_not_a_complete_state(tmp_path):
+    from nash_cli.train import state as st
+
+    partial = tmp_path / "out.partial"
+    (partial / "step-00000003").mkdir(parents=True)
+    (partial / "step-00000003" / st.PROGRESS).write_text('{"step": 3}')
+    (partial / ".tmp-step-00000006").mkdir()
+    (partial / ".tmp-step-00000006" / st.PROGRESS).write_text('{"step": 6}')
+    (partial / "step-00000009").mkdir()  # renamed into place, but without its progress record
+    assert st.latest_state(partial) is None  # no pointer yet
+    for name, expected in (("step-00000003", "step-00000003"), (".tmp-step-00000006", None), ("step-00000009", None)):
+        st.write_text_atomic(partial / st.LATEST, name)
+        assert st.latest_state(partial) == (partial / expected if expected else None), name
