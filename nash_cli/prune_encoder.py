@@ -234,7 +234,8 @@ def run_prune_encoder(
     """
     from nash_cli import artifact
     from nash_cli.train.distill import load_training_inputs
-    from nash_cli.train.engine import save_output, train
+    from nash_cli.train.loop import train
+    from nash_cli.train.outputs import save_output
 
     config.check()
     check_settings(settings)

@@ -281,7 +281,8 @@ def run_distill(
     Returns the JSON-ready result (on every process; only the main process writes).
     """
     from nash_cli import artifact
-    from nash_cli.train.engine import save_output, train
+    from nash_cli.train.loop import train
+    from nash_cli.train.outputs import save_output
 
     config.check()
     artifact.check_output(output, config.force)

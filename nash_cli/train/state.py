@@ -16,6 +16,9 @@ A state directory is written under a temporary name, flushed, renamed, and only 
 `latest` naming a complete state. Tensors are written with safetensors (weights) or
 `torch.save` of plain tensors and numbers, read back with `weights_only=True`: resuming never
 unpickles arbitrary objects.
+
+`StateStore` writes and reads those directories for the training loop; the functions below it
+are the file-level pieces (atomic writes, the `latest` pointer, pruning, the log).
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ import contextlib
 import json
 import os
 import re
+import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nash_cli.train.extension import TrainingExtension
 
 LATEST = "latest"
 RUN = "run.json"
@@ -116,6 +123,12 @@ def prune_states(partial: Path, keep: set[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def append_log(log: Path, record: dict[str, Any]) -> None:
+    """Adds one JSON line to the run's log."""
+    with open(log, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
 def truncate_log(log: Path, step: int) -> None:
     """Drops log lines written after `step` (by a run that was then interrupted)."""
     if not log.is_file():
@@ -142,3 +155,174 @@ def load_tensors(path: Path, map_location: Any = "cpu") -> Any:
     import torch
 
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random state: torch (CPU and, if present, CUDA) and Python's."""
+    import torch
+
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores what `rng_state` returned."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "python" in state:
+        random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def dedupe(weights: dict[str, Any]) -> dict[str, Any]:
+    """Drops second names of one storage (a tied lm_head), which safetensors refuses."""
+    seen, kept = set(), {}
+    for name, tensor in weights.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape)) if tensor.device.type != "meta" else name
+        if key in seen:
+            continue
+        seen.add(key)
+        kept[name] = tensor
+    return kept
+
+
+class StateStore:
+    """The resumable states and best weights of one run, in its staging directory.
+
+    Every process calls every method (they synchronise through the accelerator); the main process
+    writes the shared files, each process its own random state. Under FSDP the model and optimiser
+    go through accelerate's sharded `save_state` / `load_state`.
+
+    Args:
+        partial: The staging directory, `<output>.partial/` (it must exist).
+        accelerator: The run's accelerate.Accelerator.
+        fsdp: Whether the model is FSDP-sharded.
+        extension: The run's extension, whose state is saved with every state and best weights.
+    """
+
+    def __init__(self, partial: Path, accelerator, *, fsdp: bool = False, extension: TrainingExtension | None = None):
+        self.partial = Path(partial)
+        self.accelerator = accelerator
+        self.fsdp = fsdp
+        self.extension = extension
+        # {"step", "eval_loss"} of the best evaluation so far (its weights are in best-<step>/).
+        self.best: dict[str, Any] | None = None
+        self._resumable_best: dict[str, Any] | None = None
+
+    def save(self, step: int, model, optimizer, scheduler, progress: dict[str, Any]) -> None:
+        """Writes the state after `step` steps and points `latest` at it; `progress` is the
+        record resuming reads back (`read_progress`), including the best evaluation then."""
+        acc = self.accelerator
+        name = state_name(step)
+        temporary = self.partial / f".tmp-{name}"
+        if acc.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+            temporary.mkdir()
+        acc.wait_for_everyone()
+        save_tensors(rng_state(), temporary / f"rng-{acc.process_index}.pt")
+        if self.fsdp:
+            acc.save_state(str(temporary / "accelerate"))
+        if acc.is_main_process:
+            from safetensors.torch import save_model
+
+            if not self.fsdp:
+                save_model(acc.unwrap_model(model), str(temporary / "model.safetensors"))
+                save_tensors(optimizer.state_dict(), temporary / "optimizer.pt")
+            save_tensors(scheduler.state_dict(), temporary / "scheduler.pt")
+            if acc.scaler is not None:
+                save_tensors(acc.scaler.state_dict(), temporary / "scaler.pt")
+            if self.extension is not None:
+                save_tensors(self.extension.state_dict(), temporary / "extension.pt")
+            (temporary / PROGRESS).write_text(json.dumps(progress, indent=2))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            commit_dir(temporary, self.partial / name)
+            write_text_atomic(self.partial / LATEST, name)
+            self._resumable_best = progress.get("best")
+            self.prune()
+        acc.wait_for_everyone()
+
+    def load(self, state: Path, model, optimizer, scheduler, *, seed: int) -> tuple[dict[str, Any], list[str]]:
+        """Restores the state in `state` into the model, optimiser, scheduler, scaler, extension
+        and random generators; returns its progress record and notes for the user. A process
+        without a saved random state (the process count changed) is re-seeded from `seed`."""
+        import torch
+
+        acc, notes = self.accelerator, []
+        progress = read_progress(state)
+        if self.fsdp:
+            acc.load_state(str(state / "accelerate"))
+        else:
+            from safetensors.torch import load_model
+
+            load_model(acc.unwrap_model(model), str(state / "model.safetensors"), device=str(acc.device))
+            optimizer.load_state_dict(load_tensors(state / "optimizer.pt", map_location=acc.device))
+        scheduler.load_state_dict(load_tensors(state / "scheduler.pt"))
+        if acc.scaler is not None and (state / "scaler.pt").is_file():
+            acc.scaler.load_state_dict(load_tensors(state / "scaler.pt"))
+        if self.extension is not None and (state / "extension.pt").is_file():
+            self.extension.load_state_dict(load_tensors(state / "extension.pt", map_location=acc.device))
+        rng = state / f"rng-{acc.process_index}.pt"
+        if rng.is_file():
+            set_rng_state(load_tensors(rng))
+        else:
+            torch.manual_seed(seed + progress["step"])
+            notes.append("the number of processes changed since the state was saved; random state re-seeded")
+        self.best = self._resumable_best = progress.get("best")
+        return progress, notes
+
+    def save_best(self, step: int, model, eval_loss: float) -> None:
+        """Keeps the current weights (and extension state) as the best, found at `step`."""
+        acc = self.accelerator
+        name = best_name(step)
+        temporary = self.partial / f".tmp-{name}"
+        weights = acc.get_state_dict(model) if self.fsdp else None  # collective under FSDP
+        if acc.is_main_process:
+            from safetensors.torch import save_file, save_model
+
+            shutil.rmtree(temporary, ignore_errors=True)
+            temporary.mkdir()
+            if weights is not None:
+                save_file({k: v.contiguous() for k, v in dedupe(weights).items()}, str(temporary / "model.safetensors"))
+            else:
+                save_model(acc.unwrap_model(model), str(temporary / "model.safetensors"))
+            if self.extension is not None:
+                save_tensors(self.extension.state_dict(), temporary / "extension.pt")
+            commit_dir(temporary, self.partial / name)
+        self.best = {"step": step, "eval_loss": eval_loss}
+        if acc.is_main_process:
+            self.prune()
+        acc.wait_for_everyone()
+
+    def restore_best(self, model) -> dict[str, Any] | None:
+        """Loads the best weights (and extension state) back. Under FSDP the weights are returned
+        as a full state dict instead, for the unsharded copy that is saved; else None."""
+        acc = self.accelerator
+        directory = self.partial / best_name(self.best["step"])
+        weights = None
+        if self.fsdp:
+            from safetensors.torch import load_file
+
+            weights = load_file(str(directory / "model.safetensors"))
+        else:
+            from safetensors.torch import load_model
+
+            load_model(acc.unwrap_model(model), str(directory / "model.safetensors"), device=str(acc.device))
+        if self.extension is not None and (directory / "extension.pt").is_file():
+            self.extension.load_state_dict(load_tensors(directory / "extension.pt", map_location=acc.device))
+        return weights
+
+    def prune(self) -> None:
+        """Removes every state but the latest and the best weights that a resume could need."""
+        keep = set()
+        latest = latest_state(self.partial)
+        if latest is not None:
+            keep.add(latest.name)
+        for best in (self._resumable_best, self.best):
+            if best:
+                keep.add(best_name(best["step"]))
+        prune_states(self.partial, keep)

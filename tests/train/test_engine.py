@@ -14,7 +14,8 @@ from nash_cli.data import Example, tokenize_examples
 from nash_cli.errors import NashError
 from nash_cli.toy import tiny_model
 from nash_cli.train.config import TrainConfig
-from nash_cli.train.engine import TrainingDiverged, save_output, train
+from nash_cli.train.loop import TrainingDiverged, train
+from nash_cli.train.outputs import save_output
 from nash_cli.train.extension import BaseExtension, TrainingExtension
 
 WORDS = sorted({w for line in CORPUS for w in line.split() if w.isalpha()})

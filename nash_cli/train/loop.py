@@ -5,27 +5,25 @@ One loop serves every stage that trains: `distill`, and `prune-encoder` through 
 or `torchrun` (DDP, or FSDP when accelerate's config asks for it), with mixed precision where
 the device supports it.
 
-Determinism and data parallelism. The engine does its own sampling: epoch e visits the
-examples in `randperm(N, seed + e)` order (repeated cyclically to fill the last global batch).
-Optimiser step s takes the global batch of `batch_size * grad_accum * processes` examples at
-position s of that order, and each process takes its slice of it. Every loss term is a sum
-over the step's tokens divided by the number of valid tokens in the *whole* global batch, so
-one process with batch 8 and two processes with batch 4 compute the same gradient. A resumed
-run therefore only needs the step number to find its place in the data.
+Determinism and data parallelism. The loop does its own sampling (`nash_cli.train.sampling`):
+optimiser step s takes the global batch at position s of a seeded per-epoch order, and each
+process takes its slice of it. Every loss term (`nash_cli.train.objective`) is a sum over the
+step's tokens divided by the number of valid tokens in the *whole* global batch, so one process
+with batch 8 and two processes with batch 4 compute the same gradient. A resumed run therefore
+only needs the step number to find its place in the data.
 
-Resumable states are described in `nash_cli.train.state`.
+Resumable states are described in `nash_cli.train.state`; `nash_cli.train.outputs.save_output`
+writes the finished run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import random
 import shutil
 import time
-from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,29 +35,13 @@ from nash_cli.errors import NashError
 from nash_cli.train import state as st
 from nash_cli.train.config import TrainConfig, TrainResult
 from nash_cli.train.extension import TrainingExtension
+from nash_cli.train.objective import TERMS, Objective
 from nash_cli.train.processes import make_accelerator
-from nash_cli.train.losses import cross_entropy, hidden_mse, kl_divergence
-
-#: The loss terms the engine logs, in a fixed order (reduced across processes as one vector).
-TERMS = ("loss", "ce", "kl", "enc_mse", "dec_mse")
+from nash_cli.train.sampling import DataOrder, features_fingerprint
 
 
 class TrainingDiverged(NashError):
     """The loss became NaN or infinite; the last saved state is kept for `--resume`."""
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def features_fingerprint(features: Sequence[Features]) -> str:
-    """sha256 of the token ids, so a resumed run can check it sees the same data."""
-    digest = hashlib.sha256()
-    for item in features:
-        digest.update(array("q", [len(item.input_ids), len(item.labels)]).tobytes())
-        for ids in (item.input_ids, item.labels):
-            ids = ids if isinstance(ids, array) and ids.typecode == "i" else array("i", ids)
-            digest.update(ids.tobytes())
-    return digest.hexdigest()
 
 
 def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -81,40 +63,6 @@ def freeze_embeddings(model) -> list[str]:
     if head is not None and head.weight is embeddings.weight:
         return ["--freeze-embeddings also freezes the lm_head, which shares the embedding matrix"]
     return []
-
-
-
-class _Capture:
-    """Forward hooks that keep the outputs of chosen layers of one model."""
-
-    def __init__(self, model, wanted: dict[str, Sequence[int]]):
-        from nash_cli.arch import family_of
-
-        self.outputs: dict[str, dict[int, torch.Tensor]] = {stack: {} for stack in wanted}
-        self.handles = []
-        family = family_of(model)
-        for stack, indices in wanted.items():
-            layers = family.layers(model, stack)
-            for index in sorted(set(indices)):
-                self.handles.append(layers[index].register_forward_hook(self._hook(stack, index)))
-
-    def _hook(self, stack: str, index: int):
-        def keep(module, inputs, output):
-            self.outputs[stack][index] = output[0] if isinstance(output, tuple) else output
-
-        return keep
-
-    def clear(self) -> None:
-        for outputs in self.outputs.values():
-            outputs.clear()
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.clear()
-
-
-# --------------------------------------------------------------------------- the engine
 
 
 class Trainer:
@@ -154,28 +102,21 @@ class Trainer:
         self.device = acc.device
         self.fsdp = str(acc.distributed_type).endswith("FSDP")
 
-        self.global_batch = config.batch_size * config.grad_accum * self.world
-        self.steps_per_epoch = math.ceil(len(self.train_features) / self.global_batch)
+        self.data = DataOrder(
+            len(self.train_features),
+            seed=config.seed,
+            batch_size=config.batch_size,
+            grad_accum=config.grad_accum,
+            processes=self.world,
+            rank=self.rank,
+        )
+        self.global_batch = self.data.global_batch
+        self.steps_per_epoch = self.data.steps_per_epoch
         self.total_steps = config.total_steps(self.steps_per_epoch)
-        self._orders: dict[int, torch.Tensor] = {}
-
-        if teacher is None:
-            self.encoder_map = self.decoder_map = None
-        else:
-            self.encoder_map = list(encoder_layer_map) if encoder_layer_map and config.alpha_enc > 0 else None
-            self.decoder_map = list(decoder_layer_map) if decoder_layer_map and config.alpha_dec > 0 else None
-        self.objective = {
-            "teacher": teacher is not None,
-            "alpha_ce": config.alpha_ce if teacher is not None else 1.0,
-            "alpha_kd": config.alpha_kd if teacher is not None else 0.0,
-            "temperature": config.temperature if teacher is not None else None,
-            "alpha_enc": config.alpha_enc if self.encoder_map else 0.0,
-            "alpha_dec": config.alpha_dec if self.decoder_map else 0.0,
-            "encoder_layer_map": self.encoder_map,
-            "decoder_layer_map": self.decoder_map,
-        }
+        self.objective = Objective(config, teacher, encoder_layer_map, decoder_layer_map)
 
         self.partial = st.partial_dir(config.output)
+        self.states = st.StateStore(self.partial, self.accelerator, fsdp=self.fsdp, extension=extension)
         self.student = student
         self.fingerprint = {
             "data": features_fingerprint(self.train_features),
@@ -267,182 +208,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- data
 
-    def _order(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._orders:
-            generator = torch.Generator().manual_seed(self.config.seed + epoch)
-            order = torch.randperm(len(self.train_features), generator=generator)
-            needed = self.steps_per_epoch * self.global_batch
-            self._orders = {epoch: order.repeat(math.ceil(needed / len(order)))[:needed]}
-        return self._orders[epoch]
-
-    def _step_examples(self, step: int) -> tuple[list[list[int]], list[int]]:
-        """This process's micro-batches for optimiser step `step`, and the whole global batch."""
-        epoch, position = divmod(step, self.steps_per_epoch)
-        start = position * self.global_batch
-        batch = self._order(epoch)[start : start + self.global_batch].tolist()
-        size = self.config.batch_size
-        micro = []
-        for m in range(self.config.grad_accum):
-            offset = (m * self.world + self.rank) * size
-            micro.append(batch[offset : offset + size])
-        return micro, batch
-
     def _to_device(self, features: Sequence[Features]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in self.collate(features).items()}
-
-    # ----------------------------------------------------------------- loss
-
-    def _forward(self, model, unwrapped, batch, *, n_target, n_source):
-        """Loss terms for one micro-batch, normalised by the global token counts given."""
-        c = self.config
-        labels = batch["labels"]
-        mask = labels != IGNORE_INDEX
-        self.student_capture.clear()
-        outputs = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            decoder_input_ids=unwrapped.prepare_decoder_input_ids_from_labels(labels=labels),
-            use_cache=False,
-        )
-        logits = outputs.logits
-        ce = cross_entropy(logits, labels, normalizer=n_target)
-        zero = torch.zeros((), device=logits.device)
-        kl = enc = dec = zero
-        if self.teacher is not None:
-            self.teacher_capture.clear()
-            # inference_mode keeps no activations; the losses index the teacher's outputs,
-            # which makes ordinary tensors of the parts they need.
-            with torch.inference_mode(), self.accelerator.autocast():
-                teacher_logits = self.teacher(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    decoder_input_ids=self.teacher.prepare_decoder_input_ids_from_labels(labels=labels),
-                    use_cache=False,
-                ).logits
-            kl = kl_divergence(logits, teacher_logits, mask, temperature=c.temperature, normalizer=n_target)
-            if self.encoder_map:
-                enc = hidden_mse(
-                    self.student_capture.outputs["encoder"],
-                    self.teacher_capture.outputs["encoder"],
-                    batch["attention_mask"],
-                    self.encoder_map,
-                    normalizer=n_source,
-                )
-            if self.decoder_map:
-                dec = hidden_mse(
-                    self.student_capture.outputs["decoder"],
-                    self.teacher_capture.outputs["decoder"],
-                    mask,
-                    self.decoder_map,
-                    normalizer=n_target,
-                )
-            loss = c.alpha_ce * ce + c.alpha_kd * kl + c.alpha_enc * enc + c.alpha_dec * dec
-        else:
-            loss = ce
-        return loss, (ce, kl, enc, dec)
-
-    # ----------------------------------------------------------------- state
-
-    def _save_state(self, step: int, model, optimizer, scheduler, progress: dict[str, Any]) -> None:
-        acc = self.accelerator
-        name = st.state_name(step)
-        temporary = self.partial / f".tmp-{name}"
-        if acc.is_main_process:
-            shutil.rmtree(temporary, ignore_errors=True)
-            temporary.mkdir()
-        acc.wait_for_everyone()
-        st.save_tensors(_rng_state(), temporary / f"rng-{self.rank}.pt")
-        if self.fsdp:
-            acc.save_state(str(temporary / "accelerate"))
-        if acc.is_main_process:
-            from safetensors.torch import save_model
-
-            if not self.fsdp:
-                save_model(acc.unwrap_model(model), str(temporary / "model.safetensors"))
-                st.save_tensors(optimizer.state_dict(), temporary / "optimizer.pt")
-            st.save_tensors(scheduler.state_dict(), temporary / "scheduler.pt")
-            if acc.scaler is not None:
-                st.save_tensors(acc.scaler.state_dict(), temporary / "scaler.pt")
-            if self.extension is not None:
-                st.save_tensors(self.extension.state_dict(), temporary / "extension.pt")
-            (temporary / st.PROGRESS).write_text(json.dumps(progress, indent=2))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            st.commit_dir(temporary, self.partial / name)
-            st.write_text_atomic(self.partial / st.LATEST, name)
-            self._resumable_best = progress.get("best")
-            self._prune()
-        acc.wait_for_everyone()
-
-    def _prune(self) -> None:
-        keep = set()
-        latest = st.latest_state(self.partial)
-        if latest is not None:
-            keep.add(latest.name)
-        for best in (self._resumable_best, self.best):
-            if best:
-                keep.add(st.best_name(best["step"]))
-        st.prune_states(self.partial, keep)
-
-    def _load_state(self, state: Path, model, optimizer, scheduler) -> dict[str, Any]:
-        acc = self.accelerator
-        progress = st.read_progress(state)
-        if self.fsdp:
-            acc.load_state(str(state / "accelerate"))
-        else:
-            from safetensors.torch import load_model
-
-            load_model(acc.unwrap_model(model), str(state / "model.safetensors"), device=str(self.device))
-            optimizer.load_state_dict(st.load_tensors(state / "optimizer.pt", map_location=self.device))
-        scheduler.load_state_dict(st.load_tensors(state / "scheduler.pt"))
-        if acc.scaler is not None and (state / "scaler.pt").is_file():
-            acc.scaler.load_state_dict(st.load_tensors(state / "scaler.pt"))
-        if self.extension is not None and (state / "extension.pt").is_file():
-            self.extension.load_state_dict(st.load_tensors(state / "extension.pt", map_location=self.device))
-        rng = state / f"rng-{self.rank}.pt"
-        if rng.is_file():
-            _set_rng_state(st.load_tensors(rng))
-        else:
-            torch.manual_seed(self.config.seed + progress["step"])
-            self.notes.append("the number of processes changed since the state was saved; random state re-seeded")
-        return progress
-
-    def _save_best(self, step: int, model, eval_loss: float) -> None:
-        acc = self.accelerator
-        name = st.best_name(step)
-        temporary = self.partial / f".tmp-{name}"
-        weights = acc.get_state_dict(model) if self.fsdp else None  # collective under FSDP
-        if acc.is_main_process:
-            from safetensors.torch import save_file, save_model
-
-            shutil.rmtree(temporary, ignore_errors=True)
-            temporary.mkdir()
-            if weights is not None:
-                save_file({k: v.contiguous() for k, v in _dedupe(weights).items()}, str(temporary / "model.safetensors"))
-            else:
-                save_model(acc.unwrap_model(model), str(temporary / "model.safetensors"))
-            if self.extension is not None:
-                st.save_tensors(self.extension.state_dict(), temporary / "extension.pt")
-            st.commit_dir(temporary, self.partial / name)
-        self.best = {"step": step, "eval_loss": eval_loss}
-        if acc.is_main_process:
-            self._prune()
-        acc.wait_for_everyone()
-
-    def _restore_best(self, model) -> None:
-        from safetensors.torch import load_file
-
-        acc = self.accelerator
-        directory = self.partial / st.best_name(self.best["step"])
-        unwrapped = acc.unwrap_model(model)
-        if self.fsdp:
-            self._final_weights = load_file(str(directory / "model.safetensors"))
-        else:
-            from safetensors.torch import load_model
-
-            load_model(unwrapped, str(directory / "model.safetensors"), device=str(self.device))
-        if self.extension is not None and (directory / "extension.pt").is_file():
-            self.extension.load_state_dict(st.load_tensors(directory / "extension.pt", map_location=self.device))
 
     # ----------------------------------------------------------------- evaluation
 
@@ -462,7 +229,7 @@ class Trainer:
                 continue
             batch = self._to_device(batches[min(index, len(batches) - 1)])
             with acc.autocast():
-                _, (ce, kl, _, _) = self._forward(evaluated, acc.unwrap_model(model), batch, n_target=1, n_source=1)
+                _, (ce, kl, _, _) = self.objective(evaluated, acc.unwrap_model(model), batch, n_target=1, n_source=1)
             if real:
                 sums += torch.stack([ce.double(), kl.double(), (batch["labels"] != IGNORE_INDEX).sum().double()])
         evaluated.train()
@@ -507,14 +274,7 @@ class Trainer:
             self.extension.prepare(student, self.device)
         if self.teacher is not None:
             self.teacher.to(self.device).eval().requires_grad_(False)
-        wanted = {}
-        if self.encoder_map:
-            wanted["encoder"] = range(len(self.encoder_map))
-        if self.decoder_map:
-            wanted["decoder"] = range(len(self.decoder_map))
-        self.student_capture = _Capture(student, wanted)
-        teacher_wanted = {stack: [self._map(stack)[i] for i in indices] for stack, indices in wanted.items()}
-        self.teacher_capture = _Capture(self.teacher, teacher_wanted) if self.teacher is not None else None
+        self.objective.attach(student, acc.autocast)
 
         optimizer, self.scheduler = self._build_optimizer(student)
         self.model, self.optimizer = acc.prepare(student, optimizer)
@@ -526,19 +286,19 @@ class Trainer:
         if self.fsdp:  # accelerate clips FSDP models only when given exactly model.parameters()
             self.clip_parameters = list(self.model.parameters())
 
-        self.best: dict[str, Any] | None = None
-        self._resumable_best = None
         self._final_weights = None
         self.step, self.last_train, self.last_eval, self.resumed = 0, {}, None, None
         self.extension_values: dict[str, float] = {}
         if resume_from is not None:
-            progress = self._load_state(resume_from, self.model, self.optimizer, self.scheduler)
+            progress, notes = self.states.load(
+                resume_from, self.model, self.optimizer, self.scheduler, seed=c.seed
+            )
+            self.notes.extend(notes)
             self.step = self.resumed = progress["step"]
-            self.best = self._resumable_best = progress.get("best")
             self.last_train, self.last_eval = progress.get("train", {}), progress.get("eval")
             if acc.is_main_process:
                 st.truncate_log(self.partial / st.LOG, self.step)
-                self._prune()
+                self.states.prune()
             acc.wait_for_everyone()
 
     def train_step(self) -> tuple[torch.Tensor, float]:
@@ -551,7 +311,7 @@ class Trainer:
             TrainingDiverged: a term is NaN or infinite (checked before the weights change).
         """
         c, acc, model, step = self.config, self.accelerator, self.model, self.step
-        micro, global_batch = self._step_examples(step)
+        micro, global_batch = self.data.step_examples(step)
         n_target = sum(len(self.train_features[i].labels) for i in global_batch)
         n_source = sum(len(self.train_features[i].input_ids) for i in global_batch)
         terms = torch.zeros(len(TERMS), device=self.device, dtype=torch.float64)
@@ -559,7 +319,7 @@ class Trainer:
             batch = self._to_device([self.train_features[i] for i in indices])
             sync = m == len(micro) - 1
             with contextlib.nullcontext() if sync else acc.no_sync(model):
-                loss, parts = self._forward(model, self.unwrapped, batch, n_target=n_target, n_source=n_source)
+                loss, parts = self.objective(model, self.unwrapped, batch, n_target=n_target, n_source=n_source)
                 # DDP averages gradients over processes; each process's share of the global
                 # mean is its sum / global count, so scale by the process count.
                 total = loss * self.world
@@ -622,10 +382,10 @@ class Trainer:
                 if step % c.log_every == 0 or step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
                     means = (window / window_steps).tolist()
-                    self.last_train = {name: value for name, value in zip(TERMS, means) if self._term_on(name)}
+                    self.last_train = {name: value for name, value in zip(TERMS, means) if self.objective.term_on(name)}
                     self.last_train.update(self.extension_values)
                     if acc.is_main_process:
-                        _append_log(
+                        st.append_log(
                             log_path,
                             {
                                 "step": step,
@@ -646,12 +406,12 @@ class Trainer:
                         "epoch": step // self.steps_per_epoch,
                         "batch_in_epoch": step % self.steps_per_epoch,
                         "examples_seen": step * self.global_batch,
-                        "best": self.best,
+                        "best": self.states.best,
                         "train": self.last_train,
                         "eval": self.last_eval,
                         "processes": self.world,
                     }
-                    self._save_state(step, model, self.optimizer, self.scheduler, progress)
+                    self.states.save(step, model, self.optimizer, self.scheduler, progress)
                 status = " ".join(f"{k} {v:.3f}" for k, v in self.last_train.items() if k in ("loss", "kl"))
                 bar.update(task, advance=1, status=f"{status} lr {lr:.2e}")
 
@@ -660,13 +420,12 @@ class Trainer:
             self._evaluate_and_keep(step)
         seconds = time.perf_counter() - started
         selected = "last"
-        if c.keep == "best" and self.best is not None:
+        best = self.states.best
+        if c.keep == "best" and best is not None:
             selected = "best"
-            if self.best["step"] != step:
-                self._restore_best(model)
-        self.student_capture.remove()
-        if self.teacher_capture is not None:
-            self.teacher_capture.remove()
+            if best["step"] != step:
+                self._final_weights = self.states.restore_best(model)
+        self.objective.detach()
         final = self._materialise(model) if self.fsdp else self.unwrapped
         return TrainResult(
             model=final,
@@ -674,13 +433,13 @@ class Trainer:
             epochs=step / self.steps_per_epoch,
             train=self.last_train,
             eval=self.last_eval,
-            best=self.best,
+            best=self.states.best,
             selected=selected,
             resumed_from=self.resumed,
             seconds=seconds,
             steps_per_second=(step - first_step) / seconds if seconds > 0 else 0.0,
             partial=self.partial,
-            objective=self.objective,
+            objective=self.objective.settings(),
             global_batch_size=self.global_batch,
             examples=len(self.train_features),
             notes=self.notes,
@@ -690,9 +449,10 @@ class Trainer:
     def _evaluate_and_keep(self, step: int) -> None:
         self.last_eval = self._evaluate(self.model)
         if self.accelerator.is_main_process:
-            _append_log(self.partial / st.LOG, {"step": step, **self.last_eval})
-        if self.best is None or self.last_eval["eval_loss"] < self.best["eval_loss"]:
-            self._save_best(step, self.model, self.last_eval["eval_loss"])
+            st.append_log(self.partial / st.LOG, {"step": step, **self.last_eval})
+        best = self.states.best
+        if best is None or self.last_eval["eval_loss"] < best["eval_loss"]:
+            self.states.save_best(step, self.model, self.last_eval["eval_loss"])
 
     def _materialise(self, model):
         """Under FSDP: a full, unsharded CPU copy of the student (main process) for saving."""
@@ -704,19 +464,6 @@ class Trainer:
         copy = type(unwrapped)(unwrapped.config)
         copy.load_state_dict(weights, strict=False)
         return copy.eval()
-
-    def _term_on(self, name: str) -> bool:
-        if name == "kl":
-            return self.teacher is not None
-        if name == "enc_mse":
-            return bool(self.encoder_map)
-        if name == "dec_mse":
-            return bool(self.decoder_map)
-        return True
-
-    def _map(self, stack: str) -> list[int]:
-        return self.encoder_map if stack == "encoder" else self.decoder_map
-
 
 def train(
     config: TrainConfig,
@@ -768,107 +515,4 @@ def train(
     ).run()
 
 
-def save_output(
-    result: TrainResult,
-    output: str | Path,
-    *,
-    source: str | Path,
-    stage: str,
-    arguments: dict[str, Any],
-    state: str = "dense",
-    layer_map: dict[str, list[int]] | None = None,
-    extra: dict[str, Any] | None = None,
-    extension: TrainingExtension | None = None,
-    force: bool = False,
-    tokenizer_source: str | Path | None = None,
-) -> Path:
-    """Writes the trained student as a nash checkpoint (main process), then drops the staging dir.
-
-    The checkpoint holds the usual files plus `train_log.jsonl` and the extension's files; its
-    manifest records the training summary under "training" plus `extra` and the extension's
-    `manifest_extra()`. The output appears atomically (see `nash_cli.artifact.save_checkpoint`).
-    """
-    from nash_cli.artifact import save_checkpoint
-
-    acc = result.accelerator
-    if acc is not None:
-        acc.wait_for_everyone()
-    if result.is_main_process:
-        log = result.partial / st.LOG
-
-        def write_log(directory: Path) -> None:
-            if log.is_file():
-                shutil.copyfile(log, directory / st.LOG)
-            else:
-                (directory / st.LOG).write_text("")
-
-        files: dict[str, Callable[[Path], None]] = {st.LOG: write_log}
-        manifest = {"training": result.summary()}
-        if extension is not None:
-            files.update(extension.extra_files())
-            manifest.update(extension.manifest_extra())
-        manifest.update(extra or {})
-        save_checkpoint(
-            result.model,
-            output,
-            source=source,
-            stage=stage,
-            arguments=arguments,
-            state=state,
-            layer_map=layer_map,
-            extra=manifest,
-            extra_files=files,
-            force=force,
-            tokenizer_source=tokenizer_source,
-        )
-        shutil.rmtree(result.partial, ignore_errors=True)
-    if acc is not None:
-        acc.wait_for_everyone()
-    return Path(output)
-
-
-# --------------------------------------------------------------------------- small utilities
-
-
-def _append_log(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "python" in state:
-        random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _dedupe(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses two names for one storage (a tied lm_head); keep the first name.
-    seen, kept = set(), {}
-    for name, tensor in weights.items():
-        key = (tensor.data_ptr(), tuple(tensor.shape)) if tensor.device.type != "meta" else name
-        if key in seen:
-            continue
-        seen.add(key)
-        kept[name] = tensor
-    return kept
-
-
-__all__ = [
-    "TERMS",
-    "Trainer",
-    "TrainingDiverged",
-    "features_fingerprint",
-    "freeze_embeddings",
-    "linear_schedule",
-    "save_output",
-    "train",
-]
+__all__ = ["Trainer", "TrainingDiverged", "freeze_embeddings", "linear_schedule", "train"]
