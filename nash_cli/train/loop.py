@@ -19,7 +19,6 @@ writes the finished run.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import shutil
@@ -132,51 +131,11 @@ class Trainer:
         """Checks the output and staging directory; returns the state to resume from, if any."""
         from nash_cli.artifact import check_output
 
-        c, acc = self.config, self.accelerator
+        c = self.config
         check_output(c.output, c.force)
-        state = None
-        if c.resume:
-            state = st.latest_state(self.partial) if self.partial.is_dir() else None
-            if state is None:
-                raise NashError(
-                    f"--resume given but {self.partial} holds no saved state; run without --resume to start"
-                )
-            saved = self._saved_run().get("fingerprint", {})
-            changed = [key for key, value in self.fingerprint.items() if saved.get(key) != value]
-            if changed:
-                raise NashError(
-                    f"cannot resume: {', '.join(changed)} differ from the interrupted run's; use the same "
-                    "data and batch settings, or pass --force without --resume to start over"
-                )
-        elif self.partial.exists() and not c.force:
-            raise NashError(
-                f"{self.partial} holds an interrupted run; pass --resume to continue it, or --force to start over"
-            )
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            if state is None:
-                shutil.rmtree(self.partial, ignore_errors=True)
-                self.partial.mkdir(parents=True)
-                st.write_text_atomic(
-                    self.partial / st.RUN,
-                    json.dumps({"fingerprint": self.fingerprint, "run": self.run_info}, indent=2, default=str),
-                )
-            else:
-                previous = self._saved_run().get("run", {})
-                ignored = {"resume", "force", "json_output"}
-                changed = sorted(
-                    k for k in set(previous) | set(self.run_info) if k not in ignored and previous.get(k) != self.run_info.get(k)
-                )
-                if changed:
-                    self.notes.append(f"resumed with changed settings: {', '.join(changed)}")
-        acc.wait_for_everyone()
+        state, notes = self.states.prepare(self.fingerprint, self.run_info, resume=c.resume, force=c.force)
+        self.notes.extend(notes)
         return state
-
-    def _saved_run(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.partial / st.RUN).read_text())
-        except (OSError, ValueError):
-            return {}
 
     def _build_optimizer(self, model):
         c = self.config

@@ -198,7 +198,7 @@ class StateStore:
     go through accelerate's sharded `save_state` / `load_state`.
 
     Args:
-        partial: The staging directory, `<output>.partial/` (it must exist).
+        partial: The staging directory, `<output>.partial/` (`prepare` makes it).
         accelerator: The run's accelerate.Accelerator.
         fsdp: Whether the model is FSDP-sharded.
         extension: The run's extension, whose state is saved with every state and best weights.
@@ -212,6 +212,62 @@ class StateStore:
         # {"step", "eval_loss"} of the best evaluation so far (its weights are in best-<step>/).
         self.best: dict[str, Any] | None = None
         self._resumable_best: dict[str, Any] | None = None
+
+    def prepare(
+        self, fingerprint: dict[str, Any], run_info: dict[str, Any], *, resume: bool, force: bool
+    ) -> tuple[Path | None, list[str]]:
+        """Readies the staging directory for a run; returns the state to resume from (None: a
+        fresh start, for which the directory is emptied and `run.json` written) and notes.
+
+        Raises:
+            NashError: `resume` without a saved state or with a different `fingerprint` (data,
+                batch, steps, seed); an interrupted run's directory without `resume` or `force`.
+        """
+        from nash_cli.errors import NashError
+
+        acc, notes, state = self.accelerator, [], None
+        if resume:
+            state = latest_state(self.partial) if self.partial.is_dir() else None
+            if state is None:
+                raise NashError(
+                    f"--resume given but {self.partial} holds no saved state; run without --resume to start"
+                )
+            saved = self._saved_run().get("fingerprint", {})
+            changed = [key for key, value in fingerprint.items() if saved.get(key) != value]
+            if changed:
+                raise NashError(
+                    f"cannot resume: {', '.join(changed)} differ from the interrupted run's; use the same "
+                    "data and batch settings, or pass --force without --resume to start over"
+                )
+        elif self.partial.exists() and not force:
+            raise NashError(
+                f"{self.partial} holds an interrupted run; pass --resume to continue it, or --force to start over"
+            )
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            if state is None:
+                shutil.rmtree(self.partial, ignore_errors=True)
+                self.partial.mkdir(parents=True)
+                write_text_atomic(
+                    self.partial / RUN,
+                    json.dumps({"fingerprint": fingerprint, "run": run_info}, indent=2, default=str),
+                )
+            else:
+                previous = self._saved_run().get("run", {})
+                ignored = {"resume", "force", "json_output"}
+                changed = sorted(
+                    k for k in set(previous) | set(run_info) if k not in ignored and previous.get(k) != run_info.get(k)
+                )
+                if changed:
+                    notes.append(f"resumed with changed settings: {', '.join(changed)}")
+        acc.wait_for_everyone()
+        return state, notes
+
+    def _saved_run(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.partial / RUN).read_text())
+        except (OSError, ValueError):
+            return {}
 
     def save(self, step: int, model, optimizer, scheduler, progress: dict[str, Any]) -> None:
         """Writes the state after `step` steps and points `latest` at it; `progress` is the
