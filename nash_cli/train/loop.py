@@ -31,6 +31,7 @@ import torch
 
 from nash_cli.data import IGNORE_INDEX, Features, Seq2SeqCollator
 from nash_cli.errors import NashError
+from nash_cli.progress import Progress
 from nash_cli.train import state as st
 from nash_cli.train.config import TrainConfig, TrainResult
 from nash_cli.train.extension import TrainingExtension
@@ -81,8 +82,10 @@ class Trainer:
         extension: TrainingExtension | None = None,
         run_info: dict[str, Any] | None = None,
         accelerator=None,
+        progress: Progress | str | None = None,
     ):
         self.config = config
+        self.progress = progress
         self.train_features = list(train_features)
         self.eval_features = list(eval_features) if eval_features else None
         self.collate = Seq2SeqCollator(pad_token_id=pad_token_id)
@@ -327,12 +330,9 @@ class Trainer:
         first_step = self.step
         eval_every = c.eval_every or self.steps_per_epoch
 
-        from nash_cli.cli._common import progress as progress_bar
-
-        show = c.show_progress and acc.is_main_process
-        with progress_bar(disable=not show) as bar:
-            task = bar.add_task("distill" if self.teacher is not None else "train", total=self.total_steps, status="")
-            bar.update(task, completed=self.step)
+        reporter, owned = self._reporter()
+        with reporter if owned else contextlib.nullcontext(reporter):
+            reporter.update(total=self.total_steps, completed=self.step)
             while self.step < self.total_steps:
                 terms, lr = self.train_step()
                 step = self.step
@@ -371,8 +371,8 @@ class Trainer:
                         "processes": self.world,
                     }
                     self.states.save(step, model, self.optimizer, self.scheduler, progress)
-                status = " ".join(f"{k} {v:.3f}" for k, v in self.last_train.items() if k in ("loss", "kl"))
-                bar.update(task, advance=1, status=f"{status} lr {lr:.2e}")
+                shown = [f"{k} {v:.4f}" for k, v in self.last_train.items() if k in ("loss", "kl")]
+                reporter.advance(1, status=" ".join([*shown, f"lr {lr:.1e}"]))
 
         step = self.step
         if self.eval_features and evaluated_at != step:
@@ -404,6 +404,19 @@ class Trainer:
             notes=self.notes,
             accelerator=acc,
         )
+
+    def _reporter(self) -> tuple[Progress, bool]:
+        """Where this process reports progress, and whether the loop owns (and closes) it."""
+        c, given = self.config, self.progress
+        if not self.accelerator.is_main_process:
+            return Progress("train"), True
+        if isinstance(given, Progress):
+            return given, False
+        description = given or ("distill" if self.teacher is not None else "train")
+        reporter = Progress.for_stream(
+            description, self.total_steps, every=c.log_every, completed=self.step, disable=not c.show_progress
+        )
+        return reporter, True
 
     def _evaluate_and_keep(self, step: int) -> None:
         self.last_eval = self._evaluate(self.model)
@@ -437,6 +450,7 @@ def train(
     extension: TrainingExtension | None = None,
     run_info: dict[str, Any] | None = None,
     accelerator=None,
+    progress: Progress | str | None = None,
 ) -> TrainResult:
     """Trains `student`, distilling from `teacher` when one is given, and returns the result.
 
@@ -453,6 +467,11 @@ def train(
         extension: Extra parameters, loss and state (see `TrainingExtension`).
         run_info: Settings recorded in `run.json`; a resumed run notes any that changed.
         accelerator: An existing accelerate.Accelerator (default: one is made).
+        progress: Where the main process reports progress: a `nash_cli.progress.Progress`, used
+            as given (the loop sets its total and starting step, reports every step, and leaves
+            closing it to the caller), or the description of the reporter to build from
+            `config.show_progress` and `config.log_every` (a Rich bar on a terminal, else a line
+            every `log_every` steps); default "distill" with a teacher, "train" without.
 
     Raises:
         NashError: bad settings, an existing output without `force`, an interrupted run without
@@ -471,6 +490,7 @@ def train(
         extension=extension,
         run_info=run_info,
         accelerator=accelerator,
+        progress=progress,
     ).run()
 
 

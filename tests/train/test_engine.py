@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import sys
 
 import pytest
 import torch
@@ -331,3 +333,53 @@ def test_latest_state_ignores_what_is_not_a_complete_state(tmp_path):
     for name, expected in (("step-00000003", "step-00000003"), (".tmp-step-00000006", None), ("step-00000009", None)):
         st.write_text_atomic(partial / st.LATEST, name)
         assert st.latest_state(partial) == (partial / expected if expected else None), name
+
+
+PLAIN_LINE = re.compile(
+    r"^(?P<stage>[\w-]+) step (?P<step>\d+)/(?P<total>\d+) \(\d+%\) loss \d+\.\d{4}(?P<kl> kl \d+\.\d{4})? "
+    r"lr \d\.\de[-+]\d\d \| \d+\.\d\d steps/s, elapsed \d+:\d\d, eta \d+:\d\d$"
+)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tokenizer, features, tmp_path, capsys):
+    teacher = model("t5", tokenizer, decoder_layers=3, seed=3)
+    settings = dict(max_steps=5, log_every=2, show_progress=True)
+    capsys.readouterr()
+    train(config(tmp_path / "d", **settings), model("t5", tokenizer), features, pad_token_id=0, teacher=teacher, decoder_layer_map=[0, 2])
+    lines = [line for line in capsys.readouterr().err.splitlines() if " step " in line]
+    matches = [PLAIN_LINE.match(line) for line in lines]
+    assert all(matches), lines
+    # every --log-every steps and at the end, labelled "distill" (a teacher), with the KL
+    assert [(m["stage"], int(m["step"]), int(m["total"]), bool(m["kl"])) for m in matches] == [
+        ("distill", 2, 5, True), ("distill", 4, 5, True), ("distill", 5, 5, True),
+    ]  # fmt: skip
+
+    # Without a teacher "train"; a caller names its stage; show_progress=False prints nothing.
+    train(config(tmp_path / "t", **settings), model("t5", tokenizer), features, pad_token_id=0)
+    train(config(tmp_path / "p", **settings), model("t5", tokenizer), features, pad_token_id=0, progress="prune-encoder")
+    train(config(tmp_path / "q", **{**settings, "show_progress": False}), model("t5", tokenizer), features, pad_token_id=0)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " step " in line]
+    assert [(m["stage"], int(m["step"]), bool(m["kl"])) for m in map(PLAIN_LINE.match, lines)] == [
+        ("train", 2, False), ("train", 4, False), ("train", 5, False),
+        ("prune-encoder", 2, False), ("prune-encoder", 4, False), ("prune-encoder", 5, False),
+    ]  # fmt: skip
+
+
+def test_progress_bar_on_a_terminal_and_a_given_reporter(tokenizer, features, tmp_path, capsys, monkeypatch):
+    from nash_cli.progress import LogProgress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    capsys.readouterr()
+    train(config(tmp_path / "bar", max_steps=4, log_every=2, show_progress=True), model("t5", tokenizer), features, pad_token_id=0)
+    err = capsys.readouterr().err
+    assert "train" in err and "4/4" in err  # the Rich bar
+    assert not [line for line in err.splitlines() if PLAIN_LINE.match(line.strip())], err
+
+    # A reporter the caller made: the loop sets its total, reports every step, leaves it open.
+    given = LogProgress("custom", every=3)
+    train(config(tmp_path / "given", max_steps=4), model("t5", tokenizer), features, pad_token_id=0, progress=given)
+    assert (given.total, given.completed) == (4, 4)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " step " in line]
+    assert [(m["stage"], int(m["step"]), int(m["total"])) for m in map(PLAIN_LINE.match, lines)] == [
+        ("custom", 3, 4), ("custom", 4, 4),
+    ]  # fmt: skip
