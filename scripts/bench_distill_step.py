@@ -2,7 +2,7 @@
 
 T5-small shape with random weights (d_model 512, 8 heads, d_ff 2048, 6 encoder layers, vocab
 32128): a 6-decoder-layer teacher and a student keeping teacher decoder layers [0, 2, 5]. Two
-engine `Trainer`s (plain fine-tuning; distillation with CE + KL + encoder and decoder MSE) take
+loop `Trainer`s (plain fine-tuning; distillation with CE + KL + encoder and decoder MSE) take
 optimiser steps alternately, one step each in turn, on batches of the same fixed shape, after one
 warm-up step each. Reported: median wall-clock and CPU (process) time per step. CPU time is the
 robust figure on a shared machine: other jobs stretch wall time, not the CPU time a step needs.
@@ -37,7 +37,7 @@ def main() -> None:
 
     from nash_cli.data import Features
     from nash_cli.train.config import TrainConfig
-    from nash_cli.train.engine import Trainer
+    from nash_cli.train.loop import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)

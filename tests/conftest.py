@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -145,3 +150,53 @@ def assert_user_error(result: CliResult, *fragments: str) -> None:
 def snapshot(directory: Path) -> set[str]:
     """Every path under `directory` (for "nothing was written" checks)."""
     return {str(p.relative_to(directory)) for p in directory.rglob("*")}
+
+
+def latest_step(partial: Path) -> int | None:
+    """The step of the newest complete state in a run's `<output>.partial/`, or None."""
+    try:
+        name = (Path(partial) / "latest").read_text().strip()
+    except OSError:
+        return None
+    return int(name.rsplit("-", 1)[1]) if name.startswith("step-") else None
+
+
+def kill_when(
+    command: Sequence[str],
+    ready: Callable[[], bool],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float = 240.0,
+) -> subprocess.CompletedProcess:
+    """Starts `command`, SIGKILLs it from outside as soon as `ready()` holds, and returns what it
+    printed (returncode -9). Fails the test if the process ends by itself first, or if `ready()`
+    stays false for `timeout` seconds. Output goes to files, so a chatty process never blocks."""
+    import pytest
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(list(map(str, command)), stdout=out, stderr=err, env=env, cwd=cwd, text=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while not ready():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            else:
+                process.send_signal(signal.SIGKILL)
+            if process.poll() is None and time.monotonic() > deadline:
+                process.kill()
+                process.wait(timeout=60)
+                err.seek(0)
+                pytest.fail(f"not ready after {timeout:.0f} s: {' '.join(map(str, command))}\n{err.read()[-3000:]}")
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
+    if result.returncode != -signal.SIGKILL:
+        pytest.fail(f"the run ended by itself (exit {result.returncode}) before it could be killed:\n{result.stderr[-3000:]}")
+    return result

@@ -31,42 +31,15 @@ def print_json(result: Any) -> None:
 
 
 def progress(*, transient: bool = False, disable: bool = False):
-    """A Rich progress bar with rate and ETA, drawn on stderr.
+    """A Rich progress bar with rate and ETA, drawn on stderr (`nash_cli.progress.rich_bar`).
 
     Usage: `with progress() as bar: task = bar.add_task("training", total=n, status="");
     bar.update(task, advance=1, status="loss 2.31")`. The `status` field is optional text.
+    Loops that must also show in logs (not a terminal) use `nash_cli.progress.Progress`.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
+    from nash_cli.progress import rich_bar
 
-    class RateColumn(ProgressColumn):
-        def render(self, task):
-            speed = task.finished_speed or task.speed
-            if speed is None:
-                return Text("  ?/s", style="cyan")
-            return Text(f"{speed:.2f}/s" if speed >= 0.1 else f"{1 / speed:.1f}s/it", style="cyan")
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=stderr,
-        transient=transient,
-        disable=disable,
-    )
+    return rich_bar(console=stderr, transient=transient, disable=disable)
 
 
 def emit(result: dict[str, Any], json_mode: bool, printer: Callable[[dict[str, Any], Console], None]) -> None:

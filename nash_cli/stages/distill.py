@@ -64,7 +64,8 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
     """
     from nash_cli import artifact
     from nash_cli.train.inputs import load_training_inputs, teacher_reference
-    from nash_cli.train.engine import save_output, train
+    from nash_cli.train.loop import train
+    from nash_cli.train.outputs import save_output
 
     options.check()
     artifact.check_output(options.output, options.force)
@@ -80,6 +81,7 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
         encoder_layer_map=inputs.encoder_layer_map,
         decoder_layer_map=inputs.decoder_layer_map,
         run_info=recorded,
+        progress=progress,
     )
     manifest = artifact.read_manifest(options.student) or {}
     save_output(

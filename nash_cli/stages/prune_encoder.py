@@ -76,7 +76,8 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
         The result, on every process (only the main process writes).
     """
     from nash_cli import artifact
-    from nash_cli.train.engine import save_output, train
+    from nash_cli.train.loop import train
+    from nash_cli.train.outputs import save_output
     from nash_cli.train.inputs import load_training_inputs, teacher_reference
     from nash_cli.train.l0_extension import L0Extension
 
@@ -112,6 +113,7 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
         decoder_layer_map=inputs.decoder_layer_map,
         extension=extension,
         run_info=recorded,
+        progress=progress if progress is not None else "prune-encoder",
     )
     # The hooks made the model compute with masks; the saved weights are the plain trained
     # ones (masks go to masks.safetensors), so detach them before anything else uses the model.

@@ -65,7 +65,8 @@ class TrainConfig:
     mixed_precision: str | None = None
     """"no", "fp16" or "bf16"; None defers to accelerate's config / launcher."""
     show_progress: bool = True
-    """Draw the Rich progress bar (main process only)."""
+    """Report progress on stderr (main process only): a Rich bar on a terminal, else a plain
+    line every `log_every` steps (see `nash_cli.progress`)."""
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimiser steps of the whole run."""

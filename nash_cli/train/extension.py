@@ -1,12 +1,12 @@
 """How a stage adds its own parameters, loss and files to the training loop.
 
-`distill` trains with the engine as it is. `prune-encoder` needs more: L0 mask parameters and
+`distill` trains with the loop as it is. `prune-encoder` needs more: L0 mask parameters and
 Lagrangian multipliers with their own learning rates (the multipliers with a negative one, i.e.
 gradient ascent), a sparsity penalty added to the loss and logged, a clamp after every optimiser
 step, their state saved with every resumable state, and a masks file in the final output. A
 `TrainingExtension` carries exactly those, so the loop stays one loop.
 
-The engine calls an extension's methods in this order:
+The loop calls an extension's methods in this order:
 
 1. `prepare(model, device)`: once, after the student is on its device and before the optimiser
    is built. Install forward hooks, move the extension's tensors to `device`, and (optionally)
@@ -21,7 +21,7 @@ The engine calls an extension's methods in this order:
 6. `extra_files()` and `manifest_extra()`: once, when the final output is written.
 
 Gradients of extension parameters that live outside the (data-parallel wrapped) model are
-averaged across processes by the engine before the optimiser step, like DDP does for the model.
+averaged across processes by the loop before the optimiser step, like DDP does for the model.
 Gradient clipping (`--max-grad-norm`) applies to the model's parameters only.
 """
 
@@ -64,7 +64,7 @@ class TrainingExtension(Protocol):
         Returns:
             A scalar tensor added to the loss (it may be a constant zero) and named values, such
             as `{"expected_sparsity": 0.12, "target_sparsity": 0.1, "lambda_1": 0.3}`, which
-            are logged to `train_log.jsonl` beside the engine's own terms.
+            are logged to `train_log.jsonl` beside the loop's own terms.
         """
 
     def after_optimizer_step(self, step: int) -> None:
@@ -73,7 +73,7 @@ class TrainingExtension(Protocol):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume, as tensors and plain Python values (saved with
         `torch.save` and read back with `weights_only=True`). Parameters the optimiser holds
-        must be included: the engine restores the optimiser's moments, not the values."""
+        must be included: the loop restores the optimiser's moments, not the values."""
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores what `state_dict` returned."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import sys
 
 import pytest
 import torch
@@ -14,7 +16,8 @@ from nash_cli.data import Example, tokenize_examples
 from nash_cli.errors import NashError
 from nash_cli.toy import tiny_model
 from nash_cli.train.config import TrainConfig
-from nash_cli.train.engine import TrainingDiverged, save_output, train
+from nash_cli.train.loop import TrainingDiverged, train
+from nash_cli.train.outputs import save_output
 from nash_cli.train.extension import BaseExtension, TrainingExtension
 
 WORDS = sorted({w for line in CORPUS for w in line.split() if w.isalpha()})
@@ -278,3 +281,105 @@ def test_resume_in_process_matches_uninterrupted(tokenizer, features, tmp_path, 
     # The log holds every step once, as if the run had not been interrupted.
     steps = [line["step"] for line in read_log(resumed.partial / "train_log.jsonl") if "eval_loss" not in line]
     assert steps == list(range(1, 8))
+
+
+def test_a_state_cut_short_while_writing_is_ignored_on_resume(tokenizer, features, tmp_path, monkeypatch):
+    """A kill while a state is being written leaves only its temporary directory: `latest` still
+    names the previous state, resuming starts there, and the half-written directory goes away."""
+    from nash_cli.train import state as st
+
+    def run(directory, **kwargs):
+        settings = dict(max_steps=8, save_every=3, batch_size=3)
+        settings.update(kwargs)
+        return train(config(directory, **settings), model("t5", tokenizer, seed=4), features, pad_token_id=0)
+
+    reference = run(tmp_path / "a")
+    save_tensors = st.save_tensors
+
+    def cut_short(obj, path):
+        if path.parent.name == ".tmp-step-00000006" and path.name == "optimizer.pt":
+            raise KeyboardInterrupt  # stands in for a SIGKILL after the weights, before the rest
+        save_tensors(obj, path)
+
+    monkeypatch.setattr(st, "save_tensors", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b")
+    monkeypatch.setattr(st, "save_tensors", save_tensors)
+    partial = tmp_path / "b" / "out.partial"
+    assert (partial / "latest").read_text() == "step-00000003"
+    assert (partial / ".tmp-step-00000006" / "model.safetensors").is_file()  # the half-written one
+    assert not (partial / "step-00000006").exists()
+    assert st.latest_state(partial) == partial / "step-00000003"
+
+    resumed = run(tmp_path / "b", resume=True)
+    assert resumed.resumed_from == 3
+    assert not (partial / ".tmp-step-00000006").exists()
+    for name, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+    steps = [line["step"] for line in read_log(partial / "train_log.jsonl")]
+    assert steps == list(range(1, 9))
+
+
+def test_latest_state_ignores_what_is_not_a_complete_state(tmp_path):
+    from nash_cli.train import state as st
+
+    partial = tmp_path / "out.partial"
+    (partial / "step-00000003").mkdir(parents=True)
+    (partial / "step-00000003" / st.PROGRESS).write_text('{"step": 3}')
+    (partial / ".tmp-step-00000006").mkdir()
+    (partial / ".tmp-step-00000006" / st.PROGRESS).write_text('{"step": 6}')
+    (partial / "step-00000009").mkdir()  # renamed into place, but without its progress record
+    assert st.latest_state(partial) is None  # no pointer yet
+    for name, expected in (("step-00000003", "step-00000003"), (".tmp-step-00000006", None), ("step-00000009", None)):
+        st.write_text_atomic(partial / st.LATEST, name)
+        assert st.latest_state(partial) == (partial / expected if expected else None), name
+
+
+PLAIN_LINE = re.compile(
+    r"^(?P<stage>[\w-]+) step (?P<step>\d+)/(?P<total>\d+) \(\d+%\) loss \d+\.\d{4}(?P<kl> kl \d+\.\d{4})? "
+    r"lr \d\.\de[-+]\d\d \| \d+\.\d\d steps/s, elapsed \d+:\d\d, eta \d+:\d\d$"
+)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tokenizer, features, tmp_path, capsys):
+    teacher = model("t5", tokenizer, decoder_layers=3, seed=3)
+    settings = dict(max_steps=5, log_every=2, show_progress=True)
+    capsys.readouterr()
+    train(config(tmp_path / "d", **settings), model("t5", tokenizer), features, pad_token_id=0, teacher=teacher, decoder_layer_map=[0, 2])
+    lines = [line for line in capsys.readouterr().err.splitlines() if " step " in line]
+    matches = [PLAIN_LINE.match(line) for line in lines]
+    assert all(matches), lines
+    # every --log-every steps and at the end, labelled "distill" (a teacher), with the KL
+    assert [(m["stage"], int(m["step"]), int(m["total"]), bool(m["kl"])) for m in matches] == [
+        ("distill", 2, 5, True), ("distill", 4, 5, True), ("distill", 5, 5, True),
+    ]  # fmt: skip
+
+    # Without a teacher "train"; a caller names its stage; show_progress=False prints nothing.
+    train(config(tmp_path / "t", **settings), model("t5", tokenizer), features, pad_token_id=0)
+    train(config(tmp_path / "p", **settings), model("t5", tokenizer), features, pad_token_id=0, progress="prune-encoder")
+    train(config(tmp_path / "q", **{**settings, "show_progress": False}), model("t5", tokenizer), features, pad_token_id=0)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " step " in line]
+    assert [(m["stage"], int(m["step"]), bool(m["kl"])) for m in map(PLAIN_LINE.match, lines)] == [
+        ("train", 2, False), ("train", 4, False), ("train", 5, False),
+        ("prune-encoder", 2, False), ("prune-encoder", 4, False), ("prune-encoder", 5, False),
+    ]  # fmt: skip
+
+
+def test_progress_bar_on_a_terminal_and_a_given_reporter(tokenizer, features, tmp_path, capsys, monkeypatch):
+    from nash_cli.progress import LogProgress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    capsys.readouterr()
+    train(config(tmp_path / "bar", max_steps=4, log_every=2, show_progress=True), model("t5", tokenizer), features, pad_token_id=0)
+    err = capsys.readouterr().err
+    assert "train" in err and "4/4" in err  # the Rich bar
+    assert not [line for line in err.splitlines() if PLAIN_LINE.match(line.strip())], err
+
+    # A reporter the caller made: the loop sets its total, reports every step, leaves it open.
+    given = LogProgress("custom", every=3)
+    train(config(tmp_path / "given", max_steps=4), model("t5", tokenizer), features, pad_token_id=0, progress=given)
+    assert (given.total, given.completed) == (4, 4)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " step " in line]
+    assert [(m["stage"], int(m["step"]), int(m["total"])) for m in map(PLAIN_LINE.match, lines)] == [
+        ("custom", 3, 4), ("custom", 4, 4),
+    ]  # fmt: skip

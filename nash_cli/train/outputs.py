@@ -1,0 +1,74 @@
+"""Writing a finished run: the trained student as a nash checkpoint, and the end of its staging dir."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nash_cli.train import state as st
+from nash_cli.train.config import TrainResult
+from nash_cli.train.extension import TrainingExtension
+
+
+def save_output(
+    result: TrainResult,
+    output: str | Path,
+    *,
+    source: str | Path,
+    stage: str,
+    arguments: dict[str, Any],
+    state: str = "dense",
+    layer_map: dict[str, list[int]] | None = None,
+    extra: dict[str, Any] | None = None,
+    extension: TrainingExtension | None = None,
+    force: bool = False,
+    tokenizer_source: str | Path | None = None,
+) -> Path:
+    """Writes the trained student as a nash checkpoint (main process), then drops the staging dir.
+
+    The checkpoint holds the usual files plus `train_log.jsonl` and the extension's files; its
+    manifest records the training summary under "training" plus `extra` and the extension's
+    `manifest_extra()`. The output appears atomically (see `nash_cli.artifact.save_checkpoint`).
+    """
+    from nash_cli.artifact import save_checkpoint
+
+    acc = result.accelerator
+    if acc is not None:
+        acc.wait_for_everyone()
+    if result.is_main_process:
+        log = result.partial / st.LOG
+
+        def write_log(directory: Path) -> None:
+            if log.is_file():
+                shutil.copyfile(log, directory / st.LOG)
+            else:
+                (directory / st.LOG).write_text("")
+
+        files: dict[str, Callable[[Path], None]] = {st.LOG: write_log}
+        manifest = {"training": result.summary()}
+        if extension is not None:
+            files.update(extension.extra_files())
+            manifest.update(extension.manifest_extra())
+        manifest.update(extra or {})
+        save_checkpoint(
+            result.model,
+            output,
+            source=source,
+            stage=stage,
+            arguments=arguments,
+            state=state,
+            layer_map=layer_map,
+            extra=manifest,
+            extra_files=files,
+            force=force,
+            tokenizer_source=tokenizer_source,
+        )
+        shutil.rmtree(result.partial, ignore_errors=True)
+    if acc is not None:
+        acc.wait_for_everyone()
+    return Path(output)
+
+
+__all__ = ["save_output"]
