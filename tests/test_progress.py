@@ -92,10 +92,10 @@ def test_the_bar_draws_no_plain_lines(capsys):
     assert "demo step" not in err and "steps/s," not in err
 
 
-def test_the_cli_bars_come_from_the_same_columns():
-    from nash_cli.cli._common import progress
+def test_the_bar_columns():
+    from nash_cli.progress import rich_bar
 
-    with progress(transient=True, disable=True) as bar:
+    with rich_bar(transient=True, disable=True) as bar:
         task = bar.add_task("bench", total=2, status="")
         bar.update(task, advance=1, status="warm-up t5")
     assert len(bar.columns) == 8 and bar.tasks[0].completed == 1

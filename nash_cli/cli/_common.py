@@ -1,4 +1,4 @@
-"""Output helpers shared by the command modules: Rich consoles, progress bars, JSON results.
+"""Output helpers shared by the command modules: Rich consoles, JSON results, notes, layer lists.
 
 Human-readable output (tables, progress) goes to stderr when `--json` is given, so that stdout
 carries exactly one JSON document for shell pipelines.
@@ -28,18 +28,6 @@ def print_json(result: Any) -> None:
     """Writes `result` as one JSON document on stdout."""
     sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     sys.stdout.flush()
-
-
-def progress(*, transient: bool = False, disable: bool = False):
-    """A Rich progress bar with rate and ETA, drawn on stderr (`nash_cli.progress.rich_bar`).
-
-    Usage: `with progress() as bar: task = bar.add_task("training", total=n, status="");
-    bar.update(task, advance=1, status="loss 2.31")`. The `status` field is optional text.
-    Loops that must also show in logs (not a terminal) use `nash_cli.progress.Progress`.
-    """
-    from nash_cli.progress import rich_bar
-
-    return rich_bar(console=stderr, transient=transient, disable=disable)
 
 
 def emit(result: dict[str, Any], json_mode: bool, printer: Callable[[dict[str, Any], Console], None]) -> None:

@@ -111,14 +111,10 @@ def command(
 
     from nash_cli.stages.bench import run
 
-    with _common.progress(transient=True) as bar:
-        task = None
+    from nash_cli.progress import Progress
 
-        def start(description: str, total: int) -> None:
-            nonlocal task
-            task = bar.add_task(description, total=total, status="")
-
-        result = run(options, start=start, progress=lambda n, status: bar.update(task, advance=n, status=status))
+    with Progress.for_stream("bench", unit="call", transient=True) as progress:
+        result = run(options, progress=progress)
     _common.emit(result.to_dict(), json_output, print_tables)
     if options.output is not None:
         _common.human(json_output).print(f"wrote {options.output}")

@@ -22,9 +22,11 @@ def command(
     from nash_cli.stages.compact import run
 
     options = Options(checkpoint=checkpoint, output=output, force=force)
-    console = _common.human(json_output)
-    with console.status("compacting") as status:
-        result = run(options, progress=lambda step: status.update(step))
+    from nash_cli.progress import Progress
+
+    # seconds of work: a bar on a terminal, nothing in a log
+    with Progress.for_stream("compact", transient=True, disable=not _common.stderr.is_terminal) as progress:
+        result = run(options, progress=progress)
     _common.emit(result.to_dict(), json_output, print_result)
 
 

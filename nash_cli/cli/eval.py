@@ -85,14 +85,10 @@ def command(
 
     from nash_cli.stages.eval import run
 
-    with _common.progress() as bar:
-        task = None
+    from nash_cli.progress import Progress
 
-        def start(description: str, total: int) -> None:
-            nonlocal task
-            task = bar.add_task(description, total=total, status="")
-
-        document = run(options, start=start, progress=lambda n, status: bar.update(task, advance=n))
+    with Progress.for_stream("generating", unit="example", every=options.batch) as progress:
+        document = run(options, progress=progress)
     _common.emit(document, json_output, print_table)
     if document.get("files"):
         _common.human(json_output).print(f"wrote {document['files']['metrics']} and {document['files']['generations']}")

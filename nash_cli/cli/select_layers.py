@@ -49,7 +49,12 @@ def command(
 
     from nash_cli.stages.select_layers import run
 
-    _common.emit(run(options).to_dict(), json_output, print_table)
+    from nash_cli.progress import Progress
+
+    # seconds of work: a bar on a terminal, nothing in a log
+    with Progress.for_stream("select-layers", transient=True, disable=not _common.stderr.is_terminal) as progress:
+        result = run(options, progress=progress)
+    _common.emit(result.to_dict(), json_output, print_table)
 
 
 def print_table(result: dict, console) -> None:

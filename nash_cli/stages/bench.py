@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions
 from nash_cli.data import DataOptions
 from nash_cli.errors import NashError
+from nash_cli.progress import Progress
 
 if TYPE_CHECKING:
     from nash_cli.timing import BenchResult
@@ -159,14 +160,12 @@ class BenchStageResult:
         return {**self.result.to_dict(), "notes": list(self.notes)}
 
 
-def run(options: BenchOptions, *, progress: Callable[[int, str], None] | None = None,
-        start: Callable[[str, int], None] | None = None) -> BenchStageResult:
+def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStageResult:
     """Loads the models, builds the inputs, times every model and writes the report.
 
     Args:
         options: The stage's options.
-        progress: Called as `progress(advance, status)` after each `generate()` call.
-        start: Called once as `start(description, total_calls)` before the first call.
+        progress: Told the number of `generate()` calls, then advanced after each one.
 
     Raises:
         NashError: bad options, checkpoints or data; an existing `output` without `force`.
@@ -251,12 +250,11 @@ def run(options: BenchOptions, *, progress: Callable[[int, str], None] | None = 
             compile_model(model)
     warmup = options.warmup if options.warmup is not None else (3 if options.compile else 1)
     settings = BenchSettings(repeats=options.repeats, warmup=warmup, breakdown=options.breakdown)
-    if start is not None:
-        start("bench", len(batches) * len(names) * (settings.warmup + settings.repeats + int(options.breakdown)))
-    advance = progress or (lambda n, status: None)
+    progress = progress or Progress("bench")
+    progress.update(total=len(batches) * len(names) * (settings.warmup + settings.repeats + int(options.breakdown)), completed=0)
     result = run_bench(
         loaded, batches, generation, settings, baseline=options.baseline,
-        on_call=lambda phase, name: advance(1, f"{phase} {Path(name).name}"),
+        on_call=lambda phase, name: progress.advance(status=f"{phase} {Path(name).name}"),
     )
     result.inputs.update(origin)
     result.environment["dtype"] = options.dtype

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nash_cli.errors import NashError
+from nash_cli.progress import Progress
 from nash_cli.stages import arguments
 
 
@@ -74,12 +75,12 @@ def check_masked(source: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def run(options: CompactOptions, *, progress: Callable[[str], None] | None = None) -> CompactResult:
+def run(options: CompactOptions, *, progress: Progress | None = None) -> CompactResult:
     """Loads a masked checkpoint, removes the pruned units, writes a compact checkpoint.
 
     Args:
         options: The stage's options.
-        progress: Called with a short description of each step (compaction takes seconds).
+        progress: Advanced through the three steps (load, compact, write), each named.
 
     Raises:
         NashError: an existing output without `force`, or an input that is not a masked checkpoint.
@@ -89,18 +90,18 @@ def run(options: CompactOptions, *, progress: Callable[[str], None] | None = Non
     from nash_cli.masking import encoder_shape, load_masks
     from nash_cli.surgery.compact import compact_model
 
-    notify = progress or (lambda step: None)
+    progress = progress or Progress("compact")
     started = time.perf_counter()
     options.check()
     artifact.check_output(options.output, options.force)
     manifest = check_masked(options.checkpoint)
-    notify("loading")
+    progress.update(total=3, status="loading")
     config = artifact.load_config(options.checkpoint)
     model = artifact.load_model(options.checkpoint, config=config)
     shape = encoder_shape(model)
     masks = load_masks(Path(options.checkpoint), shape)
     before = count_parameters(model)
-    notify("compacting")
+    progress.advance(status="compacting")
     compact, custom = compact_model(model, masks.heads_mask, masks.ffn_mask)
     after = count_parameters(compact)
     del model
@@ -115,7 +116,7 @@ def run(options: CompactOptions, *, progress: Callable[[str], None] | None = Non
         },
         "prune_encoder": manifest.get("prune_encoder"),
     }
-    notify("writing")
+    progress.advance(status="writing")
     # The nash classes are registered for their auto classes: save_pretrained copies their
     # modeling file beside the weights and writes the config's auto_map.
     artifact.save_checkpoint(
@@ -128,6 +129,7 @@ def run(options: CompactOptions, *, progress: Callable[[str], None] | None = Non
         extra=extra,
         force=options.force,
     )
+    progress.advance(status="written")
     size = sum(path.stat().st_size for path in artifact.weight_files(Path(options.output)))
     return CompactResult(
         output=str(options.output),

@@ -20,6 +20,7 @@ from nash_cli.artifact import LoadOptions
 from nash_cli.data import DataOptions, Example
 from nash_cli.errors import NashError
 from nash_cli.metrics import MetricScores, check_metrics
+from nash_cli.progress import Progress
 
 if TYPE_CHECKING:
     from nash_cli.generation import GenerationSettings
@@ -215,14 +216,12 @@ def write_results(document: dict[str, Any], records: list[dict[str, Any]], metri
     write_files_atomic({metrics_path: json_text(document), generations_path: jsonl_text(records)})
 
 
-def run(options: EvalOptions, *, progress: Callable[[int, str], None] | None = None,
-        start: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, Any]:
     """Reads the data, loads the model, generates, scores and writes the results.
 
     Args:
         options: The stage's options.
-        progress: Called as `progress(examples_done, status)` after each batch.
-        start: Called once as `start(description, total_examples)` before generating.
+        progress: Told the number of examples, then advanced after each generated batch.
 
     Returns:
         The metrics document (what metrics.json holds, plus `files` and `notes`).
@@ -260,9 +259,8 @@ def run(options: EvalOptions, *, progress: Callable[[int, str], None] | None = N
         options.checkpoint, options, device=resolve_device(options.device), dtype=options.dtype, config=config
     )
     settings = resolve_settings(model, num_beams=options.beams, max_new_tokens=options.max_new_tokens)
-    if start is not None:
-        start("generating", len(examples))
-    advance = progress or (lambda n, status: None)
+    progress = progress or Progress("eval", unit="example")
+    progress.update(total=len(examples), completed=0)  # the rate counts from the first batch
     result = evaluate(
         model,
         tokenizer,
@@ -271,7 +269,7 @@ def run(options: EvalOptions, *, progress: Callable[[int, str], None] | None = N
         settings=settings,
         batch_size=options.batch,
         max_source_length=options.max_source_length,
-        on_batch=lambda n: advance(n, ""),
+        on_batch=lambda n: progress.advance(n),
     )
     document = metrics_document(
         result,

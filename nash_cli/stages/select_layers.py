@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nash_cli.errors import NashError
+from nash_cli.progress import Progress
 from nash_cli.artifact import LoadOptions
 from nash_cli.stages import arguments
 
@@ -107,8 +108,10 @@ def plan_selection(config, options: SelectLayersOptions) -> SelectionPlan:
     return SelectionPlan(decoder=decoder, encoder=encoder, teacher_depths=depths)
 
 
-def run(options: SelectLayersOptions, *, progress: Callable[[str], None] | None = None) -> SelectLayersResult:
+def run(options: SelectLayersOptions, *, progress: Progress | None = None) -> SelectLayersResult:
     """Loads the teacher, keeps the chosen layers, writes the student.
+
+    `progress`, when given, is advanced through the three steps (load, select, write).
 
     Every check that needs no weights (options, output, config, the selection) runs first.
 
@@ -120,15 +123,16 @@ def run(options: SelectLayersOptions, *, progress: Callable[[str], None] | None 
     from nash_cli.arch import count_parameters, family_of
     from nash_cli.surgery.layers import select_layers
 
-    notify = progress or (lambda step: None)
+    progress = progress or Progress("select-layers")
     options.check()
     artifact.check_output(options.output, options.force)
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     config = artifact.load_config(options.checkpoint, **load)
     plan = plan_selection(config, options)
-    notify("loading")
+    progress.update(total=3, status="loading")
     teacher = artifact.load_model(options.checkpoint, config=config, **load)
     before = count_parameters(teacher)
+    progress.advance(status="selecting")
     student = select_layers(teacher, decoder=plan.decoder, encoder=plan.encoder)
     del teacher
     after = count_parameters(student)
@@ -158,7 +162,7 @@ def run(options: SelectLayersOptions, *, progress: Callable[[str], None] | None 
         parameters={"before": before, "after": after},
         notes=notes,
     )
-    notify("writing")
+    progress.advance(status="writing")
     artifact.save_checkpoint(
         student,
         options.output,
@@ -170,6 +174,7 @@ def run(options: SelectLayersOptions, *, progress: Callable[[str], None] | None 
         extra={"select_layers": {"kept": result.kept, "parameters": result.parameters}},
         force=options.force,
     )
+    progress.advance(status="written")
     return result
 
 
