@@ -51,3 +51,28 @@ def layer_list(text: str | None, option: str) -> list[int] | None:
     from nash_cli.surgery.layers import parse_indices
 
     return parse_indices(text, option)
+
+
+def run_training_stage(options_class: type, stage: str, flags: dict[str, Any], printer) -> None:
+    """The body of `distill` and `prune-encoder`: their flags to options, the run, the result.
+
+    Args:
+        options_class: The stage's options type.
+        stage: The module under `nash_cli.stages`.
+        flags: The command's arguments (`locals()`), with the layer maps as the command line wrote them.
+        printer: Prints the result's tables.
+    """
+    flags = dict(flags)
+    json_output = flags.pop("json_output")
+    for name in ("decoder_layer_map", "encoder_layer_map"):
+        flags[name] = layer_list(flags[name], "--" + name.replace("_", "-"))
+    options = options_class(**flags)
+    options.check()  # before torch is imported: a usage mistake answers at once
+
+    import importlib
+
+    from nash_cli.train.processes import is_main_process
+
+    result = importlib.import_module(f"nash_cli.stages.{stage}").run(options)
+    if is_main_process():  # under torchrun every process runs the stage; one prints
+        emit(result.to_dict(), json_output, printer)

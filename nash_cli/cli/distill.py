@@ -105,20 +105,7 @@ def command(
     Runs on CPU, one GPU, or many processes (accelerate launch / torchrun -m nash_cli distill ...);
     --resume continues an interrupted run.
     """
-    flags = dict(locals())
-    options = Options(
-        **{key: value for key, value in flags.items() if key not in ("json_output", "decoder_layer_map", "encoder_layer_map")},
-        decoder_layer_map=_common.layer_list(decoder_layer_map, "--decoder-layer-map"),
-        encoder_layer_map=_common.layer_list(encoder_layer_map, "--encoder-layer-map"),
-    )
-    options.check()  # before torch is imported: a usage mistake answers at once
-
-    from nash_cli.stages.distill import run
-    from nash_cli.train.processes import is_main_process
-
-    result = run(options)
-    if is_main_process():
-        _common.emit(result.to_dict(), json_output, print_summary)
+    _common.run_training_stage(Options, "distill", locals(), print_summary)
 
 
 def print_summary(result: dict, console) -> None:

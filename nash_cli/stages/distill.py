@@ -63,26 +63,14 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
             `force`; an interrupted run without `resume` or `force`.
     """
     from nash_cli import artifact
-    from nash_cli.train.inputs import load_training_inputs, teacher_reference
-    from nash_cli.train.loop import train
+    from nash_cli.train.inputs import load_training_inputs, teacher_reference, train_with
     from nash_cli.train.outputs import save_output
 
     options.check()
     artifact.check_output(options.output, options.force)
     inputs = load_training_inputs(options)
     recorded = arguments(options)
-    result = train(
-        options,
-        inputs.student,
-        inputs.train_features,
-        pad_token_id=inputs.tokenizer.pad_token_id,
-        teacher=inputs.teacher,
-        eval_features=inputs.eval_features,
-        encoder_layer_map=inputs.encoder_layer_map,
-        decoder_layer_map=inputs.decoder_layer_map,
-        run_info=recorded,
-        progress=progress,
-    )
+    result = train_with(options, inputs, run_info=recorded, progress=progress)
     manifest = artifact.read_manifest(options.student) or {}
     save_output(
         result,

@@ -76,9 +76,8 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
         The result, on every process (only the main process writes).
     """
     from nash_cli import artifact
-    from nash_cli.train.loop import train
     from nash_cli.train.outputs import save_output
-    from nash_cli.train.inputs import load_training_inputs, teacher_reference
+    from nash_cli.train.inputs import load_training_inputs, teacher_reference, train_with
     from nash_cli.train.l0_extension import L0Extension
 
     options.check()
@@ -102,19 +101,7 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
     extension = L0Extension(inputs.student, options, teacher_non_embedding=reference, seed=options.seed)
     recorded = arguments(options)
 
-    result = train(
-        options,
-        inputs.student,
-        inputs.train_features,
-        pad_token_id=inputs.tokenizer.pad_token_id,
-        teacher=inputs.teacher,
-        eval_features=inputs.eval_features,
-        encoder_layer_map=inputs.encoder_layer_map,
-        decoder_layer_map=inputs.decoder_layer_map,
-        extension=extension,
-        run_info=recorded,
-        progress=progress if progress is not None else "prune-encoder",
-    )
+    result = train_with(options, inputs, run_info=recorded, extension=extension, progress=progress if progress is not None else "prune-encoder")
     # The hooks made the model compute with masks; the saved weights are the plain trained
     # ones (masks go to masks.safetensors), so detach them before anything else uses the model.
     extension.hooks.remove()

@@ -241,3 +241,33 @@ def teacher_reference(options: TrainingOptions) -> str | None:
     if options.teacher is None:
         return None
     return str(Path(options.teacher).absolute()) if is_local(options.teacher) else options.teacher
+
+
+def train_with(options: TrainingOptions, inputs: TrainingInputs, *, run_info: dict[str, Any], extension=None, progress=None):
+    """Runs the training loop (`nash_cli.train.loop.train`) on what `load_training_inputs` loaded.
+
+    Args:
+        options: The stage's options (its `TrainConfig` part drives the loop).
+        inputs: The loaded models, data and layer maps.
+        run_info: The options as recorded in `run.json` (a resumed run notes what changed).
+        extension: A `TrainingExtension` (prune-encoder's L0 masks), or None.
+        progress: A `nash_cli.progress.Progress` or the description of the one to build.
+
+    Returns:
+        The `nash_cli.train.config.TrainResult`.
+    """
+    from nash_cli.train.loop import train
+
+    return train(
+        options,
+        inputs.student,
+        inputs.train_features,
+        pad_token_id=inputs.tokenizer.pad_token_id,
+        teacher=inputs.teacher,
+        eval_features=inputs.eval_features,
+        encoder_layer_map=inputs.encoder_layer_map,
+        decoder_layer_map=inputs.decoder_layer_map,
+        extension=extension,
+        run_info=run_info,
+        progress=progress,
+    )
