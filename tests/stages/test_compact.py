@@ -17,7 +17,7 @@ from nash_cli.surgery.compact import compact_model
 from nash_cli.masking import attach_fixed, encoder_shape, write_mask_file
 from nash_cli.toy import tiny_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 

@@ -23,7 +23,7 @@ from nash_cli.train.config import PruneSettings
 from nash_cli.train.l0_extension import L0Extension
 from nash_cli.toy import tiny_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 
