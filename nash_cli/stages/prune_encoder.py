@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from nash_cli.errors import NashError
 from nash_cli.stages import arguments
@@ -23,7 +24,7 @@ class PruneEncoderOptions(TrainingOptions, PruneSettings):
 
     lr: float = 3e-5
     """Peak learning rate of the model (AdamW); the reference prunes with 3e-5."""
-    keep: str = "last"
+    keep: Literal["best", "last"] = "last"
     """With eval data: output the last step (it has the target sparsity) or the best by eval loss."""
 
     def check(self) -> None:
