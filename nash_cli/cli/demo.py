@@ -28,7 +28,7 @@ def command(
     from nash_cli.report import collect, rich_table1, write_report
 
     console = _common.human(json_output)
-    console.print(expected_duration(), markup=False, highlight=False)
+    console.print(expected_duration(), markup=False, highlight=False, soft_wrap=True)
     prepared = prepare_run(demo_recipe_path(), output, overrides or [])
     run_recipe(prepared, log=lambda line: console.print(line, markup=False, highlight=False))
     result = write_report(prepared.run_dir, force=True)  # the demo's own run directory
