@@ -16,6 +16,7 @@ def test_demo_runs_the_whole_pipeline_offline(tmp_path, cli):
     ]
     result = cli("demo", "-o", tmp_path / "demo", *short, "--json")
     assert result.exit_code == 0, result.stderr
+    assert "nash demo: about " in result.stderr  # the expected duration; stdout stays JSON
     out = result.json()
     header, rows = out["table1"]["header"], out["table1"]["rows"]
     assert [row[0] for row in rows] == ["teacher", "NASH (2 DL)"]
