@@ -19,6 +19,7 @@ from conftest import assert_user_error, snapshot, write_checkpoint
 ctranslate2 = pytest.importorskip("ctranslate2")
 
 from nash_cli import artifact  # noqa: E402
+from nash_cli.errors import NashError  # noqa: E402
 from nash_cli.export.runtime import CTranslate2Model, is_ctranslate2_dir  # noqa: E402
 from nash_cli.generation import GenerationSettings, generate_kwargs  # noqa: E402
 from nash_cli.stages.export import ExportOptions, run  # noqa: E402
@@ -272,3 +273,28 @@ def test_eval_scores_an_export_like_its_source(make_checkpoint, tmp_path, cli):
         for name in docs
     }
     assert predictions["ct2"] == predictions["hf"]
+
+
+def test_a_recipe_exports_the_student_and_benches_and_evaluates_it(tmp_path, make_checkpoint, monkeypatch):
+    from nash_cli.pipeline import plan_run
+    from nash_cli.recipe import parse_recipe
+
+    raw = {
+        "name": "r",
+        "teacher": "t",
+        "data": {"train": "d.jsonl"},
+        "stages": {"select_layers": {"decoder_layers": 1}, "export": {"quantization": "int8"}, "bench": {}, "eval": {}},
+    }
+    recipe = parse_recipe(raw)
+    stages = {stage.key: stage for stage in plan_run(recipe, tmp_path, inputs={"teacher": "t", "train": "d.jsonl"})}
+    student = str(tmp_path / "01-select-layers")
+    exported = str(tmp_path / "02-export")
+    assert stages["export"].kwargs["checkpoint"] == student and str(stages["export"].kwargs["output"]) == exported
+    assert stages["export"].kwargs["quantization"] == "int8"
+    assert stages["bench"].kwargs["models"] == [student, exported] and stages["bench"].kwargs["baseline"] == "t"
+    assert [call["checkpoint"] for call in stages["eval"].calls] == ["t", student, exported]
+    assert "export" in stages["bench"].upstream and "export" in stages["eval"].upstream
+    # without the extra the recipe fails at once, naming it, before any stage runs
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
+    with pytest.raises(NashError, match=r"stages\.export: .*nash-cli\[ctranslate2\]"):
+        parse_recipe(raw)

@@ -23,10 +23,25 @@ EXTRA = "nash-cli[ctranslate2]"
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "float16", "bfloat16", "float32")
 
 
+def available() -> bool:
+    """Whether ctranslate2 can be imported (checked without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("ctranslate2") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_message(purpose: str = "nash export") -> str:
+    """The one line that says ctranslate2 is missing and how to get it."""
+    return f'{purpose} needs CTranslate2, which is not installed; pip install "{EXTRA}"'
+
+
 def require_ctranslate2(purpose: str = "nash export") -> Any:
     """Imports ctranslate2, or raises one NashError line naming the extra to install."""
     try:
         import ctranslate2
     except ImportError:
-        raise NashError(f'{purpose} needs CTranslate2, which is not installed; pip install "{EXTRA}"') from None
+        raise NashError(missing_message(purpose)) from None
     return ctranslate2

@@ -44,11 +44,15 @@ class ExportOptions(LoadOptions):
     """Replace the output if it exists."""
 
     def check(self) -> None:
-        """NashError for an unknown quantization or device (before anything is read)."""
+        """NashError for an unknown quantization or device, or ctranslate2 missing (before anything is read)."""
         if self.quantization not in QUANTIZATIONS:
             raise NashError(f"unknown --quantization {self.quantization!r}; use {', '.join(QUANTIZATIONS)}")
         if self.device not in DEVICES:
             raise NashError(f"unknown --device {self.device!r}; use {', '.join(DEVICES)}")
+        from nash_cli.export import available, missing_message
+
+        if not available():  # a recipe with an export stage fails here, before any training
+            raise NashError(missing_message())
 
 
 @dataclass
