@@ -59,7 +59,7 @@ def print_result(result: dict, console) -> None:
     params = result["parameters"]
     table.add_row("model", f"{result['family']} ({result['state']})")
     table.add_row("engine", f"CTranslate2, {result['quantization']} weights")
-    table.add_row("parameters (encoder / decoder, no embeddings)", f"{params['total']:,} ({params['encoder']:,} / {params['decoder']:,})")
+    table.add_row("parameters: total (encoder / decoder, no embeddings)", f"{params['total']:,} ({params['encoder']:,} / {params['decoder']:,})")
     table.add_row("model.bin", f"{result['file_size'] / 2**20:.1f} MiB")
     padding = result["padding"]
     table.add_row(
