@@ -3,6 +3,7 @@
     python scripts/bench_export.py build --work /tmp/nash-export    # teacher, student, 4 exports
     nash bench ...                                                   # the command `build` prints
     python scripts/bench_export.py bare --work /tmp/nash-export      # bare translate_batch loop
+    python scripts/bench_export.py alternate --work /tmp/nash-export # nash's timing vs bare, alternated
 
 `build` makes a T5-base-shaped teacher with random weights (T5 v1.0: d_model 768, 12 heads,
 d_ff 3072, 12 + 12 layers, vocabulary 32128) and a tool-made student with nash's own commands:
@@ -14,6 +15,10 @@ prints the one `nash bench` command that times all six interleaved.
 translate_batch` on the inputs `nash bench` builds (the same random tokens, seed 0), with the
 same beams, fixed length and threads: the reference that `nash bench`'s CTranslate2 timings
 are compared with. Each model: one untimed call, then --repeats timed calls, models in turn.
+
+`alternate` does the comparison within one process: per model, --rounds pairs of calls on the
+same Translator, a bare `translate_batch` and nash's `run_bench` (the timing `nash bench` uses),
+in alternating order, so a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -112,24 +117,72 @@ def bare(args) -> None:
                 print(f"{name:<22} {ours:>12.3f} {report[name]['median_s']:>8.3f} {ours / report[name]['median_s']:>10.3f}")
 
 
+def alternate(args) -> None:
+    """nash's timing of a CTranslate2 model against a bare `translate_batch` on the same Translator,
+    alternated call by call in one process, so the machine's drift hits both alike."""
+    import ctranslate2  # noqa: F401  (fail early without the extra)
+    import torch
+
+    from nash_cli.export.runtime import CTranslate2Model
+    from nash_cli.generation import resolve_settings
+    from nash_cli.timing import BenchSettings, random_batches, run_bench
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    summary = {}
+    for name in args.models:
+        model = CTranslate2Model(work / name, device="cpu", threads=args.threads)
+        (batch,) = random_batches(vocab_size=model.config.vocab_size, batch_size=args.batch,
+                                  source_length=args.source_length, low=4, eos_token_id=1, seed=0)
+        settings = resolve_settings(model, num_beams=args.beams, fixed_length=args.fixed_length)
+        source = [[model.tokens[i] for i in row] for row in batch.input_ids.tolist()]
+        options = dict(beam_size=args.beams, max_decoding_length=args.fixed_length,
+                       min_decoding_length=args.fixed_length, max_input_length=0)
+        model.translator.translate_batch(source, **options)  # warm-up
+        bare, ours = [], []
+        for round_ in range(args.rounds):
+            for which in (("bare", "nash") if round_ % 2 == 0 else ("nash", "bare")):
+                if which == "bare":
+                    start = time.perf_counter()
+                    model.translator.translate_batch(source, **options)
+                    bare.append(time.perf_counter() - start)
+                else:
+                    result = run_bench({name: model}, [batch], {name: settings}, BenchSettings(repeats=1, warmup=0))
+                    ours.append(result.models[0].repeat_s[0])
+        ratios = [o / b for o, b in zip(ours, bare)]
+        summary[name] = {"bare_s": bare, "nash_s": ours, "median_bare_s": statistics.median(bare),
+                         "median_nash_s": statistics.median(ours),
+                         "ratio_of_medians": statistics.median(ours) / statistics.median(bare),
+                         "median_ratio": statistics.median(ratios)}
+        print(f"{name:<22} bare {statistics.median(bare):7.3f} s  nash {statistics.median(ours):7.3f} s  "
+              f"nash/bare {summary[name]['ratio_of_medians']:.3f} (paired median {summary[name]['median_ratio']:.3f})",
+              flush=True)
+        del model
+    print(json.dumps(summary, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("build")
     one.add_argument("--work", required=True)
     one.add_argument("--prune-steps", type=int, default=20)
-    two = commands.add_parser("bare")
-    two.add_argument("--work", required=True)
-    two.add_argument("--models", nargs="+", default=list(EXPORTS))
-    two.add_argument("--batch", type=int, default=8)
-    two.add_argument("--beams", type=int, default=4)
-    two.add_argument("--source-length", type=int, default=256)
-    two.add_argument("--fixed-length", type=int, default=64)
-    two.add_argument("--threads", type=int, default=2)
-    two.add_argument("--repeats", type=int, default=3)
-    two.add_argument("--compare", help="a bench.json to compare with")
+    for name in ("bare", "alternate"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--work", required=True)
+        sub.add_argument("--models", nargs="+", default=list(EXPORTS))
+        sub.add_argument("--batch", type=int, default=8)
+        sub.add_argument("--beams", type=int, default=4)
+        sub.add_argument("--source-length", type=int, default=256)
+        sub.add_argument("--fixed-length", type=int, default=64)
+        sub.add_argument("--threads", type=int, default=2)
+        if name == "bare":
+            sub.add_argument("--repeats", type=int, default=3)
+            sub.add_argument("--compare", help="a bench.json to compare with")
+        else:
+            sub.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    build(args) if args.command == "build" else bare(args)
+    {"build": build, "bare": bare, "alternate": alternate}[args.command](args)
 
 
 if __name__ == "__main__":
