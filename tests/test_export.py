@@ -108,8 +108,10 @@ def _compare(source: Path, export: Path, *, max_new_tokens: int = 20) -> dict:
     got, scores = engine.generate_with_scores(ids, mask, settings)
     rows = [(_until_eos(a), _until_eos(b)) for a, b in zip(got.tolist(), expected.tolist())]
     assert [a for a, _ in rows] == [b for _, b in rows]
-    assert max(abs(a - b) for a, b in zip(scores, expected_scores)) < 1e-4
-    return {"ended": sum(EOS in a for a, _ in rows), "distinct": len({tuple(a) for a, _ in rows})}
+    difference = max(abs(a - b) for a, b in zip(scores, expected_scores))
+    assert difference < 1e-4
+    return {"ended": sum(EOS in a for a, _ in rows), "distinct": len({tuple(a) for a, _ in rows}),
+            "score_difference": difference}
 
 
 @pytest.mark.parametrize("shape", ["dense", "compact", "equal-heads"])

@@ -73,5 +73,10 @@ def print_result(result: dict, console) -> None:
             f"greedy check vs transformers ({check['device']}, {check['compute_type']})", agreement
         )
     console.print(table)
+    if check is not None and not check["exact_expected"]:
+        console.print(
+            "[dim]the check feeds random token ids, where a quantized model flips near-ties easily; "
+            "measure its quality on real data with nash eval[/]"
+        )
     console.print(f"[dim]{result['padding_summary']}; {result['seconds']:.1f}s[/]")
     _common.print_notes(result.get("notes", []), console)
