@@ -486,6 +486,19 @@ def copy_tokenizer(source: str | Path, destination: Path) -> list[str]:
     return [Path(p).name for p in tokenizer.save_pretrained(destination)]
 
 
+def save_generation_config(source: str | Path, model, destination: Path) -> None:
+    """Writes the generation defaults of `source` into `destination` (its generation_config.json,
+    else the ones transformers derives from the model's config)."""
+    path = Path(source) / "generation_config.json"
+    if is_local(source) and path.is_file():
+        shutil.copy2(path, destination / "generation_config.json")
+        return
+    from transformers import GenerationConfig
+
+    config = getattr(model, "generation_config", None) or GenerationConfig.from_model_config(model.config)
+    config.save_pretrained(destination)
+
+
 def save_checkpoint(
     model,
     output: str | Path,

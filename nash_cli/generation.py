@@ -163,9 +163,15 @@ def compile_model(model, *, backend: str = "inductor", mode: str | None = None):
 def generate(model, input_ids: "torch.Tensor", attention_mask: "torch.Tensor | None", settings: GenerationSettings):
     """Runs `model.generate` on one batch under `settings`; returns the sequences tensor.
 
-    The first column of the result is the decoder start token.
+    The first column of the result is the decoder start token. An engine model (a CTranslate2
+    export, `nash_cli.export.runtime`) generates through its own `generate` with the same settings.
     """
     import torch
+
+    from nash_cli.export.runtime import is_engine_model
+
+    if is_engine_model(model):
+        return model.generate(input_ids, attention_mask, settings)
 
     with torch.inference_mode():
         return model.generate(

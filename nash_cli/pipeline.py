@@ -85,6 +85,7 @@ def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[P
     current = teacher  # the checkpoint the next model stage reads
     current_key = "inputs"
     teacher_key = "inputs"
+    exported: str | None = None  # the export stage's output: benched and evaluated beside the student
     for index, key in enumerate(recipe.stages, start=1):
         options = recipe.stages[key].model_dump()
         command, _ = STAGES[key]
@@ -106,27 +107,39 @@ def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[P
                 upstream.append(teacher_key)
         elif key in ("select_layers", "compact"):
             kwargs.update(checkpoint=current, output=directory)
+        elif key == "export":
+            # a CTranslate2 copy of the current student; later model stages still read the student
+            kwargs.update(checkpoint=current, output=directory)
+            produces = False
         elif key == "bench":
             # real inputs from the evaluation data: natural output lengths, as the paper measured
-            kwargs.update(models=[current], baseline=teacher, output=directory / "bench.json")
+            models = [current] + ([exported] if exported else [])
+            kwargs.update(models=models, baseline=teacher, output=directory / "bench.json")
             kwargs["data"] = inputs.get("eval") or inputs["train"]
             split = recipe.data.eval_split if inputs.get("eval") else recipe.data.train_split
             if split:
                 kwargs["split"] = split
             upstream.append(teacher_key)
+            if exported:
+                upstream.append("export")
             produces = False
         elif key == "eval":
             data = inputs.get("eval") or inputs["train"]
             split = recipe.data.eval_split if inputs.get("eval") else recipe.data.train_split
-            for label, model in (("teacher", teacher), ("student", current)):
+            models = [("teacher", teacher), ("student", current)] + ([("exported", exported)] if exported else [])
+            for label, model in models:
                 call = {**kwargs, "checkpoint": model, "data": data, "output": directory / label / "metrics.json"}
                 if split:
                     call["split"] = split
                 calls.append(call)
             upstream.append(teacher_key)
+            if exported:
+                upstream.append("export")
             produces = False
         stage = PlannedStage(key, command, directory, kwargs, upstream, produces, calls=calls)
         stages.append(stage)
+        if key == "export":
+            exported = str(directory)
         if produces:
             current, current_key = str(directory), key
             if key == "finetune_teacher":
@@ -308,6 +321,9 @@ def _flag_lines(command: str, kwargs: dict[str, Any], defaults: dict[str, Any]) 
             value = kwargs[name]
             words.extend(str(v) for v in (value if isinstance(value, list) else [value]))
     for name, value in kwargs.items():
+        if value is False and defaults.get(name) is True:  # an on-by-default switch turned off
+            words.append("--no-" + name.replace("_", "-"))
+            continue
         if name in positional or value is None or value is False or (name in defaults and defaults[name] == value):
             continue
         flag = "--" + name.replace("_", "-")

@@ -22,6 +22,7 @@ stages:
   prune_encoder: {target_sparsity: 0.3, epochs: 20, sparsity_warmup: 0.8, lr: 3.0e-5, batch_size: 4}
   compact: {}
   distill: {epochs: 20, lr: 3.0e-4, batch_size: 4}
+  export: {quantization: int8}       # optional: a CTranslate2 model, benched and evaluated too
   bench: {beams: 4, batch: 32}
   eval: {metric: [rouge], beams: 4}
 ```
@@ -48,6 +49,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "prune_encoder": ("prune-encoder", "prune_encoder"),
     "compact": ("compact", "compact"),
     "distill": ("distill", "distill"),
+    "export": ("export", "export"),
     "bench": ("bench", "bench"),
     "eval": ("eval", "eval"),
 }

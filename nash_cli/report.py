@@ -23,7 +23,7 @@ class ModelRow:
     """One model of a run, as Table 1 shows it."""
 
     label: str
-    """"teacher" or "NASH (k DL)"."""
+    """"teacher", "NASH (k DL)", or "NASH (k DL) ct2 int8" for the student's CTranslate2 export."""
     path: str
     """The checkpoint."""
     decoder_layers: int | None = None
@@ -40,6 +40,8 @@ class ModelRow:
     """Median seconds per generate() call."""
     mean_generated_length: float | None = None
     """Mean new tokens per output."""
+    engine: str | None = None
+    """What ran it in the bench: "torch float32", "ct2 int8", ..."""
 
 
 @dataclass
@@ -82,12 +84,20 @@ def _stage_dirs(run_dir: Path) -> dict[str, Path]:
 def _decoder_layers(checkpoint: str) -> int | None:
     from nash_cli import artifact
     from nash_cli.arch import family_of
+    from nash_cli.export.runtime import is_ctranslate2_dir
 
     try:
+        if is_ctranslate2_dir(checkpoint):  # the export recorded its source's depth
+            manifest = artifact.read_manifest(checkpoint) or {}
+            return ((manifest.get("ctranslate2") or {}).get("model_config") or {}).get("decoder_layers")
         config = artifact.load_config(checkpoint)
     except NashError:
         return None
     return family_of(config).num_layers(config, "decoder")
+
+
+#: Models a run evaluates, in Table 1's order.
+LABELS = ("teacher", "student", "exported")
 
 
 def collect(run_dir: str | Path) -> RunSummary:
@@ -107,7 +117,7 @@ def collect(run_dir: str | Path) -> RunSummary:
     rows: dict[str, ModelRow] = {}
     metric_names: list[str] = []
     if "eval" in dirs:
-        for label in ("teacher", "student"):
+        for label in LABELS:
             metrics = _read_json(dirs["eval"] / label / "metrics.json")
             if not metrics:
                 continue
@@ -128,9 +138,18 @@ def collect(run_dir: str | Path) -> RunSummary:
         reports = bench.get("models", [])
         baseline = bench.get("baseline")
         for report in reports:
-            row = rows.get("teacher") if report["name"] == baseline else rows.get("student")
+            engine = report.get("engine") or {}
+            if report["name"] == baseline:
+                row = rows.get("teacher")
+            elif engine.get("engine") == "ctranslate2":
+                row = rows.get("exported")
+            else:
+                row = rows.get("student")
             if row is None:
                 continue
+            if engine:
+                name = {"transformers": "torch", "ctranslate2": "ct2"}.get(engine.get("engine"), engine.get("engine"))
+                row.engine = f"{name} {engine.get('compute_type', '')}".strip()
             row.parameters = report["parameters"]["total"]
             row.latency_s = report["latency_s"]["median"]
             row.mean_generated_length = report.get("mean_generated_length")
@@ -153,6 +172,11 @@ def collect(run_dir: str | Path) -> RunSummary:
     student = rows.get("student")
     if student and student.decoder_layers:
         student.label = f"NASH ({student.decoder_layers} DL)"
+    exported = rows.get("exported")
+    if exported:
+        manifest = _read_json(Path(exported.path) / "nash.json") or {}
+        base = f"NASH ({exported.decoder_layers} DL)" if exported.decoder_layers else "student"
+        exported.label = f"{base} ct2 {manifest.get('quantization') or ''}".strip()
     pruning = None
     if "prune_encoder" in dirs:
         pruning = (_read_json(dirs["prune_encoder"] / "nash.json") or {}).get("prune_encoder")
@@ -161,7 +185,7 @@ def collect(run_dir: str | Path) -> RunSummary:
         name=recipe.get("name", run_dir.name),
         description=recipe.get("description"),
         run_dir=run_dir,
-        rows=[rows[label] for label in ("teacher", "student") if label in rows],
+        rows=[rows[label] for label in LABELS if label in rows],
         metrics=metric_names,
         pruning=pruning,
         stage_seconds=seconds,
@@ -322,6 +346,12 @@ def _markdown(summary: RunSummary, with_structure: bool) -> str:
         "median generation times from `nash bench`, teacher and student timed interleaved in one run "
         "(the range is the lowest and highest per-repeat ratio)."
     )
+    engines = [f"{row.label}: {row.engine}" for row in summary.rows if row.engine]
+    if any(row.label != "teacher" and "ct2" in (row.engine or "") for row in summary.rows):
+        lines.append(
+            "The ct2 row is the student exported by `nash export` and run in CTranslate2 on the same inputs, beams, "
+            "lengths and threads (" + "; ".join(engines) + ")."
+        )
     if summary.bench_settings:
         environment = summary.bench_settings.get("environment") or {}
         generation = summary.bench_settings.get("generation") or {}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from nash_cli.arch import count_parameters
 from nash_cli.errors import NashError
+from nash_cli.export.runtime import is_engine_model
 from nash_cli.generation import GenerationSettings, generate_kwargs, generated_lengths
 
 if TYPE_CHECKING:
@@ -204,6 +205,9 @@ class ModelReport:
     """Against the baseline (see `speedup_stats`); None for the baseline or without one."""
     breakdown: dict[str, Any] | None = None
     """Seconds per part from the hooked pass (encoder, decoder layers, lm_head, rest)."""
+    engine: dict[str, Any] = field(default_factory=dict)
+    """What ran the model: `engine` (transformers or ctranslate2), `compute_type` (the torch dtype,
+    or CTranslate2's compute type), `device`, `threads`."""
 
 
 @dataclass
@@ -309,6 +313,14 @@ class _Breakdown:
 
 def _generate_once(model, batch: Batch, settings: GenerationSettings, sync) -> tuple[float, "torch.Tensor"]:
     # Arguments (and any fresh cache object) are built before the clock starts.
+    if is_engine_model(model):
+        # Another engine (CTranslate2): its inputs are prepared off the clock, its decoding call
+        # alone is timed (it returns on the host, done), and its output becomes ids after.
+        call = model.prepare(batch.input_ids, batch.attention_mask, settings)
+        start = time.perf_counter()
+        results = call()
+        seconds = time.perf_counter() - start
+        return seconds, model.sequences(results)
     kwargs = generate_kwargs(model, settings)
     sync()
     start = time.perf_counter()
@@ -387,6 +399,8 @@ def run_bench(
                 repeat_s[name].append(total)
         if settings.breakdown:
             for name in names:
+                if is_engine_model(models[name]):
+                    continue  # no module hooks inside another engine
                 breakdowns[name] = _breakdown(models[name], batches, generation[name], sync)
                 for _ in batches:
                     notify("breakdown", name)
@@ -399,7 +413,7 @@ def run_bench(
         reports.append(
             ModelReport(
                 name=name,
-                parameters=count_parameters(models[name]),
+                parameters=_parameters(models[name]),
                 generation=generation[name].to_dict(),
                 latency_s=summarize(latencies[name]),
                 repeat_s=repeat_s[name],
@@ -413,6 +427,7 @@ def run_bench(
                     else None
                 ),
                 breakdown=breakdowns.get(name),
+                engine=engine_info(models[name]),
             )
         )
     inputs = {
@@ -423,17 +438,44 @@ def run_bench(
             sum(int(batch.attention_mask.sum()) for batch in batches) / samples_per_repeat
         ),
     }
+    info = environment(device)
+    versions = {model.version for model in models.values() if is_engine_model(model)}
+    if versions:
+        info["ctranslate2"] = versions.pop()
     return BenchResult(
         models=reports,
         baseline=baseline,
         settings=asdict(settings),
         inputs=inputs,
-        environment=environment(device),
+        environment=info,
     )
 
 
 def _eos(model):
+    if is_engine_model(model):
+        return model.eos_token_ids
     return model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else model.config.eos_token_id
+
+
+def _parameters(model) -> dict[str, int]:
+    if is_engine_model(model):
+        return model.parameter_counts()
+    return count_parameters(model)
+
+
+def engine_info(model) -> dict[str, Any]:
+    """What runs `model`: engine name, compute type, device and threads (for reports)."""
+    import torch
+
+    if is_engine_model(model):
+        return model.engine_info()
+    dtype = next(model.parameters()).dtype
+    return {
+        "engine": "transformers",
+        "compute_type": str(dtype).removeprefix("torch."),
+        "device": str(model.device),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _weights_mib(model) -> float:
@@ -470,6 +512,8 @@ def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict
         for batch in batches:
             _generate_once(model, batch, generation, sync)
         return {}
+    if is_engine_model(model):
+        return _warm_up_engine(model, batches, generation, sync, device)
     weights = _weights_mib(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -484,6 +528,26 @@ def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict
             "increase_mib": (peak - before) / 2**20,
         }
     _fault_in(model)
+    _release_free_memory()
+    with _PeakRSS() as rss:
+        for batch in batches:
+            _generate_once(model, batch, generation, sync)
+    return {
+        "kind": "cpu_rss",
+        "weights_mib": weights,
+        "peak_mib": rss.peak / 2**20,
+        "increase_mib": (rss.peak - rss.before) / 2**20,
+    }
+
+
+def _warm_up_engine(model, batches, generation, sync, device) -> dict[str, Any]:
+    # CTranslate2 allocates outside torch: on CPU its peak shows in the process RSS as any
+    # model's; on CUDA torch's allocator does not see it, so only the weights are reported.
+    weights = model.weights_mib()
+    if device.type == "cuda":
+        for batch in batches:
+            _generate_once(model, batch, generation, sync)
+        return {"kind": "ctranslate2_weights_only", "weights_mib": weights}
     _release_free_memory()
     with _PeakRSS() as rss:
         for batch in batches:

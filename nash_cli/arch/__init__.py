@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 from nash_cli.errors import NashError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 Stack = Literal["encoder", "decoder"]
@@ -43,6 +44,92 @@ class FFNParts:
     """Projections into the intermediate space (T5 gated: wi_0 and wi_1, pruned together)."""
     output: "nn.Linear"
     """Projection out of it (wo / fc2); an FFN-unit mask scales its input."""
+
+
+@dataclass(frozen=True)
+class NormParts:
+    """One normalisation layer: T5's RMS norm (no bias, no mean) or BART's LayerNorm."""
+
+    weight: "torch.Tensor"
+    """Scale."""
+    bias: "torch.Tensor | None"
+    """Shift; None for an RMS norm."""
+    eps: float
+    """Epsilon added to the variance."""
+
+
+@dataclass(frozen=True)
+class BlockParts:
+    """The parts of one transformer layer, in the order they run."""
+
+    self_attention: AttentionParts
+    """Self-attention projections."""
+    self_attention_norm: NormParts
+    """The norm around self-attention (before it in T5, after the residual in BART)."""
+    cross_attention: AttentionParts | None
+    """Encoder-decoder attention (decoder layers only)."""
+    cross_attention_norm: NormParts | None
+    """Its norm (decoder layers only)."""
+    ffn: FFNParts
+    """Feed-forward projections."""
+    ffn_norm: NormParts
+    """The norm around the FFN."""
+    heads: tuple[int, ...]
+    """The original head index of each of the layer's heads (a compact encoder keeps a subset)."""
+
+
+@dataclass(frozen=True)
+class StackParts:
+    """One stack (encoder or decoder) with everything outside its layers."""
+
+    embed_tokens: "torch.Tensor"
+    """Token embedding table, `(vocab, d_model)`."""
+    embed_scale: float
+    """Factor applied to token embeddings (BART's sqrt(d_model) with scale_embedding; else 1)."""
+    positions: "torch.Tensor | None"
+    """Learned absolute positions, row 0 = position 0 (BART's offset removed); None for T5."""
+    embedding_norm: NormParts | None
+    """Norm applied to the embeddings (BART's layernorm_embedding)."""
+    final_norm: NormParts | None
+    """Norm after the last layer (T5's final_layer_norm)."""
+    relative_bias: "torch.Tensor | None"
+    """T5's relative position bias table, `(buckets, original heads)`, computed once per stack."""
+    relative_max_distance: int | None
+    """T5's longest distinguished distance."""
+    num_heads: int
+    """Heads per layer of the unpruned stack."""
+    blocks: tuple[BlockParts, ...]
+    """The layers."""
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """A whole model in terms any engine understands: what an exporter needs and nothing HF-named."""
+
+    encoder: StackParts
+    """The encoder."""
+    decoder: StackParts
+    """The decoder."""
+    lm_head: "torch.Tensor"
+    """Output projection, `(vocab, d_model)` (T5 v1.1 / FLAN: its own values, not the embedding)."""
+    logits_bias: "torch.Tensor | None"
+    """Added to the logits (BART's final_logits_bias), `(vocab,)`."""
+    output_scale: float | None
+    """Factor on the decoder output before lm_head (T5 v1.0: d_model^-0.5); None for none."""
+    pre_norm: bool
+    """Norm before each sublayer (T5) rather than after the residual (BART)."""
+    rms_norm: bool
+    """RMS norms (T5) rather than LayerNorm (BART)."""
+    activation: str
+    """FFN activation, as transformers names it ("relu", "gelu_new", "gelu", ...)."""
+    gated: bool
+    """Gated FFN (T5 v1.1 / FLAN: act(wi_0 x) * wi_1 x)."""
+    head_dim: int
+    """Size of every attention head."""
+    query_scale: float
+    """Factor on attention logits (T5: 1, no scaling; BART: head_dim^-0.5)."""
+    d_model: int
+    """Hidden size."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +167,8 @@ class ArchFamily:
     cannot hold it apart from the decoder's (T5 has one `d_ff` for both stacks)."""
     generation_cache_follows_encoder: bool
     """Whether stock `generate()` sizes the decoder's cache by the encoder's depth (T5 does)."""
+    anatomy: Callable[["nn.Module"], Anatomy]
+    """The whole model as plain parts (tensors, norms, flags), for exporters."""
 
 
 def family_of(model_or_config) -> ArchFamily:
@@ -98,6 +187,23 @@ def family_of(model_or_config) -> ArchFamily:
         f"model type {model_type!r} is a {kind} model; nash works on encoder-decoder T5, FLAN-T5, "
         "T5-efficient, mT5 and BART checkpoints"
     )
+
+
+def encoder_layer_heads(config, index: int, num_heads: int) -> tuple[int, ...]:
+    """Original head indices kept by encoder layer `index`: nash's compact configs list them
+    (`encoder_heads`); a stock config keeps all `num_heads`."""
+    kept = getattr(config, "encoder_heads", None)
+    if kept is None:
+        return tuple(range(num_heads))
+    return tuple(int(h) for h in kept[index])
+
+
+def norm_parts(module, eps_attribute: str = "eps") -> NormParts:
+    """The weight, bias and epsilon of a LayerNorm or T5's RMS norm (`variance_epsilon`)."""
+    eps = getattr(module, eps_attribute, None)
+    if eps is None:
+        eps = getattr(module, "variance_epsilon")
+    return NormParts(weight=module.weight, bias=getattr(module, "bias", None), eps=float(eps))
 
 
 def count_parameters(model) -> dict[str, int]:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from nash_cli.arch import ArchFamily, AttentionParts, FFNParts
+from nash_cli.arch import (
+    Anatomy,
+    ArchFamily,
+    AttentionParts,
+    BlockParts,
+    FFNParts,
+    StackParts,
+    encoder_layer_heads,
+    norm_parts,
+)
 
 
 def _layers(model, stack):
@@ -21,8 +30,7 @@ def _set_num_layers(config, stack, n):
     setattr(config, f"{stack}_layers", n)
 
 
-def _self_attention(layer):
-    attention = layer.self_attn
+def _attention(attention):
     return AttentionParts(
         q=attention.q_proj,
         k=attention.k_proj,
@@ -30,6 +38,67 @@ def _self_attention(layer):
         o=attention.out_proj,
         num_heads=attention.num_heads,
         head_dim=attention.head_dim,
+    )
+
+
+def _self_attention(layer):
+    return _attention(layer.self_attn)
+
+
+def _stack(model, stack) -> StackParts:
+    module = getattr(model.model, stack)
+    config = model.config
+    num_heads = int(getattr(config, f"{stack}_attention_heads"))
+    decoder = stack == "decoder"
+    blocks = []
+    for index, layer in enumerate(module.layers):
+        self_attention = _attention(layer.self_attn)
+        blocks.append(
+            BlockParts(
+                self_attention=self_attention,
+                self_attention_norm=norm_parts(layer.self_attn_layer_norm),
+                cross_attention=_attention(layer.encoder_attn) if decoder else None,
+                cross_attention_norm=norm_parts(layer.encoder_attn_layer_norm) if decoder else None,
+                ffn=_ffn(layer),
+                ffn_norm=norm_parts(layer.final_layer_norm),
+                heads=tuple(range(num_heads)) if decoder else encoder_layer_heads(config, index, num_heads),
+            )
+        )
+    positions = module.embed_positions
+    scale = getattr(module.embed_tokens, "embed_scale", None)
+    if scale is None:
+        scale = getattr(module, "embed_scale", None)
+    if scale is None:
+        scale = config.d_model**0.5 if getattr(config, "scale_embedding", False) else 1.0
+    return StackParts(
+        embed_tokens=module.embed_tokens.weight,
+        embed_scale=float(scale),
+        positions=positions.weight[getattr(positions, "offset", 0) :],
+        embedding_norm=norm_parts(module.layernorm_embedding),
+        final_norm=norm_parts(module.layer_norm) if getattr(module, "layer_norm", None) is not None else None,
+        relative_bias=None,
+        relative_max_distance=None,
+        num_heads=num_heads,
+        blocks=tuple(blocks),
+    )
+
+
+def _anatomy(model) -> Anatomy:
+    config = model.config
+    bias = getattr(model, "final_logits_bias", None)
+    return Anatomy(
+        encoder=_stack(model, "encoder"),
+        decoder=_stack(model, "decoder"),
+        lm_head=model.lm_head.weight,
+        logits_bias=bias.reshape(-1) if bias is not None else None,
+        output_scale=None,
+        pre_norm=False,
+        rms_norm=False,
+        activation=config.activation_function,
+        gated=False,
+        head_dim=int(config.d_model // config.encoder_attention_heads),
+        query_scale=float(config.d_model // config.encoder_attention_heads) ** -0.5,
+        d_model=int(config.d_model),
     )
 
 
@@ -58,4 +127,5 @@ FAMILY = ArchFamily(
     ffn_dim=lambda config, stack: getattr(config, f"{stack}_ffn_dim"),
     set_encoder_ffn_dim=_set_encoder_ffn_dim,
     generation_cache_follows_encoder=False,
+    anatomy=_anatomy,
 )

@@ -93,7 +93,8 @@ def command(
     ] = Options.device,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.", rich_help_panel=_RUN)] = Options.dtype,
     threads: Annotated[
-        Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's).", rich_help_panel=_RUN)
+        Optional[int],
+        typer.Option("--threads", help="CPU threads for torch and CTranslate2 alike (default: torch's).", rich_help_panel=_RUN),
     ] = Options.threads,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.", rich_help_panel=_RUN)] = Options.seed,
     output: Annotated[
@@ -130,6 +131,12 @@ def _display_names(names: list[str]) -> list[str]:
     return short if len(set(short)) == len(short) else names
 
 
+def engine_label(engine: dict) -> str:
+    """"torch float32", "ct2 int8_float32", ... for a report's `engine` entry."""
+    name = {"transformers": "torch", "ctranslate2": "ct2"}.get(engine.get("engine"), engine.get("engine") or "torch")
+    return f"{name} {engine.get('compute_type', '')}".strip()
+
+
 def print_tables(document: dict, console) -> None:
     from rich.table import Table
 
@@ -146,7 +153,7 @@ def print_tables(document: dict, console) -> None:
     )
     labels = _display_names([report["name"] for report in document["models"]])
     has_baseline = document["baseline"] is not None
-    columns = ["model", "enc/dec M", "median s", "p90 s", "p99 s", "tok/s", "len", "peak MiB"]
+    columns = ["model", "engine", "enc/dec M", "median s", "p90 s", "p99 s", "tok/s", "len", "peak MiB"]
     for column in columns + (["speedup", "per repeat"] if has_baseline else []):
         table.add_column(column, justify="left" if column == "model" else "right")
     for report, label in zip(document["models"], labels):
@@ -160,13 +167,14 @@ def print_tables(document: dict, console) -> None:
             speed = ["baseline" if report["name"] == document["baseline"] else "", ""]
         table.add_row(
             label,
+            engine_label(report.get("engine") or {}),
             f"{_millions(params['encoder'])}/{_millions(params['decoder'])}",
             f"{report['latency_s']['median']:.3f}",
             f"{report['latency_s']['p90']:.3f}",
             f"{report['latency_s']['p99']:.3f}",
             f"{report['tokens_per_s']:.0f}",
             f"{report['mean_generated_length']:.1f}",
-            f"{memory['peak_mib']:.0f}" if memory else "",
+            f"{memory['peak_mib']:.0f}" if memory.get("peak_mib") is not None else "",
             *(speed if has_baseline else []),
         )
     console.print(table)
@@ -188,6 +196,11 @@ def print_tables(document: dict, console) -> None:
         notes.append(
             "speedup: median baseline time / median model time; per repeat: median (min-max) of the "
             "ratios baseline / model within each repeat (models interleaved)"
+        )
+    if any((report.get("engine") or {}).get("engine") == "ctranslate2" for report in document["models"]):
+        notes.append(
+            f"ct2: CTranslate2 {env.get('ctranslate2', '')}, timed translate_batch calls on the same inputs, beams "
+            "and lengths, same thread count"
         )
     memory_kind = "max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS"
     notes.append(f"peak MiB: {memory_kind} during one warm-up pass; samples/s and more with --json")

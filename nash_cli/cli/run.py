@@ -61,7 +61,7 @@ def _print_plan(plan: dict, console) -> None:
 
 def print_stage_result(stage: str, result, console) -> None:
     """A finished stage's tables, as its own command prints them (on stderr: progress of the run)."""
-    from nash_cli.cli import bench, compact, distill, eval, prune_encoder, select_layers
+    from nash_cli.cli import bench, compact, distill, eval, export, prune_encoder, select_layers
 
     printers = {
         "finetune_teacher": distill.print_summary,
@@ -69,6 +69,7 @@ def print_stage_result(stage: str, result, console) -> None:
         "prune_encoder": prune_encoder.print_summary,
         "compact": compact.print_result,
         "distill": distill.print_summary,
+        "export": export.print_result,
         "bench": bench.print_tables,
         "eval": eval.print_table,
     }

@@ -69,7 +69,7 @@ class BenchOptions(LoadOptions):
     dtype: str = "float32"
     """float32, bfloat16 or float16."""
     threads: int | None = None
-    """CPU threads for torch (default: torch's)."""
+    """CPU threads for torch and CTranslate2 alike (default: torch's)."""
     seed: int = 0
     """Seed of the random inputs."""
     output: Path | None = None
@@ -120,16 +120,31 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def load_for_generation(source: str, options: LoadOptions, *, device, dtype: str, config=None) -> tuple[Any, list[str]]:
+def is_exported(source: str) -> bool:
+    """Whether `source` is a CTranslate2 model directory (`nash export`'s output)."""
+    from nash_cli.export.runtime import is_ctranslate2_dir
+
+    return is_ctranslate2_dir(source)
+
+
+def load_for_generation(source: str, options: LoadOptions, *, device, dtype: str, config=None,
+                        threads: int | None = None) -> tuple[Any, list[str]]:
     """Loads a checkpoint to generate with, as the model it stands for; returns (model, notes).
 
     A `masked` checkpoint's weights are the unpruned trained ones: its deterministic masks
     (`masks.safetensors`) are applied, so it generates exactly as its compact form does.
+    A CTranslate2 directory (`nash export`) is loaded in CTranslate2 on the same device, with
+    `threads` intra-op threads (default: torch's), and generates through the same interface.
     """
     import torch
 
     from nash_cli import artifact
     from nash_cli.masking import apply_checkpoint_masks
+
+    if is_exported(source):
+        from nash_cli.export.runtime import CTranslate2Model
+
+        return CTranslate2Model(source, device=device.type, threads=threads or torch.get_num_threads()), []
 
     model = artifact.load_model(
         source, allow_pickle=options.allow_pickle, trust_remote_code=options.trust_remote_code, config=config
@@ -185,10 +200,17 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
     names = list(dict.fromkeys(([options.baseline] if options.baseline is not None else []) + list(options.models)))
     # Every config is checked before any weights load, so a bad path fails fast.
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
-    configs = {name: artifact.load_config(name, **load) for name in names}
+    exported = {name for name in names if is_exported(name)}
+    if exported:
+        from nash_cli.export import require_ctranslate2
+
+        require_ctranslate2(f"timing {sorted(exported)[0]} (a CTranslate2 model)")
+    configs = {name: None if name in exported else artifact.load_config(name, **load) for name in names}
     loaded, notes = {}, []
     for name in names:
-        loaded[name], loaded_notes = load_for_generation(name, options, device=target, dtype=options.dtype, config=configs[name])
+        loaded[name], loaded_notes = load_for_generation(
+            name, options, device=target, dtype=options.dtype, config=configs[name], threads=options.threads
+        )
         notes += loaded_notes
     reference = loaded[names[0]]
     defaults = resolve_settings(
@@ -200,10 +222,16 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             num_beams=defaults.num_beams,
             max_new_tokens=defaults.max_new_tokens,
             fixed_length=options.fixed_length,
-            compile=options.compile,
+            compile=options.compile and name not in exported,
         )
         for name, model in loaded.items()
     }
+    for name in exported:
+        notes += loaded[name].notes(defaults.num_beams, fixed_length=options.fixed_length is not None)
+        if options.compile:
+            notes.append(f"{name}: --compile applies to transformers models; CTranslate2 runs as exported")
+        if options.breakdown:
+            notes.append(f"{name}: --breakdown hooks torch modules; CTranslate2 models have no breakdown")
 
     if options.data is not None:
         from nash_cli.data import load_examples
@@ -246,8 +274,9 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
     if options.compile:
         from nash_cli.generation import compile_model
 
-        for model in loaded.values():
-            compile_model(model)
+        for name, model in loaded.items():
+            if name not in exported:
+                compile_model(model)
     warmup = options.warmup if options.warmup is not None else (3 if options.compile else 1)
     settings = BenchSettings(repeats=options.repeats, warmup=warmup, breakdown=options.breakdown)
     progress = progress or Progress("bench")

@@ -1,7 +1,8 @@
 """`eval`: generate for every example of a data set, score against the references, write both.
 
 A `masked` checkpoint (prune-encoder's output) is evaluated with its deterministic masks
-applied, so it scores exactly as its compact form does.
+applied, so it scores exactly as its compact form does. A CTranslate2 directory (`nash export`)
+is evaluated in CTranslate2 with the same tokenisation, batches and generation settings.
 
 Generation is batched with sources sorted by length (`nash_cli.generation.generate_texts`);
 scores come from `nash_cli.metrics`. With several references per example every metric takes
@@ -31,7 +32,7 @@ class EvalOptions(LoadOptions):
     """What `nash eval` does."""
 
     checkpoint: str
-    """Checkpoint to evaluate: a local directory, or a hub id where online."""
+    """Checkpoint to evaluate: a local directory (a CTranslate2 export too), or a hub id where online."""
     data: str
     """Evaluation data (any format `distill` reads)."""
     metric: list[str] = field(default_factory=lambda: ["rouge"])
@@ -232,7 +233,8 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, 
     from nash_cli import artifact
     from nash_cli.data import load_examples
     from nash_cli.generation import resolve_settings
-    from nash_cli.stages.bench import load_for_generation, resolve_device
+    from nash_cli.stages.bench import is_exported, load_for_generation, resolve_device
+    from nash_cli.timing import engine_info
 
     options.check()
     paths = options.result_paths()
@@ -253,12 +255,20 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, 
 
         load_wordnet()  # a missing WordNet fails now, not after generating
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
-    config = artifact.load_config(options.checkpoint, **load)
+    exported = is_exported(options.checkpoint)
+    if exported:
+        from nash_cli.export import require_ctranslate2
+
+        require_ctranslate2(f"evaluating {options.checkpoint} (a CTranslate2 model)")
+    config = None if exported else artifact.load_config(options.checkpoint, **load)
     tokenizer = artifact.load_tokenizer(options.checkpoint)
     model, notes = load_for_generation(
         options.checkpoint, options, device=resolve_device(options.device), dtype=options.dtype, config=config
     )
     settings = resolve_settings(model, num_beams=options.beams, max_new_tokens=options.max_new_tokens)
+    masks_applied = bool(notes)
+    if exported:
+        notes = notes + model.notes(settings.num_beams)
     progress = progress or Progress("eval", unit="example")
     progress.update(total=len(examples), completed=0)  # the rate counts from the first batch
     result = evaluate(
@@ -280,7 +290,8 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, 
         split=options.split,
         device=str(model.device),
         dtype=options.dtype,
-        masks_applied=bool(notes),
+        engine=engine_info(model),
+        masks_applied=masks_applied,
     )
     if paths:
         write_results(document, generation_records(result, examples), *paths)

@@ -1,0 +1,287 @@
+"""`export`: write a nash checkpoint as a CTranslate2 model directory, the engine people serve with.
+
+Input: any dense or compact nash checkpoint (a teacher, select-layers, compact and distill
+outputs) of T5 v1.0, T5 v1.1 / FLAN-T5 or BART. A masked checkpoint (prune-encoder's output) is
+refused: its pruned units are still in the weights, so `nash compact` comes first.
+
+Output: a directory CTranslate2 loads (`model.bin`, its `config.json`, the vocabulary) with the
+tokenizer files, the generation defaults (`generation_config.json`) and a `nash.json` (stage
+`export`, engine, quantization, padding, lineage). `nash bench` and `nash eval` recognise it.
+The specification is built by `nash_cli.export.spec`; after writing, the export is loaded back
+and its greedy output compared with transformers' on random inputs (equal at float32).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nash_cli.artifact import LoadOptions
+from nash_cli.errors import NashError
+from nash_cli.export import QUANTIZATIONS
+from nash_cli.stages import arguments
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(kw_only=True)
+class ExportOptions(LoadOptions):
+    """What `nash export` does."""
+
+    checkpoint: str
+    """A dense or compact nash checkpoint (a local directory, or a hub id where online)."""
+    output: Path
+    """Directory to write the CTranslate2 model to."""
+    quantization: str = "float32"
+    """Weight type: int8, int8_float32, int8_float16, float16, bfloat16 or float32 (exact)."""
+    device: str = "auto"
+    """Where the export is loaded back and checked: auto (cuda if CTranslate2 sees one), cpu or cuda."""
+    verify: bool = True
+    """Load the export back and compare its greedy output with transformers' on random inputs."""
+    force: bool = False
+    """Replace the output if it exists."""
+
+    def check(self) -> None:
+        """NashError for an unknown quantization or device, or ctranslate2 missing (before anything is read)."""
+        if self.quantization not in QUANTIZATIONS:
+            raise NashError(f"unknown --quantization {self.quantization!r}; use {', '.join(QUANTIZATIONS)}")
+        if self.device not in DEVICES:
+            raise NashError(f"unknown --device {self.device!r}; use {', '.join(DEVICES)}")
+        from nash_cli.export import available, missing_message
+
+        if not available():  # a recipe with an export stage fails here, before any training
+            raise NashError(missing_message())
+
+
+@dataclass
+class ExportResult:
+    """What `run` wrote."""
+
+    output: str
+    """The CTranslate2 model directory."""
+    family: str
+    """t5 or bart."""
+    state: str
+    """The source's state: dense or compact."""
+    quantization: str
+    """Weight type of the export."""
+    parameters: dict[str, int]
+    """The source model's parameters (`nash_cli.arch.count_parameters`)."""
+    padding: dict[str, Any]
+    """Zero heads / FFN units the engine needs (see `nash_cli.export.spec.Padding`)."""
+    padding_summary: str
+    """What the padding costs, in one sentence."""
+    file_size: int
+    """Bytes of model.bin."""
+    check: dict[str, Any] | None
+    """The load-back check: device, compute type, inputs, token agreement with transformers."""
+    seconds: float
+    """Wall time."""
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready result."""
+        return asdict(self)
+
+
+def check_exportable(source: str, options: LoadOptions) -> dict[str, Any]:
+    """The source's manifest; NashError for a masked checkpoint or a family nash does not support."""
+    from nash_cli import artifact
+
+    if artifact.is_local(source):
+        from nash_cli.export.runtime import is_ctranslate2_dir
+
+        if is_ctranslate2_dir(source):
+            raise NashError(f"{source} is already a CTranslate2 model; export its source checkpoint instead")
+        artifact.check_checkpoint(source, allow_pickle=options.allow_pickle)
+    manifest = artifact.read_manifest(source) or {}
+    if manifest.get("state") == "masked":
+        raise NashError(
+            f"{source} is a masked checkpoint (prune-encoder's output): its pruned heads and units are still in "
+            "the weights; run nash compact first and export its output"
+        )
+    return manifest
+
+
+def _resolve_device(name: str, ct2) -> str:
+    if name == "auto":
+        return "cuda" if ct2.get_cuda_device_count() > 0 else "cpu"
+    if name == "cuda" and ct2.get_cuda_device_count() == 0:
+        raise NashError("--device cuda but CTranslate2 sees no CUDA device; use --device cpu")
+    return name
+
+
+def _special_ids(model, tokenizer) -> dict[str, int | None]:
+    config = model.config
+
+    def first(value):
+        return value[0] if isinstance(value, (list, tuple)) else value
+
+    return {
+        "decoder_start": config.decoder_start_token_id,
+        "eos": first(config.eos_token_id),
+        "bos": getattr(config, "bos_token_id", None),
+        "unk": getattr(tokenizer, "unk_token_id", None),
+        "pad": config.pad_token_id,
+    }
+
+
+def _model_config(model, family, vocab_size: int, special: dict[str, int | None]) -> dict[str, Any]:
+    """The transformers config fields bench and eval read from an export."""
+    config = model.config
+    return {
+        "model_type": config.model_type,
+        "family": family.name,
+        "vocab_size": vocab_size,
+        "pad_token_id": special["pad"],
+        "eos_token_id": config.eos_token_id,
+        "bos_token_id": special["bos"],
+        "decoder_start_token_id": special["decoder_start"],
+        "unk_token_id": special["unk"],
+        "max_position_embeddings": getattr(config, "max_position_embeddings", None),
+        "encoder_layers": len(family.layers(model, "encoder")),
+        "decoder_layers": len(family.layers(model, "decoder")),
+    }
+
+
+def verify_export(model, directory: Path, *, device: str, quantization: str, batch: int = 4, length: int = 24,
+                  new_tokens: int = 16) -> dict[str, Any]:
+    """Greedy outputs of the export and of the transformers model on the same random inputs.
+
+    Returns the device, compute type and how many of the generated tokens agree; at float32 they
+    are equal (anything else is a converter bug).
+    """
+    import torch
+
+    from nash_cli.export.runtime import CTranslate2Model
+    from nash_cli.generation import GenerationSettings, generate
+    from nash_cli.timing import random_batches
+
+    engine = CTranslate2Model(directory, device=device)
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or length
+    special = [getattr(config, key, None) for key in ("pad_token_id", "eos_token_id", "bos_token_id",
+                                                      "decoder_start_token_id")]
+    (inputs,) = random_batches(
+        vocab_size=engine.config.vocab_size,
+        batch_size=batch,
+        source_length=min(length, limit),
+        low=max([4] + [s + 1 for s in special if isinstance(s, int)]),
+        eos_token_id=config.eos_token_id if isinstance(config.eos_token_id, int) else None,
+        seed=1234,
+    )
+    settings = GenerationSettings(num_beams=1, max_new_tokens=new_tokens)
+    expected = generate(model, inputs.input_ids.to(model.device), inputs.attention_mask.to(model.device), settings).cpu()
+    got = engine.generate(inputs.input_ids, inputs.attention_mask, settings)
+    width = max(expected.shape[1], got.shape[1])
+
+    def padded(tensor):
+        return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=-1)
+
+    same = (padded(expected) == padded(got))[:, 1:]  # column 0 is the decoder start token
+    return {
+        "device": device,
+        "compute_type": engine.translator.compute_type,
+        "inputs": {"batch": batch, "source_length": int(inputs.input_ids.shape[1]), "new_tokens": new_tokens,
+                   "search": "greedy"},
+        "tokens_equal": bool(same.all()),
+        "token_agreement": float(same.float().mean()),
+        "exact_expected": quantization == "float32" and engine.translator.compute_type == "float32",
+    }
+
+
+def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Converts a checkpoint to a CTranslate2 model directory.
+
+    Args:
+        options: The stage's options.
+        progress: Called with a short description of each step.
+
+    Raises:
+        NashError: a bad option, an existing output without `force`, ctranslate2 missing, a masked
+            checkpoint, an unsupported model; nothing is written then.
+    """
+    from nash_cli.export import require_ctranslate2
+
+    notify = progress or (lambda step: None)
+    started = time.perf_counter()
+    options.check()
+    from nash_cli import artifact
+
+    artifact.check_output(options.output, options.force)
+    ct2 = require_ctranslate2()
+    device = _resolve_device(options.device, ct2)
+    manifest = check_exportable(options.checkpoint, options)
+
+    import torch
+
+    from nash_cli._hf import quiet_transformers
+    from nash_cli.arch import count_parameters, family_of
+    from nash_cli.export.spec import activation_of, build_spec, vocabulary
+
+    load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
+    config = artifact.load_config(options.checkpoint, **load)
+    family = family_of(config)
+    tokenizer = artifact.load_tokenizer(options.checkpoint)
+    notify("loading")
+    model = artifact.load_model(options.checkpoint, config=config, dtype=torch.float32, **load)
+    activation_of(family.anatomy(model).activation)  # an unsupported activation fails before writing
+    notify("building the CTranslate2 model")
+    size = model.get_input_embeddings().weight.shape[0]
+    tokens = vocabulary(tokenizer, size)
+    special = _special_ids(model, tokenizer)
+    with torch.no_grad():
+        spec, padding = build_spec(model, tokens, special)
+        spec.validate()
+        spec.optimize(quantization=options.quantization)
+    parameters = count_parameters(model)
+    state = manifest.get("state", "dense")
+    notes = []
+    extra = {
+        "engine": "ctranslate2",
+        "quantization": options.quantization,
+        "ctranslate2": {
+            "version": ct2.__version__,
+            "parameters": parameters,
+            "padding": padding.to_dict(),
+            "model_config": _model_config(model, family, size, special),
+        },
+        "compact": manifest.get("compact"),
+    }
+    new_manifest = artifact.build_manifest(
+        source=options.checkpoint, stage="export", arguments=arguments(options), state=state, layer_map=None, extra=extra
+    )
+    check = None
+    with artifact.staged_output(options.output, force=options.force) as staging, quiet_transformers():
+        notify("writing")
+        spec.save(str(staging))
+        del spec
+        new_manifest["tokenizer_files"] = artifact.copy_tokenizer(options.checkpoint, staging)
+        artifact.save_generation_config(options.checkpoint, model, staging)
+        artifact.write_files_atomic({staging / artifact.MANIFEST: artifact.json_text(new_manifest)})
+        if options.verify:
+            notify("checking the export against transformers")
+            check = verify_export(model, staging, device=device, quantization=options.quantization)
+            new_manifest["ctranslate2"]["check"] = check
+            artifact.write_files_atomic({staging / artifact.MANIFEST: artifact.json_text(new_manifest)})
+            if check["exact_expected"] and not check["tokens_equal"]:
+                notes.append(
+                    "the float32 export's greedy output differs from transformers' on random inputs: please report "
+                    "this as a nash bug, with the checkpoint's config.json"
+                )
+    return ExportResult(
+        output=str(options.output),
+        family=family.name,
+        state=state,
+        quantization=options.quantization,
+        parameters=parameters,
+        padding=padding.to_dict(),
+        padding_summary=padding.summary(),
+        file_size=(Path(options.output) / "model.bin").stat().st_size,
+        check=check,
+        seconds=time.perf_counter() - started,
+        notes=notes,
+    )

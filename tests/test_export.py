@@ -1,0 +1,302 @@
+"""`nash export`: CTranslate2 models equal to nash's transformers models, and run by bench / eval.
+
+Exactness is checked for T5 v1.0, T5 v1.1 (gated, untied head) and BART, dense and compact
+(unequal heads per layer, a layer without heads, a layer without FFN units): the float32 export
+gives the same beam-4 tokens and the same scores (within 1e-4) as the transformers model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import assert_user_error, snapshot, write_checkpoint
+
+ctranslate2 = pytest.importorskip("ctranslate2")
+
+from nash_cli import artifact  # noqa: E402
+from nash_cli.errors import NashError  # noqa: E402
+from nash_cli.export.runtime import CTranslate2Model, is_ctranslate2_dir  # noqa: E402
+from nash_cli.generation import GenerationSettings, generate_kwargs  # noqa: E402
+from nash_cli.stages.export import ExportOptions, run  # noqa: E402
+from nash_cli.surgery.compact import compact_model  # noqa: E402
+from nash_cli.toy import tiny_model  # noqa: E402
+
+EOS = 1
+
+
+def _lively(model, family: str, seed: int):
+    """Random weights large enough for varied outputs, some of which end early (EOS)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * (0.3 if family == "bart" else 0.2))
+        if family == "bart":
+            model.final_logits_bias.normal_(generator=generator)
+            model.final_logits_bias[0, EOS] = 2.5
+        else:
+            model.lm_head.weight[EOS] *= 3.0 if family == "t5" else 1.5
+    return model
+
+
+def _masks(layers: int, heads: int, d_ff: int, *, equal_heads: bool):
+    """Unequal heads (layer 0 keeps none, layer 1 a non-prefix subset) and FFN widths (layer 2
+    keeps none); or, with `equal_heads`, 3 of 4 heads everywhere (different subsets)."""
+    head_mask = torch.ones(layers, heads)
+    if equal_heads:
+        for layer in range(layers):
+            head_mask[layer, layer % heads] = 0
+    else:
+        head_mask[0] = 0
+        head_mask[1, 0] = 0
+        head_mask[1, 2] = 0
+        head_mask[3, 1] = 0
+    ffn = (torch.rand(layers, d_ff, generator=torch.Generator().manual_seed(7)) > 0.4).float()
+    ffn[2] = 0
+    return head_mask, ffn
+
+
+def _checkpoint(tmp_path: Path, tokenizer, family: str, shape: str) -> Path:
+    model = _lively(tiny_model(family, vocab_size=len(tokenizer), d_model=32, num_heads=4, d_ff=64,
+                               encoder_layers=4, decoder_layers=2, seed=3), family, seed=14)
+    source = write_checkpoint(tmp_path / "dense", model, tokenizer)
+    if shape == "dense":
+        return source
+    compact, custom = compact_model(model, *_masks(4, 4, 64, equal_heads=shape == "equal-heads"))
+    assert custom
+    return artifact.save_checkpoint(compact, tmp_path / "compact", source=source, stage="compact", arguments={},
+                                    state="compact")
+
+
+def _inputs(vocab: int):
+    generator = torch.Generator().manual_seed(5)
+    ids = torch.randint(4, vocab, (8, 12), generator=generator)
+    ids[:, -1] = EOS
+    mask = torch.ones_like(ids)
+    mask[2, 8:] = 0  # a padded row: CTranslate2 gets it without the padding
+    ids[2, 7] = EOS
+    ids[2, 8:] = 0
+    return ids, mask
+
+
+def _until_eos(row: list[int]) -> list[int]:
+    tokens = row[1:]
+    return tokens[: tokens.index(EOS) + 1] if EOS in tokens else tokens
+
+
+def _transformers(model, ids, mask, settings):
+    """nash's transformers generation, with scores; early_stopping=True is CTranslate2's beam search
+    and forced EOS is left out (CTranslate2 has none): see docs/export.md."""
+    kwargs = generate_kwargs(model, settings)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, early_stopping=True, forced_eos_token_id=None,
+                             return_dict_in_generate=True, output_scores=True, **kwargs)
+    return out.sequences, out.sequences_scores.tolist()
+
+
+def _compare(source: Path, export: Path, *, max_new_tokens: int = 20) -> dict:
+    model = artifact.load_model(source)
+    engine = CTranslate2Model(export)
+    ids, mask = _inputs(engine.config.vocab_size)
+    settings = GenerationSettings(num_beams=4, max_new_tokens=max_new_tokens)
+    expected, expected_scores = _transformers(model, ids, mask, settings)
+    got, scores = engine.generate_with_scores(ids, mask, settings)
+    rows = [(_until_eos(a), _until_eos(b)) for a, b in zip(got.tolist(), expected.tolist())]
+    assert [a for a, _ in rows] == [b for _, b in rows]
+    difference = max(abs(a - b) for a, b in zip(scores, expected_scores))
+    assert difference < 1e-4
+    return {"ended": sum(EOS in a for a, _ in rows), "distinct": len({tuple(a) for a, _ in rows}),
+            "score_difference": difference}
+
+
+@pytest.mark.parametrize("shape", ["dense", "compact", "equal-heads"])
+@pytest.mark.parametrize("family", ["t5", "t5-gated", "bart"])
+def test_float32_export_equals_transformers(family, shape, tmp_path, tokenizer):
+    source = _checkpoint(tmp_path, tokenizer, family, shape)
+    result = run(ExportOptions(checkpoint=str(source), output=tmp_path / "ct2", verify=False))
+    assert is_ctranslate2_dir(tmp_path / "ct2")
+    padding = result.padding
+    if shape == "compact":
+        assert padding["heads_per_layer"] == [0, 2, 4, 3] and padding["engine_heads"] == 4
+        assert padding["zero_heads"] == 7 and padding["zero_ffn_units"] == 1
+        assert "their attention is computed" in result.padding_summary
+    elif shape == "equal-heads":  # same count everywhere: no zero heads, T5's bias sliced per layer
+        assert padding["engine_heads"] == 3 and padding["zero_heads"] == 0
+    else:
+        assert padding["zero_heads"] == 0 and padding["engine_heads"] == 4
+    seen = _compare(source, tmp_path / "ct2")
+    assert seen["distinct"] > 1  # not one degenerate output repeated
+    if (family, shape) != ("t5", "dense"):  # that random T5 never ends within 20 tokens; its compact forms do
+        assert seen["ended"] > 0  # some outputs end early: EOS and length normalisation are exercised
+
+
+def test_gated_t5_keeps_its_untied_head_and_no_output_scaling(make_checkpoint, tmp_path):
+    # The project's own untied fixture: lm_head differs from the shared embedding in the file,
+    # though transformers 5 reports tie_word_embeddings=True for it.
+    from safetensors.torch import load_file
+
+    from nash_cli.arch import family_of
+
+    source = make_checkpoint("t5-gated")
+    weights = load_file(str(source / "model.safetensors"))
+    assert not torch.equal(weights["lm_head.weight"], weights["shared.weight"])
+    model = artifact.load_model(source)
+    assert model.config.tie_word_embeddings  # the transformers 5 quirk the stock converter trips on
+    assert family_of(model).anatomy(model).output_scale is None
+    t5 = artifact.load_model(make_checkpoint("t5"))
+    assert family_of(t5).anatomy(t5).output_scale == pytest.approx(t5.config.d_model**-0.5)
+    run(ExportOptions(checkpoint=str(source), output=tmp_path / "ct2", verify=False))
+    _compare(source, tmp_path / "ct2", max_new_tokens=8)
+
+
+def test_export_directory_manifest_tokenizer_and_check(make_checkpoint, tmp_path, cli):
+    source = make_checkpoint("bart")
+    out = tmp_path / "ct2"
+    result = cli("export", source, "-o", out, "--quantization", "int8", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert document["quantization"] == "int8" and document["check"]["compute_type"].startswith("int8")
+    names = {p.name for p in out.iterdir()}
+    assert {"model.bin", "config.json", "shared_vocabulary.json", "nash.json", "generation_config.json",
+            "tokenizer.json"} <= names
+    manifest = json.loads((out / "nash.json").read_text())
+    assert manifest["stage"] == "export" and manifest["engine"] == "ctranslate2"
+    assert manifest["quantization"] == "int8" and manifest["state"] == "dense"
+    assert manifest["lineage"][-1]["path"] == str(Path(source).absolute())
+    assert manifest["ctranslate2"]["parameters"] == artifact.read_manifest(out)["ctranslate2"]["parameters"]
+    # generation defaults and tokenizer travel with the export
+    assert json.loads((out / "generation_config.json").read_text())["forced_eos_token_id"] == EOS
+    assert artifact.load_tokenizer(out)("the dog")["input_ids"] == artifact.load_tokenizer(source)("the dog")["input_ids"]
+    # the float32 check is exact
+    exact = cli("export", source, "-o", tmp_path / "f32", "--json")
+    assert exact.json()["check"]["tokens_equal"] is True
+
+
+@pytest.fixture
+def masked(make_checkpoint, tmp_path):
+    import shutil
+
+    path = tmp_path / "masked"
+    shutil.copytree(make_checkpoint("t5"), path)
+    (path / "nash.json").write_text(json.dumps({"stage": "prune-encoder", "state": "masked"}))
+    return path
+
+
+@pytest.fixture
+def unsupported(tmp_path):
+    path = tmp_path / "gpt2"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": "gpt2", "is_encoder_decoder": False}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("quantization", "unknown --quantization 'int4'"),
+        ("family", "model type 'gpt2'"),
+        ("masked", "run nash compact first"),
+        ("exists", "already exists; pass --force"),
+        ("device", "unknown --device"),
+    ],
+)
+def test_bad_inputs_exit_2_and_write_nothing(case, fragment, make_checkpoint, masked, unsupported, tmp_path, cli):
+    source = {"family": unsupported, "masked": masked}.get(case, make_checkpoint("t5"))
+    out = tmp_path / "out"
+    args = ["export", source, "-o", out]
+    if case == "quantization":
+        args += ["--quantization", "int4"]
+    if case == "device":
+        args += ["--device", "tpu"]
+    if case == "exists":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    assert_user_error(cli(*args), fragment)
+    assert snapshot(tmp_path) == before
+
+
+def test_missing_extra_names_it(make_checkpoint, tmp_path, cli, monkeypatch):
+    source = make_checkpoint("t5")
+    run(ExportOptions(checkpoint=str(source), output=tmp_path / "ct2", verify=False))
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # import ctranslate2 now raises ImportError
+    before = snapshot(tmp_path)
+    assert_user_error(cli("export", source, "-o", tmp_path / "out"), 'pip install "nash-cli[ctranslate2]"')
+    assert_user_error(cli("bench", tmp_path / "ct2", "--batch", "2", "--source-length", "8", "--repeats", "1"),
+                      "nash-cli[ctranslate2]")
+    assert snapshot(tmp_path) == before
+
+
+def test_bench_times_both_engines_with_the_same_settings(make_checkpoint, tmp_path, cli):
+    source = make_checkpoint("t5-gated")
+    run(ExportOptions(checkpoint=str(source), output=tmp_path / "ct2", quantization="int8", verify=False))
+    result = cli("bench", source, tmp_path / "ct2", "--baseline", source, "--batch", "3", "--beams", "2",
+                 "--source-length", "10", "--fixed-length", "6", "--repeats", "2", "--threads", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    hf, ct2 = document["models"]
+    assert hf["engine"]["engine"] == "transformers" and hf["engine"]["compute_type"] == "float32"
+    assert ct2["engine"]["engine"] == "ctranslate2" and ct2["engine"]["compute_type"].startswith("int8")
+    assert hf["engine"]["threads"] == ct2["engine"]["threads"] == 1
+    assert hf["generation"] == ct2["generation"]  # same beams and lengths
+    assert hf["mean_generated_length"] == ct2["mean_generated_length"] == 6.0
+    assert ct2["speedup"] is not None and len(ct2["repeat_s"]) == 2
+    assert ct2["parameters"] == hf["parameters"]  # the source's counts, recorded by the export
+    assert document["environment"]["ctranslate2"] == ctranslate2.__version__
+    table = cli("bench", source, tmp_path / "ct2", "--batch", "2", "--source-length", "8", "--fixed-length", "3",
+                "--repeats", "1", "--threads", "1")
+    assert table.exit_code == 0 and "ct2" in table.stdout
+
+
+def test_eval_scores_an_export_like_its_source(make_checkpoint, tmp_path, cli):
+    source = make_checkpoint("bart")
+    run(ExportOptions(checkpoint=str(source), output=tmp_path / "ct2", verify=False))
+    data = tmp_path / "val.jsonl"
+    data.write_text("".join(json.dumps({"source": s, "target": t}) + "\n" for s, t in [
+        ("the quick brown fox jumps over the lazy dog .", "fox"),
+        ("a cat sat on the mat and looked at the dog .", "cat"),
+        ("one two three .", "numbers"),
+    ]))
+    docs = {}
+    for name, model in (("hf", source), ("ct2", tmp_path / "ct2")):
+        result = cli("eval", model, "--data", data, "--beams", "1", "--max-new-tokens", "5", "-o",
+                     tmp_path / name / "metrics.json", "--json")
+        assert result.exit_code == 0, result.stderr
+        docs[name] = result.json()
+    assert docs["ct2"]["engine"]["engine"] == "ctranslate2"
+    assert docs["ct2"]["scores"] == docs["hf"]["scores"]
+    predictions = {
+        name: [json.loads(line)["prediction"] for line in (tmp_path / name / "generations.jsonl").read_text().splitlines()]
+        for name in docs
+    }
+    assert predictions["ct2"] == predictions["hf"]
+
+
+def test_a_recipe_exports_the_student_and_benches_and_evaluates_it(tmp_path, make_checkpoint, monkeypatch):
+    from nash_cli.pipeline import plan_run
+    from nash_cli.recipe import parse_recipe
+
+    raw = {
+        "name": "r",
+        "teacher": "t",
+        "data": {"train": "d.jsonl"},
+        "stages": {"select_layers": {"decoder_layers": 1}, "export": {"quantization": "int8"}, "bench": {}, "eval": {}},
+    }
+    recipe = parse_recipe(raw)
+    stages = {stage.key: stage for stage in plan_run(recipe, tmp_path, inputs={"teacher": "t", "train": "d.jsonl"})}
+    student = str(tmp_path / "01-select-layers")
+    exported = str(tmp_path / "02-export")
+    assert stages["export"].kwargs["checkpoint"] == student and str(stages["export"].kwargs["output"]) == exported
+    assert stages["export"].kwargs["quantization"] == "int8"
+    assert stages["bench"].kwargs["models"] == [student, exported] and stages["bench"].kwargs["baseline"] == "t"
+    assert [call["checkpoint"] for call in stages["eval"].calls] == ["t", student, exported]
+    assert "export" in stages["bench"].upstream and "export" in stages["eval"].upstream
+    # without the extra the recipe fails at once, naming it, before any stage runs
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
+    with pytest.raises(NashError, match=r"stages\.export: .*nash-cli\[ctranslate2\]"):
+        parse_recipe(raw)
