@@ -300,3 +300,32 @@ def test_a_recipe_exports_the_student_and_benches_and_evaluates_it(tmp_path, mak
     monkeypatch.setitem(sys.modules, "ctranslate2", None)
     with pytest.raises(NashError, match=r"stages\.export: .*nash-cli\[ctranslate2\]"):
         parse_recipe(raw)
+
+
+def test_forced_first_token_becomes_a_target_prefix(tmp_path, tokenizer):
+    # BART summarisers force a first token (forced_bos_token_id); the export keeps it as a
+    # one-token target prefix and returns it in the sequences, as transformers does.
+    from transformers import GenerationConfig
+
+    source = _checkpoint(tmp_path, tokenizer, "bart", "dense")
+    config = GenerationConfig.from_pretrained(source)
+    config.forced_bos_token_id = 3
+    config.num_beams = 4
+    config.early_stopping = True
+    config.save_pretrained(source)
+    run(ExportOptions(checkpoint=str(source), output=tmp_path / "ct2", verify=False))
+    model = artifact.load_model(source)
+    engine = CTranslate2Model(tmp_path / "ct2")
+    ids, mask = _inputs(engine.config.vocab_size)
+    # At least one token after the forced one: right after a prefix CTranslate2 does not let a
+    # secondary beam end (a guard against empty outputs) where transformers does (docs/export.md).
+    settings = GenerationSettings(num_beams=4, max_new_tokens=10, min_new_tokens=2)
+    # (Scores are not compared: under a minimum length CTranslate2 renormalises the log-probs
+    # without the end token, transformers does not; docs/export.md.)
+    expected, _ = _transformers(model, ids, mask, settings)
+    got = engine.generate(ids, mask, settings)
+    assert got[:, 1].tolist() == [3] * len(ids)  # the forced token, counted in the length as transformers does
+    assert [_until_eos(row) for row in got.tolist()] == [_until_eos(row) for row in expected.tolist()]
+    capped = engine.generate(ids, mask, GenerationSettings(num_beams=4, max_new_tokens=4, min_new_tokens=2))
+    assert capped.shape[1] <= 1 + 4
+    assert engine.notes(4) and "forced_eos_token_id" in " ".join(engine.notes(4))

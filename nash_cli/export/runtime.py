@@ -11,6 +11,8 @@ and minimum (fixed-length runs included), length penalty, repetition penalty, no
 the end-of-sequence ids and a forced first token (as a target prefix). What it cannot do is
 reported by `notes()`: CTranslate2's beam search stops once `beams` hypotheses have ended (as
 transformers' `early_stopping=True`), and it has no forced end-of-sequence at the length cap.
+Under a minimum length it removes the end token before the softmax (transformers after it), so
+scores differ there; lengths do not (docs/export.md, "What is exact").
 """
 
 from __future__ import annotations
@@ -207,10 +209,10 @@ class CTranslate2Model:
         maximum = int(settings.max_new_tokens)
         prefix: list[str] = []
         if config.forced_bos_token_id is not None:
-            # A forced first token is a one-token target prefix; CTranslate2 counts new tokens after it.
+            # A forced first token is a one-token target prefix. translate_batch returns the prefix
+            # in the hypothesis and counts it in the lengths and the length normalisation, as
+            # transformers counts the forced token.
             prefix = [self.tokens[int(config.forced_bos_token_id)]]
-            maximum = max(1, maximum - 1)
-            minimum = max(0, minimum - 1)
         options = {
             "beam_size": int(settings.num_beams),
             "num_hypotheses": 1,
@@ -248,11 +250,10 @@ class CTranslate2Model:
 
     def sequences(self, results: Sequence[Any]) -> "torch.Tensor":
         """Results of `translate_batch` as a `generate()`-style tensor: decoder start token, the
-        forced first token if any, the generated ids (end token included), then padding."""
+        generated ids (a forced first token and the end token included), then padding."""
         import torch
 
-        forced = self.generation_config.forced_bos_token_id
-        head = [self.decoder_start_token_id] + ([int(forced)] if forced is not None else [])
+        head = [self.decoder_start_token_id]
         rows = [head + [self.ids[token] for token in result.hypotheses[0]] for result in results]
         width = max(len(row) for row in rows)
         return torch.tensor([row + [self.pad_token_id] * (width - len(row)) for row in rows], dtype=torch.long)
