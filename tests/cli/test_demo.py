@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 
@@ -19,8 +20,9 @@ def test_demo_runs_the_whole_pipeline_offline(tmp_path, cli):
     assert "nash demo: about " in result.stderr  # the expected duration; stdout stays JSON
     out = result.json()
     header, rows = out["table1"]["header"], out["table1"]["rows"]
-    assert [row[0] for row in rows] == ["teacher", "NASH (2 DL)", "NASH (2 DL) ct2 int8"]
-    assert header[3] == "rougeL" and rows[0][-1] == "1.00x" and rows[1][-1].endswith(")") and rows[2][-1].endswith(")")
+    exported = importlib.util.find_spec("ctranslate2") is not None  # else the demo skips its export
+    assert [row[0] for row in rows] == ["teacher", "NASH (2 DL)"] + (["NASH (2 DL) ct2 int8"] if exported else [])
+    assert header[3] == "rougeL" and rows[0][-1] == "1.00x" and all(row[-1].endswith(")") for row in rows[1:])
     run = tmp_path / "demo"
     assert (run / "00-inputs" / "train.jsonl").is_file()
     first = json.loads((run / "00-inputs" / "train.jsonl").read_text().splitlines()[0])
@@ -30,7 +32,8 @@ def test_demo_runs_the_whole_pipeline_offline(tmp_path, cli):
     compact = json.loads((run / "04-compact" / "nash.json").read_text())
     assert compact["state"] == "compact"
     assert compact["layer_map"]["decoder"] == [0, 5]
-    exported = json.loads((run / "06-export" / "nash.json").read_text())
-    assert exported["stage"] == "export" and exported["quantization"] == "int8"
-    assert exported["parent"]["path"] == str(run / "05-distill")
-    assert (run / "08-eval" / "exported" / "metrics.json").is_file()
+    if exported:
+        manifest = json.loads((run / "06-export" / "nash.json").read_text())
+        assert manifest["stage"] == "export" and manifest["quantization"] == "int8"
+        assert manifest["parent"]["path"] == str(run / "05-distill")
+        assert (run / "08-eval" / "exported" / "metrics.json").is_file()
