@@ -528,6 +528,11 @@ def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict
             "increase_mib": (peak - before) / 2**20,
         }
     _fault_in(model)
+    return _cpu_rss_pass(model, batches, generation, sync, weights)
+
+
+def _cpu_rss_pass(model, batches, generation, sync, weights: float) -> dict[str, Any]:
+    """One pass over `batches` with the process RSS sampled: the CPU memory figure of any engine."""
     _release_free_memory()
     with _PeakRSS() as rss:
         for batch in batches:
@@ -548,16 +553,7 @@ def _warm_up_engine(model, batches, generation, sync, device) -> dict[str, Any]:
         for batch in batches:
             _generate_once(model, batch, generation, sync)
         return {"kind": "ctranslate2_weights_only", "weights_mib": weights}
-    _release_free_memory()
-    with _PeakRSS() as rss:
-        for batch in batches:
-            _generate_once(model, batch, generation, sync)
-    return {
-        "kind": "cpu_rss",
-        "weights_mib": weights,
-        "peak_mib": rss.peak / 2**20,
-        "increase_mib": (rss.peak - rss.before) / 2**20,
-    }
+    return _cpu_rss_pass(model, batches, generation, sync, weights)
 
 
 def _breakdown(model, batches, generation, sync) -> dict[str, Any]:

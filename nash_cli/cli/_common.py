@@ -53,6 +53,14 @@ def layer_list(text: str | None, option: str) -> list[int] | None:
     return parse_indices(text, option)
 
 
+def checked_options(options_class: type, flags: dict[str, Any], *, leave_out: tuple[str, ...] = ()):
+    """A command's flags (its `locals()`) as the stage's options, checked before torch is imported,
+    so a usage mistake answers at once. `json_output` and the names in `leave_out` are not options."""
+    options = options_class(**{k: v for k, v in flags.items() if k != "json_output" and k not in leave_out})
+    options.check()
+    return options
+
+
 def run_training_stage(options_class: type, stage: str, flags: dict[str, Any], printer) -> None:
     """The body of `distill` and `prune-encoder`: their flags to options, the run, the result.
 
@@ -66,8 +74,7 @@ def run_training_stage(options_class: type, stage: str, flags: dict[str, Any], p
     json_output = flags.pop("json_output")
     for name in ("decoder_layer_map", "encoder_layer_map"):
         flags[name] = layer_list(flags[name], "--" + name.replace("_", "-"))
-    options = options_class(**flags)
-    options.check()  # before torch is imported: a usage mistake answers at once
+    options = checked_options(options_class, flags)
 
     import importlib
 

@@ -106,9 +106,7 @@ def command(
     json_output: JsonOption = False,
 ) -> None:
     """Time whole generate() calls (batch 32, beam 4 by default), models interleaved, speedup vs --baseline."""
-    flags = dict(locals())
-    options = Options(**{key: value for key, value in flags.items() if key != "json_output"})
-    options.check()  # before torch is imported: a usage mistake answers at once
+    options = _common.checked_options(Options, locals())
 
     from nash_cli.stages.bench import run
 

@@ -78,10 +78,9 @@ def command(
 ) -> None:
     """Generate for every example (batched, sorted by length) and score against the references."""
     flags = dict(locals())
-    options = Options(**{key: value for key, value in flags.items() if key not in ("json_output", "metric")})
-    if metric:
-        options.metric = list(metric)
-    options.check()  # before torch is imported: a usage mistake answers at once
+    if metric:  # not given: the options' default list
+        flags["metric"] = list(metric)
+    options = _common.checked_options(Options, flags, leave_out=() if metric else ("metric",))
 
     from nash_cli.stages.eval import run
 

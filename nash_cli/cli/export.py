@@ -37,9 +37,7 @@ def command(
     json_output: JsonOption = False,
 ) -> None:
     """Write a CTranslate2 model (int8 / float16 / float32 ...) that nash bench and nash eval run beside transformers."""
-    flags = dict(locals())
-    options = Options(**{key: value for key, value in flags.items() if key != "json_output"})
-    options.check()  # before torch is imported: a usage mistake answers at once
+    options = _common.checked_options(Options, locals())
 
     from nash_cli.stages.export import run
 
