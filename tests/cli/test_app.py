@@ -53,7 +53,7 @@ def test_usage_error_through_the_console_entry_point_has_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-m", "nash_cli", "select-layers", "ckpt", "-k", "two", "-o", "out"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+        check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
