@@ -145,16 +145,27 @@ def check_state(state: Path, *, fsdp: bool = False, extension: bool = False) -> 
     for path in sorted(state.glob("*.pt")):
         if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut-short one lacks its directory
             raise damaged(path, "is cut short (not a complete torch file)")
-    if not fsdp:
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(state / "model.safetensors"), framework="pt") as handle:
-                handle.keys()
-        except Exception as error:  # safetensors raises its own SafetensorError, or OSError
-            first = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise damaged(state / "model.safetensors", f"is not a readable safetensors file ({first})") from None
+    weights = [] if fsdp else [state / "model.safetensors"]
+    best = progress.get("best")
+    if isinstance(best, dict) and isinstance(best.get("step"), int):
+        # the best weights so far: restored at the end of the run when --keep best selects them
+        weights.append(state.parent / best_name(best["step"]) / "model.safetensors")
+    for path in weights:
+        _check_safetensors(path, damaged)
     return progress
+
+
+def _check_safetensors(path: Path, damaged) -> None:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise damaged(path, "is missing")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as error:  # safetensors raises its own SafetensorError, or OSError
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise damaged(path, f"is not a readable safetensors file ({first})") from None
 
 
 def prune_states(partial: Path, keep: set[str]) -> None:

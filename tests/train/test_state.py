@@ -50,12 +50,17 @@ def interrupted(tmp_path_factory, tokenizer, features):
     st.StateStore.save = save_then_stop
     try:
         with pytest.raises(KeyboardInterrupt):
-            train(config(directory), tiny_model("t5", vocab_size=len(tokenizer)), features, pad_token_id=0)
+            train(config(directory, eval_every=1), tiny_model("t5", vocab_size=len(tokenizer)), features, pad_token_id=0, eval_features=features[:4])
     finally:
         st.StateStore.save = save
     partial = directory / "out.partial"
     assert st.latest_state(partial) == partial / STEP
+    assert (partial / best_dir(partial) / "model.safetensors").is_file()
     return partial
+
+
+def best_dir(partial: Path) -> str:
+    return st.best_name(st.read_progress(partial / STEP)["best"]["step"])
 
 
 def truncate(path: Path) -> None:
@@ -78,6 +83,7 @@ CASES = {
     "optimizer-truncated": (lambda p: truncate(p / STEP / "optimizer.pt"), ["optimizer.pt is cut short"]),
     "scheduler-truncated": (lambda p: truncate(p / STEP / "scheduler.pt"), ["scheduler.pt is cut short"]),
     "weights-truncated": (lambda p: truncate(p / STEP / "model.safetensors"), ["model.safetensors is not a readable"]),
+    "best-weights-missing": (lambda p: shutil.rmtree(p / best_dir(p)), ["model.safetensors is missing"]),
     "run-json-truncated": (lambda p: truncate(p / st.RUN), ["run.json is cut short"]),
     "run-json-missing": (lambda p: (p / st.RUN).unlink(), ["run.json is missing"]),
 }
@@ -91,7 +97,7 @@ def test_a_damaged_state_is_refused_in_one_line_and_kept(case, interrupted, tmp_
     damage(partial)
     before = files(tmp_path)
     with pytest.raises(NashError) as raised:
-        train(config(tmp_path, resume=True), tiny_model("t5", vocab_size=len(tokenizer)), features, pad_token_id=0)
+        train(config(tmp_path, resume=True, eval_every=1), tiny_model("t5", vocab_size=len(tokenizer)), features, pad_token_id=0, eval_features=features[:4])
     message = str(raised.value)
     assert "\n" not in message
     for fragment in [*fragments, "--force instead of --resume", str(partial)]:
@@ -103,7 +109,7 @@ def test_a_damaged_state_is_refused_in_one_line_and_kept(case, interrupted, tmp_
 def test_the_undamaged_state_resumes(interrupted, tmp_path, tokenizer, features):
     # The fixture's state is sound: the refusals above are the damage, not the fixture.
     shutil.copytree(interrupted, tmp_path / "out.partial")
-    result = train(config(tmp_path, resume=True), tiny_model("t5", vocab_size=len(tokenizer)), features, pad_token_id=0)
+    result = train(config(tmp_path, resume=True, eval_every=1), tiny_model("t5", vocab_size=len(tokenizer)), features, pad_token_id=0, eval_features=features[:4])
     assert result.resumed_from == 2 and result.steps == 4
 
 
