@@ -59,3 +59,14 @@ def test_usage_error_through_the_console_entry_point_has_no_traceback(tmp_path):
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error: "), done.stderr
     assert snapshot(tmp_path) == set()
+
+
+COMMANDS = ["demo", "run", "select-layers", "prune-encoder", "compact", "distill", "export", "bench", "eval", "report"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_answers_a_mistyped_flag_in_one_line(cli, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    result = cli(command, "--jsn")
+    assert_user_error(result, "no such option: --jsn", f"(see nash {command} --help)")
+    assert snapshot(tmp_path) == set()
