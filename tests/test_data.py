@@ -51,7 +51,7 @@ def test_jsonl_csv_tsv_parquet_agree(tmp_path):
     import pyarrow.parquet as pq
 
     jsonl = write_jsonl(tmp_path / "d.jsonl", RECORDS)
-    jsonl_as_json = write_jsonl(tmp_path / "lines.json", RECORDS)
+    write_jsonl(tmp_path / "lines.json", RECORDS)
     with (tmp_path / "d.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["document", "summary", "id"])
         writer.writeheader()
