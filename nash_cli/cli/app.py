@@ -80,10 +80,16 @@ def main(argv: list[str] | None = None) -> None:
 def _is_usage_error(error: Exception) -> bool:
     # typer 0.29 raises its own copies of click's exceptions (typer._click), which are not
     # click.ClickException; both carry `format_message()` and an exit code (2 for usage errors).
-    import click
+    # click itself is no longer a dependency of typer (nltk and huggingface_hub bring it).
     from typer._click.exceptions import ClickException
 
-    return isinstance(error, (ClickException, click.ClickException))
+    if isinstance(error, ClickException):
+        return True
+    try:
+        import click
+    except ImportError:
+        return False
+    return isinstance(error, click.ClickException)
 
 
 def usage_line(error: Exception, argv: list[str]) -> str:
