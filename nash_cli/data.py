@@ -54,6 +54,10 @@ EXTENSIONS = {
     ".parquet": "parquet",
 }
 
+#: How data and recipe text is decoded: UTF-8, skipping a leading byte-order mark (Excel writes
+#: one in "CSV UTF-8"; read as plain UTF-8 it would rename the first column to "\ufeffsource").
+TEXT_ENCODING = "utf-8-sig"
+
 #: Label id that every loss ignores (PyTorch's cross-entropy default).
 IGNORE_INDEX = -100
 
@@ -199,6 +203,67 @@ def load_examples(
     return examples
 
 
+def local_data_path(data: str) -> Path | None:
+    """The local file or directory `data` names, or None when it names a hub dataset.
+
+    A name that exists locally, has a data file's extension, or is written like a path
+    (`./x`, `/x`, `~/x`, `a/b/c`) is local, whether or not it exists; `name`, `org/name` and
+    `org/name:config` are hub datasets.
+    """
+    path = Path(data).expanduser()
+    if path.exists() or path.suffix.lower() in EXTENSIONS:
+        return path
+    if data.startswith((".", "/", "~")) or "\\" in data or data.count("/") > 1:
+        return path
+    return None
+
+
+def check_data_source(data: str, flag: str = "--data") -> None:
+    """Checks, without parsing it, that local data exists and can be read as the reader would.
+
+    Hub names are not checked (that needs the network). `nash run` calls this for every data
+    file a recipe names before its first stage, so a missing or unreadable file fails at once.
+
+    Raises:
+        NashError: a missing file, a file with an unknown extension, an unreadable or non-UTF-8
+            text file, or a directory that is not a saved dataset.
+    """
+    path = local_data_path(data)
+    if path is None:
+        return
+    if not path.exists():
+        raise NashError(f"{flag} {data} does not exist; check the path")
+    if path.is_dir():
+        if not any((path / name).is_file() for name in ("dataset_dict.json", "dataset_info.json", "state.json")):
+            raise NashError(
+                f"{flag} {path} is a directory but not a saved dataset; pass a data file "
+                f"({', '.join(sorted(EXTENSIONS))}) or a directory written by save_to_disk"
+            )
+        return
+    kind = EXTENSIONS.get(path.suffix.lower())
+    if kind is None:
+        raise NashError(f"{flag} {path} has an unknown extension {path.suffix or '(none)'!r}; use one of {', '.join(sorted(EXTENSIONS))}")
+    import codecs
+
+    decoder = codecs.getincrementaldecoder(TEXT_ENCODING)() if kind != "parquet" else None
+    offset = 0
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                if decoder is not None:
+                    decoder.decode(block)
+                offset += len(block)
+            if decoder is not None:
+                decoder.decode(b"", final=True)
+    except UnicodeDecodeError as error:
+        raise NashError(
+            f"{flag} {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{offset + error.start}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    except OSError as error:
+        raise NashError(f"cannot read data file {path} ({error.strerror or error}); check its permissions") from None
+
+
 def _read_records(data: str, *, split: str | None, limit: int | None) -> tuple[list[Any], str]:
     path = Path(data).expanduser()
     if path.is_dir():
@@ -214,16 +279,24 @@ def _read_records(data: str, *, split: str | None, limit: int | None) -> tuple[l
         if path.stat().st_size == 0:
             raise NashError(f"{path} is empty; point --data at a file with at least one record")
         reader = {"json": _read_json, "jsonl": _read_jsonl, "csv": _read_csv, "tsv": _read_tsv}.get(kind)
-        if reader is not None:
+        if reader is None:
+            return _read_parquet(path, limit=limit), str(path)
+        try:
             return reader(path, split=split, limit=limit), str(path)
-        return _read_parquet(path, limit=limit), str(path)
-    if suffix in EXTENSIONS or "/" in data or "\\" in data or data.startswith("."):
+        except UnicodeDecodeError as error:
+            raise NashError(
+                f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+                "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+        except OSError as error:
+            raise NashError(f"cannot read data file {path} ({error.strerror or error}); check its permissions") from None
+    if local_data_path(data) is not None:
         raise NashError(f"data file {data} does not exist; check the path")
     return _read_hub(data, split=split, limit=limit), f"hub dataset {data!r}"
 
 
 def _read_json(path: Path, *, split: str | None, limit: int | None) -> list[Any]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding=TEXT_ENCODING)
     if not text.strip():
         raise NashError(f"{path} is empty; point --data at a file with at least one record")
     try:
@@ -253,7 +326,7 @@ def _read_json(path: Path, *, split: str | None, limit: int | None) -> list[Any]
 
 def _read_jsonl(path: Path, *, split: str | None = None, limit: int | None) -> list[Any]:
     records = []
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding=TEXT_ENCODING) as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -279,7 +352,7 @@ def _read_jsonl(path: Path, *, split: str | None = None, limit: int | None) -> l
 
 def _read_csv(path: Path, *, split: str | None = None, limit: int | None, delimiter: str = ",") -> list[Any]:
     records = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding=TEXT_ENCODING, newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         if not reader.fieldnames:
             raise NashError(f"{path} is empty; point --data at a file with a header row and records")

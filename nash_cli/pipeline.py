@@ -298,6 +298,7 @@ def prepare_run(recipe_path: str | Path, output: str | Path | None, overrides: l
     from nash_cli.recipe import load_recipe
 
     recipe, resolved = load_recipe(recipe_path, overrides)
+    check_inputs(recipe, source=str(recipe_path))
     run_dir = Path(output) if output is not None else Path("runs") / recipe.name
     run_dir = run_dir.absolute()
     if run_dir.exists() and not run_dir.is_dir():
@@ -308,6 +309,57 @@ def prepare_run(recipe_path: str | Path, output: str | Path | None, overrides: l
     else:
         inputs = builtin.planned_paths(recipe.teacher, recipe.data.train, recipe.data.eval, inputs_dir)
     return PreparedRun(recipe, resolved, run_dir, inputs)
+
+
+def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
+    """Checks every input the recipe names, and what each stage will be given, before any stage runs.
+
+    The teacher must be a readable checkpoint of a supported family and the data files must exist
+    and be readable (hub names are left to the stages: checking them needs the network). Outputs
+    of earlier stages do not exist yet; what is checked for them is their kind: a stage that
+    refuses a masked checkpoint (prune-encoder's output) must not follow prune_encoder without
+    compact between them, and compact must follow something masked.
+
+    Raises:
+        NashError: naming the recipe, the input and the fix.
+    """
+    from nash_cli import artifact
+    from nash_cli.data import check_data_source
+    from nash_cli.demo.inputs import is_builtin
+
+    def refuse(message: str) -> NashError:
+        return NashError(f"{source}: {message}")
+
+    teacher_masked = False
+    if not is_builtin(recipe.teacher) and artifact.is_local(recipe.teacher):
+        allow_pickle = any(getattr(options, "allow_pickle", False) for options in recipe.stages.values())
+        try:
+            artifact.check_checkpoint(recipe.teacher, allow_pickle=allow_pickle)
+        except NashError as error:
+            raise refuse(f"teacher: {error}") from None
+        teacher_masked = (artifact.read_manifest(recipe.teacher) or {}).get("state") == "masked"
+    for name, data in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
+        if data is not None and not is_builtin(data):
+            try:
+                check_data_source(data, flag=name)
+            except NashError as error:
+                raise refuse(str(error)) from None
+
+    # Walk the stages as plan_run chains them: is the checkpoint each stage reads masked?
+    teacher_fix = f"run `nash compact {recipe.teacher} -o DIR` and make DIR the teacher"
+    current_masked, current = teacher_masked, f"the teacher {recipe.teacher}"
+    for key in recipe.stages:
+        if key in ("select_layers", "finetune_teacher", "prune_encoder", "distill", "export") and current_masked:
+            fix = teacher_fix if current.startswith("the teacher") else "add `compact: {}` to the stages"
+            raise refuse(f"stages.{key} would read a masked checkpoint ({current}); {fix}")
+        if key in ("prune_encoder", "distill") and teacher_masked:
+            raise refuse(f"stages.{key} would distil from a masked teacher ({recipe.teacher}); {teacher_fix}")
+        if key == "compact" and not current_masked:
+            raise refuse(f"stages.compact would read {current}, which has no masks; put prune_encoder before it or drop compact")
+        if key in ("select_layers", "finetune_teacher", "prune_encoder", "compact", "distill"):
+            current_masked, current = key == "prune_encoder", f"the output of stages.{key}"
+            if key == "finetune_teacher":
+                teacher_masked = False
 
 
 def _flag_lines(command: str, kwargs: dict[str, Any], defaults: dict[str, Any]) -> str:

@@ -257,8 +257,17 @@ def _first_problem(error: ValidationError, prefix: str = "") -> str:
     return f"{path}: {problem['msg'].lower()} (got {got!r})"
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Applies `--set a.b=v` overrides; values are read as YAML scalars (0.4, true, [rouge])."""
+def apply_overrides(raw: Any, overrides: list[str], *, source: str = "the recipe") -> dict[str, Any]:
+    """Applies `--set a.b=v` overrides; values are read as YAML scalars (0.4, true, [rouge]).
+
+    Raises:
+        NashError: a malformed override, or a recipe (`source`) whose top level is not a mapping.
+    """
+    if overrides and not isinstance(raw, dict):
+        raise NashError(
+            f"--set cannot apply: {source} holds a YAML {type(raw).__name__}, not a mapping of name, teacher, "
+            "data and stages; fix its top level"
+        )
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key:
@@ -283,16 +292,27 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, dict[str, Any]]:
     """Reads, overrides and validates a recipe file; returns the recipe and the resolved dict."""
+    from nash_cli.data import TEXT_ENCODING
+
     path = Path(path)
+    if path.is_dir():
+        raise NashError(f"{path} is a directory, not a recipe file; pass the recipe's .yaml file (examples are in recipes/)")
     if not path.is_file():
         raise NashError(f"recipe {path} does not exist; check the path (examples are in recipes/)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding=TEXT_ENCODING)) or {}
+    except UnicodeDecodeError as error:
+        raise NashError(
+            f"recipe {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "save it as UTF-8"
+        ) from None
+    except OSError as error:
+        raise NashError(f"cannot read recipe {path} ({error.strerror or error}); check its permissions") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise NashError(f"{path} is not valid YAML{where}; fix the syntax") from None
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides or [], source=str(path))
     recipe = parse_recipe(raw, source=str(path))
     return recipe, resolved_dict(recipe)
 

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from pathlib import Path
 
 import pytest
 
-from nash_cli.data import Example, Features, Seq2SeqCollator, load_examples, tokenize_examples
+from nash_cli.data import (
+    Example,
+    Features,
+    Seq2SeqCollator,
+    check_data_source,
+    load_examples,
+    local_data_path,
+    tokenize_examples,
+)
 from nash_cli.errors import NashError
 
 RECORDS = [
@@ -41,7 +51,7 @@ def test_jsonl_csv_tsv_parquet_agree(tmp_path):
     import pyarrow.parquet as pq
 
     jsonl = write_jsonl(tmp_path / "d.jsonl", RECORDS)
-    jsonl_as_json = write_jsonl(tmp_path / "lines.json", RECORDS)
+    write_jsonl(tmp_path / "lines.json", RECORDS)
     with (tmp_path / "d.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["document", "summary", "id"])
         writer.writeheader()
@@ -132,10 +142,88 @@ def test_bad_inputs_raise_one_line(tmp_path, name, content, kwargs, message):
     assert "\n" not in str(raised.value)
 
 
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize("name", ["bom.csv", "bom.tsv", "bom.json", "bom.jsonl"])
+def test_a_byte_order_mark_does_not_rename_the_first_column(tmp_path, name):
+    # Excel's "CSV UTF-8" starts the file with a byte-order mark; read as plain UTF-8 the first
+    # column would be "\ufeffdocument" and the automatic column choice would miss it.
+    path = tmp_path / name
+    if name.endswith(".json"):
+        text = json.dumps(RECORDS)
+    elif name.endswith(".jsonl"):
+        text = "".join(json.dumps(record) + "\n" for record in RECORDS)
+    else:
+        delimiter = "," if name.endswith(".csv") else "\t"
+        text = delimiter.join(["document", "summary"]) + "\n"
+        text += "".join(delimiter.join([r["document"], r["summary"]]) + "\n" for r in RECORDS)
+    path.write_bytes((BOM + text).encode("utf-8"))
+    examples = load_examples(str(path), source_column="document" if name.endswith("sv") else None, require_references=True)
+    assert examples[0] == Example("the cat sat", ["cat sat"])
+    assert load_examples(str(path)) == examples  # found by the automatic column choice too
+
+
+def test_non_utf8_data_is_one_line_naming_the_file_and_the_fix(tmp_path):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("document,summary\ncaf\u00e9 cr\u00e8me,na\u00efve\n".encode("latin-1"))
+    for check in (lambda: load_examples(str(latin1)), lambda: check_data_source(str(latin1))):
+        with pytest.raises(NashError, match=r"latin1.csv is not UTF-8 text \(byte 0xe9 at offset 20\); save it as UTF-8") as raised:
+            check()
+        assert "\n" not in str(raised.value)
+
+
+def test_unreadable_data_file_is_one_line(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "secret.jsonl", RECORDS)
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: make the read fail as it does for a user
+        real_open = Path.open
+
+        def refuse(self, *args, **kwargs):
+            if self.name == path.name:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", refuse)
+    try:
+        for check in (lambda: load_examples(str(path)), lambda: check_data_source(str(path))):
+            with pytest.raises(NashError, match="cannot read data file .*secret.jsonl .*Permission denied.*permissions"):
+                check()
+    finally:
+        path.chmod(0o644)
+
+
+def test_check_data_source_refuses_what_load_examples_would(tmp_path):
+    write_jsonl(tmp_path / "ok.jsonl", RECORDS)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "data.txt").write_text("hello")
+    check_data_source(str(tmp_path / "ok.jsonl"))
+    check_data_source("org/some-dataset")  # a hub name: not checked offline
+    for data, message in (
+        (tmp_path / "missing.jsonl", "--data .*missing.jsonl does not exist"),
+        (tmp_path / "missing" / "dir", "does not exist"),
+        (tmp_path / "folder", "is a directory but not a saved dataset"),
+        (tmp_path / "data.txt", "unknown extension '.txt'"),
+    ):
+        with pytest.raises(NashError, match=message):
+            check_data_source(str(data))
+
+
+def test_local_paths_and_hub_names():
+    assert local_data_path("samsum") is None
+    assert local_data_path("ucsbnlp/tweet_qa") is None
+    assert local_data_path("abisee/cnn_dailymail:3.0.0") is None
+    for local in ("train.jsonl", "./train", "data/sets/train", "/abs/train", "~/train"):
+        assert local_data_path(local) is not None, local
+
+
 def test_hub_name_offline_is_a_clear_error():
     # The test suite runs offline (conftest), so a hub name must fail with a NashError, not a traceback.
     with pytest.raises(NashError, match="could not load dataset 'no-such-dataset-xyz'"):
         load_examples("no-such-dataset-xyz")
+    # "org/name" is a hub name too (most hub datasets have an owner), not a missing local path
+    with pytest.raises(NashError, match="could not load dataset 'no-such-org/no-such-dataset-xyz:cfg'"):
+        load_examples("no-such-org/no-such-dataset-xyz:cfg")
 
 
 def test_tweetqa_from_shared(shared_dir):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CORPUS, assert_user_error, kill_when, latest_step
+from conftest import CORPUS, assert_user_error, kill_when, latest_step, snapshot
 
 
 @pytest.fixture
@@ -98,3 +98,78 @@ def test_an_interrupted_training_stage_resumes(tiny_recipe, tmp_path):
     assert [s["status"] for s in json.loads(resumed.stdout)["stages"]] == ["skipped"] * 3 + ["done"]
     manifest = json.loads((run_dir / "04-distill" / "nash.json").read_text())
     assert manifest["stage"] == "distill"
+
+
+def _masked_copy(source: Path, destination: Path) -> Path:
+    """`source` with a manifest saying `masked` (all the recipe check reads)."""
+    import shutil
+
+    shutil.copytree(source, destination)
+    (destination / "nash.json").write_text(json.dumps({"stage": "prune-encoder", "state": "masked"}))
+    return destination
+
+
+def _bad_recipe(case: str, base: dict, tmp_path: Path) -> dict:
+    recipe = json.loads(json.dumps(base))
+    stages = recipe["stages"]
+    if case == "missing-teacher":
+        recipe["teacher"] = str(tmp_path / "no-teacher")
+    elif case == "teacher-not-a-checkpoint":
+        (tmp_path / "notes").mkdir()
+        recipe["teacher"] = str(tmp_path / "notes")
+    elif case == "missing-train":
+        recipe["data"]["train"] = str(tmp_path / "no-train.jsonl")
+    elif case == "missing-eval":
+        recipe["data"]["eval"] = str(tmp_path / "no-eval.jsonl")
+    elif case == "latin1-train":
+        (tmp_path / "latin1.jsonl").write_bytes('{"text": "caf\u00e9", "summary": "x"}\n'.encode("latin-1"))
+        recipe["data"]["train"] = str(tmp_path / "latin1.jsonl")
+    elif case == "folder-train":
+        (tmp_path / "folder").mkdir()
+        recipe["data"]["train"] = str(tmp_path / "folder")
+    elif case == "masked-teacher":
+        recipe["teacher"] = str(_masked_copy(Path(recipe["teacher"]), tmp_path / "masked-teacher"))
+    elif case == "distill-after-prune-without-compact":
+        del stages["compact"]
+    elif case == "export-after-prune-without-compact":
+        recipe["stages"] = {"prune_encoder": stages["prune_encoder"], "export": {}}
+    elif case == "compact-without-masks":
+        del stages["prune_encoder"]
+    return recipe
+
+
+BAD_RECIPES = {
+    "missing-teacher": ["teacher: checkpoint", "no-teacher does not exist"],
+    "teacher-not-a-checkpoint": ["teacher:", "has no config.json"],
+    "missing-train": ["data.train", "no-train.jsonl does not exist"],
+    "missing-eval": ["data.eval", "no-eval.jsonl does not exist"],
+    "latin1-train": ["data.train", "latin1.jsonl is not UTF-8 text"],
+    "folder-train": ["data.train", "is a directory but not a saved dataset"],
+    "masked-teacher": ["stages.select_layers would read a masked checkpoint", "nash compact"],
+    "distill-after-prune-without-compact": ["stages.distill would read a masked checkpoint", "add `compact: {}`"],
+    "export-after-prune-without-compact": ["stages.export would read a masked checkpoint", "add `compact: {}`"],
+    "compact-without-masks": ["stages.compact would read", "has no masks"],
+}
+
+
+@pytest.mark.parametrize("case", BAD_RECIPES)
+def test_every_input_is_checked_before_the_first_stage(case, tiny_recipe, tmp_path, cli, monkeypatch):
+    """A recipe with a bad input fails `--dry-run` and `nash run` alike, in one line, before stage 1."""
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(yaml.safe_dump(_bad_recipe(case, yaml.safe_load(tiny_recipe.read_text()), tmp_path)))
+    before = snapshot(tmp_path)
+    assert_user_error(cli("run", recipe, "-o", tmp_path / "run", "--dry-run"), str(recipe), *BAD_RECIPES[case])
+    assert_user_error(cli("run", recipe, "-o", tmp_path / "run"), *BAD_RECIPES[case])
+    assert snapshot(tmp_path) == before, "a refused recipe wrote files"
+
+
+def test_the_check_passes_good_and_hub_inputs(tiny_recipe, tmp_path, cli):
+    # The fixture's recipe (local teacher and data) and a recipe of hub names both plan.
+    assert cli("run", tiny_recipe, "-o", tmp_path / "run", "--dry-run").exit_code == 0
+    hub = yaml.safe_load(tiny_recipe.read_text())
+    hub.update(teacher="google-t5/t5-small", data={"train": "ucsbnlp/tweet_qa", "eval": "abisee/cnn_dailymail:3.0.0"})
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(hub))
+    result = cli("run", path, "-o", tmp_path / "hub-run", "--dry-run")
+    assert result.exit_code == 0, result.stderr

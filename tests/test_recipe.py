@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import assert_user_error
+from conftest import assert_user_error, snapshot
 from nash_cli.errors import NashError
 from nash_cli.recipe import STAGES, load_recipe, parse_recipe, stage_model
 
@@ -107,6 +108,43 @@ def test_cli_errors_exit_2(tmp_path, cli):
     raw["stages"]["compact"] = {"speed": 1}
     unknown.write_text(yaml.safe_dump(raw))
     assert_user_error(cli("run", unknown, "--dry-run"), "stages.compact.speed")
+
+
+def test_unreadable_recipes_are_one_line(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    assert_user_error(cli("run", folder, "--dry-run"), "is a directory, not a recipe file")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(yaml.safe_dump({**_copy(), "description": "caf\u00e9"}, allow_unicode=True).encode("latin-1"))
+    assert_user_error(cli("run", latin1, "--dry-run"), "latin1.yaml is not UTF-8 text", "byte 0xe9", "save it as UTF-8")
+    listed = tmp_path / "list.yaml"
+    listed.write_text(yaml.safe_dump([BASE]))
+    assert_user_error(cli("run", listed, "--dry-run", "--set", "name=x"), "--set cannot apply", "list.yaml holds a YAML list")
+    assert_user_error(cli("run", listed, "--dry-run"), "the recipe must be a mapping")  # without --set, as before
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just words\n")
+    assert_user_error(cli("run", scalar, "--dry-run", "--set", "name=x"), "holds a YAML str")
+    assert snapshot(tmp_path) == {"recipes", "latin1.yaml", "list.yaml", "scalar.yaml"}
+
+
+def test_a_recipe_that_cannot_be_read_is_one_line(tmp_path, cli, monkeypatch):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(BASE))
+    recipe.chmod(0)
+    if os.access(recipe, os.R_OK):  # root reads anything: make the read fail as it does for a user
+        real_read = Path.read_text
+
+        def refuse(self, *args, **kwargs):
+            if self.name == recipe.name:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_read(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", refuse)
+    try:
+        assert_user_error(cli("run", recipe, "--dry-run"), "cannot read recipe", "Permission denied")
+    finally:
+        recipe.chmod(0o644)
 
 
 def test_option_bounds_are_checked_in_the_recipe():

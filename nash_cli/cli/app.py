@@ -55,7 +55,7 @@ app.command("report")(report.command)
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a user mistake prints one line to stderr and exits with code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="nash", standalone_mode=False)
     except NashError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
@@ -67,10 +67,52 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("Interrupted: no output was written.", err=True)
         sys.exit(130)
-    except Exception as error:  # click's usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(error, click.ClickException):
+    except Exception as error:
+        if not _is_usage_error(error):
+            raise
+        if type(error).__name__ == "NoArgsIsHelpError":  # `nash` or a command with no arguments: its help
             error.show()
-            sys.exit(error.exit_code)
-        raise
+        else:
+            typer.echo(f"error: {usage_line(error, argv if argv is not None else sys.argv[1:])}", err=True)
+        sys.exit(getattr(error, "exit_code", 2))
+
+
+def _is_usage_error(error: Exception) -> bool:
+    # typer 0.29 raises its own copies of click's exceptions (typer._click), which are not
+    # click.ClickException; both carry `format_message()` and an exit code (2 for usage errors).
+    # click itself is no longer a dependency of typer (nltk and huggingface_hub bring it).
+    from typer._click.exceptions import ClickException
+
+    if isinstance(error, ClickException):
+        return True
+    try:
+        import click
+    except ImportError:
+        return False
+    return isinstance(error, click.ClickException)
+
+
+def usage_line(error: Exception, argv: list[str]) -> str:
+    """A usage error (unknown option or command, missing or malformed value) as one line.
+
+    click prints a usage block, a hint and the error on separate lines; the house prints one line
+    naming the problem and where the fix is documented, e.g.
+    "no such option: --bogus (see nash eval --help)".
+
+    Args:
+        error: The usage error.
+        argv: The command line, for errors raised before click knew the command.
+    """
+    message = " ".join(error.format_message().split()).rstrip(".")  # a choice list spans several lines
+    message = message[:1].lower() + message[1:]
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        where = context.command_path
+    else:
+        command = next((word for word in argv if not word.startswith("-")), None)
+        where = f"nash {command}" if command in _command_names() else "nash"
+    return f"{message} (see {where} --help)"
+
+
+def _command_names() -> set[str]:
+    return {info.name for info in app.registered_commands}

@@ -116,16 +116,18 @@ def run(options: SelectLayersOptions, *, progress: Progress | None = None) -> Se
     Every check that needs no weights (options, output, config, the selection) runs first.
 
     Raises:
-        NashError: a bad selection, an unreadable or unsupported checkpoint, an existing output
-            without `force`.
+        NashError: a bad selection, an unreadable or unsupported checkpoint, a masked checkpoint
+            (its masks would be dropped: compact it first), an existing output without `force`.
     """
     from nash_cli import artifact
     from nash_cli.arch import count_parameters, family_of
+    from nash_cli.masking import refuse_masked
     from nash_cli.surgery.layers import select_layers
 
     progress = progress or Progress("select-layers")
     options.check()
     artifact.check_output(options.output, options.force)
+    refuse_masked(options.checkpoint, user="select-layers", role="the checkpoint")
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     config = artifact.load_config(options.checkpoint, **load)
     plan = plan_selection(config, options)
@@ -137,7 +139,8 @@ def run(options: SelectLayersOptions, *, progress: Progress | None = None) -> Se
     del teacher
     after = count_parameters(student)
 
-    parent_map = (artifact.read_manifest(options.checkpoint) or {}).get("layer_map") or {}
+    parent = artifact.read_manifest(options.checkpoint) or {}
+    parent_map = parent.get("layer_map") or {}
     layer_map = {
         "decoder": _compose(parent_map.get("decoder"), plan.decoder),
         "encoder": _compose(parent_map.get("encoder"), plan.encoder)
@@ -169,7 +172,8 @@ def run(options: SelectLayersOptions, *, progress: Progress | None = None) -> Se
         source=options.checkpoint,
         stage="select-layers",
         arguments=arguments(options),
-        state="dense",
+        # a compact parent's narrow encoder is kept as it is: the student is compact too
+        state="compact" if parent.get("state") == "compact" else "dense",
         layer_map=layer_map,
         extra={"select_layers": {"kept": result.kept, "parameters": result.parameters}},
         force=options.force,

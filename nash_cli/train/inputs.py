@@ -198,8 +198,13 @@ def load_training_inputs(options: TrainingOptions, *, student_config: Any = None
         student_config: The student's config when the caller has read it already.
     """
     from nash_cli import artifact
+    from nash_cli.masking import refuse_masked
 
     options.check()
+    # Training reads only the weights: a masked model would be trained (and written) unmasked.
+    refuse_masked(options.student, user="training", role="the student")
+    if options.teacher is not None:
+        refuse_masked(options.teacher, user="distillation", role="--teacher")
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     if student_config is None:
         student_config = artifact.load_config(options.student, **load)

@@ -103,6 +103,71 @@ def read_progress(state: Path) -> dict[str, Any]:
     return json.loads((state / PROGRESS).read_text())
 
 
+def check_state(state: Path, *, fsdp: bool = False, extension: bool = False) -> dict[str, Any]:
+    """Checks that a state directory holds, whole, every file `StateStore.load` reads.
+
+    A state is renamed into place only once complete, so a damaged one means a disk that filled,
+    a copy cut short or a hand edit; resuming from it would fail half-way through loading. This
+    reads no tensors: headers and zip directories only.
+
+    Args:
+        state: The state directory (`latest_state`'s answer).
+        fsdp: Whether the run saves through accelerate's sharded state (no model or optimizer file).
+        extension: Whether the run has an extension, whose state must be there too.
+
+    Returns:
+        The state's progress record.
+
+    Raises:
+        NashError: naming the damaged or missing file and how to start over.
+    """
+    import zipfile
+
+    from nash_cli.errors import NashError
+
+    def damaged(path: Path, problem: str) -> NashError:
+        return NashError(
+            f"cannot resume: {path} {problem}; start over with --force instead of --resume, or remove {state.parent}"
+        )
+
+    try:
+        progress = read_progress(state)
+    except ValueError:
+        raise damaged(state / PROGRESS, "is cut short or not valid JSON") from None
+    if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
+        raise damaged(state / PROGRESS, "has no step number")
+    required = ["scheduler.pt"]
+    required += ["accelerate"] if fsdp else ["model.safetensors", "optimizer.pt"]
+    required += ["extension.pt"] if extension else []
+    for name in required:
+        if not (state / name).exists():
+            raise damaged(state / name, "is missing")
+    for path in sorted(state.glob("*.pt")):
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut-short one lacks its directory
+            raise damaged(path, "is cut short (not a complete torch file)")
+    weights = [] if fsdp else [state / "model.safetensors"]
+    best = progress.get("best")
+    if isinstance(best, dict) and isinstance(best.get("step"), int):
+        # the best weights so far: restored at the end of the run when --keep best selects them
+        weights.append(state.parent / best_name(best["step"]) / "model.safetensors")
+    for path in weights:
+        _check_safetensors(path, damaged)
+    return progress
+
+
+def _check_safetensors(path: Path, damaged) -> None:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise damaged(path, "is missing")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as error:  # safetensors raises its own SafetensorError, or OSError
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise damaged(path, f"is not a readable safetensors file ({first})") from None
+
+
 def prune_states(partial: Path, keep: set[str]) -> None:
     """Removes state, best and temporary directories other than those named in `keep`."""
     for entry in partial.iterdir():
@@ -221,6 +286,7 @@ class StateStore:
                 raise NashError(
                     f"--resume given but {self.partial} holds no saved state; run without --resume to start"
                 )
+            check_state(state, fsdp=self.fsdp, extension=self.extension is not None)
             saved = self._saved_run().get("fingerprint", {})
             changed = [key for key, value in fingerprint.items() if saved.get(key) != value]
             if changed:
@@ -253,10 +319,24 @@ class StateStore:
         return state, notes
 
     def _saved_run(self) -> dict[str, Any]:
+        """The interrupted run's `run.json` (read only when resuming: a damaged one is an error, not a
+        run with no settings, which would report every setting as changed)."""
+        from nash_cli.errors import NashError
+
+        path = self.partial / RUN
         try:
-            return json.loads((self.partial / RUN).read_text())
+            saved = json.loads(path.read_text())
+        except FileNotFoundError:
+            problem = "is missing"
         except (OSError, ValueError):
-            return {}
+            problem = "is cut short or not valid JSON"
+        else:
+            if isinstance(saved, dict):
+                return saved
+            problem = "is not a JSON object"
+        raise NashError(
+            f"cannot resume: {path} {problem}; start over with --force instead of --resume, or remove {self.partial}"
+        )
 
     def save(self, step: int, model, optimizer, scheduler, progress: dict[str, Any]) -> None:
         """Writes the state after `step` steps and points `latest` at it; `progress` is the

@@ -92,6 +92,28 @@ def test_distill_and_fine_tune_end_to_end(setup, tmp_path, cli):
     assert plain.json()["objective"]["teacher"] is False and "kl" not in plain.json()["final_train"]
 
 
+def write_masked(path: Path, source: Path) -> Path:
+    """A masked checkpoint as prune-encoder writes it: `source`'s weights and a masks file."""
+    from nash_cli import artifact
+    from nash_cli.masking import MASKS_FILE, encoder_shape, write_mask_file
+
+    model = artifact.load_model(str(source))
+    shape = encoder_shape(model)
+    heads = torch.ones(shape.num_layers, shape.num_heads)
+    heads[0, 0] = 0
+    ffn = torch.ones(shape.num_layers, shape.d_ff)
+    ffn[:, ::2] = 0
+
+    def masks(directory: Path) -> None:
+        write_mask_file(
+            directory / MASKS_FILE, heads_log_alpha=heads * 8 - 4, ffn_log_alpha=ffn * 8 - 4, heads_mask=heads, ffn_mask=ffn
+        )
+
+    return artifact.save_checkpoint(
+        model, path, source=source, stage="prune-encoder", arguments={}, state="masked", extra_files={MASKS_FILE: masks}
+    )
+
+
 @pytest.mark.parametrize(
     ("case", "fragments"),
     [
@@ -114,6 +136,9 @@ def test_distill_and_fine_tune_end_to_end(setup, tmp_path, cli):
         ("bad-lr", ["--lr must be positive"]),
         ("bad-keep", ["--keep"]),
         ("bad-precision", ["--mixed-precision"]),
+        ("masked-student", ["is a masked checkpoint", "training would use its weights without the masks", "nash compact"]),
+        ("masked-teacher", ["is a masked checkpoint", "as --teacher", "nash compact"]),
+        ("latin1-data", ["latin1.jsonl is not UTF-8 text", "byte 0xe9"]),
     ],
 )
 def test_bad_inputs_exit_2_and_write_nothing(case, fragments, setup, tmp_path, cli, make_checkpoint, tokenizer):
@@ -166,6 +191,13 @@ def test_bad_inputs_exit_2_and_write_nothing(case, fragments, setup, tmp_path, c
         args += ["--keep", "worst"]
     elif case == "bad-precision":
         args += ["--mixed-precision", "fp8"]
+    elif case == "masked-student":  # distill trained the unmasked weights and wrote "masked" with no masks
+        args[1] = str(write_masked(tmp_path / "masked", Path(setup["student"])))
+    elif case == "masked-teacher":
+        replace("--teacher", write_masked(tmp_path / "masked-teacher", Path(setup["teacher"])))
+    elif case == "latin1-data":
+        (tmp_path / "latin1.jsonl").write_bytes('{"document": "caf\u00e9", "summary": "x"}\n'.encode("latin-1"))
+        replace("--data", tmp_path / "latin1.jsonl")
     before = snapshot(tmp_path)
     result = cli(*args)
     assert_user_error(result, *fragments)

@@ -323,6 +323,9 @@ def test_refuses_masked_and_compact_students(pipeline, tmp_path, cli):
     assert cli(*_prune_args(pipeline, masked, "--max-steps", "2")).exit_code == 0
     again = cli("prune-encoder", masked, "--teacher", pipeline["teacher"], "--data", pipeline["train"], "-o", tmp_path / "x")
     assert_user_error(again, "masked checkpoint", "dense student")
+    # a masked teacher would be distilled from without its masks (the unpruned model)
+    again = cli("prune-encoder", pipeline["student"], "--teacher", masked, "--data", pipeline["train"], "-o", tmp_path / "x")
+    assert_user_error(again, "is a masked checkpoint", "as --teacher", f"nash compact {masked} -o DIR")
     assert cli("compact", masked, "-o", tmp_path / "compact").exit_code == 0
     again = cli("prune-encoder", tmp_path / "compact", "--data", pipeline["train"], "-o", tmp_path / "x")
     assert_user_error(again, "dense student")

@@ -218,3 +218,46 @@ def test_real_t5_vocabulary_round_trips_text(shared_dir, tmp_path, cli):
     model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "s")
     out = model.generate(**reloaded([text], return_tensors="pt"), num_beams=4, max_new_tokens=4)
     assert isinstance(reloaded.batch_decode(out, skip_special_tokens=True)[0], str)
+
+
+def write_masked(path: Path, teacher: Path) -> Path:
+    """A masked checkpoint as prune-encoder writes it: the teacher's weights and a masks file."""
+    from nash_cli import artifact
+    from nash_cli.masking import MASKS_FILE, encoder_shape, write_mask_file
+
+    model = artifact.load_model(str(teacher))
+    shape = encoder_shape(model)
+    heads = torch.ones(shape.num_layers, shape.num_heads)
+    heads[0, 0] = 0
+    ffn = torch.ones(shape.num_layers, shape.d_ff)
+    ffn[:, ::2] = 0
+
+    def masks(directory: Path) -> None:
+        write_mask_file(
+            directory / MASKS_FILE, heads_log_alpha=heads * 8 - 4, ffn_log_alpha=ffn * 8 - 4, heads_mask=heads, ffn_mask=ffn
+        )
+
+    return artifact.save_checkpoint(
+        model, path, source=teacher, stage="prune-encoder", arguments={}, state="masked", extra_files={MASKS_FILE: masks}
+    )
+
+
+def test_a_masked_checkpoint_is_refused_naming_compact(make_checkpoint, tmp_path, cli):
+    # select-layers reads only the weights: on a masked checkpoint it wrote a "dense" student
+    # without the masks, i.e. the unpruned encoder. It refuses and says how to get a dense model.
+    teacher = make_checkpoint("t5", encoder_layers=2, decoder_layers=4)
+    masked = write_masked(tmp_path / "masked", teacher)
+    before = snapshot(tmp_path)
+    result = cli("select-layers", masked, "-k", "2", "-o", tmp_path / "out")
+    assert_user_error(result, "is a masked checkpoint", f"nash compact {masked} -o DIR")
+    assert snapshot(tmp_path) == before
+    # The way the message points works: compact, then select layers.
+    assert cli("compact", masked, "-o", tmp_path / "compact").exit_code == 0
+    result = cli("select-layers", tmp_path / "compact", "-k", "2", "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    # the student keeps the compact encoder, and says so (it was recorded as "dense")
+    assert json.loads((tmp_path / "out" / "nash.json").read_text())["state"] == "compact"
+    from nash_cli import artifact
+
+    student = artifact.load_model(str(tmp_path / "out"))
+    assert student.config.num_decoder_layers == 2
