@@ -385,7 +385,7 @@ def _check_replaceable_directory(path: Path, force: bool, kind: str | None) -> N
         raise NashError(f"output {path} is a file; choose a directory path for -o")
     if not force:
         raise NashError(f"output {path} already exists; pass --force to replace it, or choose another -o")
-    if kind is None:
+    if kind is None or not any(path.iterdir()):  # an empty directory holds nothing to lose
         return
     try:
         manifest = json.loads((path / MANIFEST).read_text())
