@@ -343,3 +343,27 @@ def test_every_file_gets_the_usual_mode(teacher, data, tmp_path, cli):
         assert_usual_modes(metrics.parent)
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize(
+    "run_dir, fragment",
+    [(".", "contains the teacher"), ("t5", "is the teacher"), ("t5/run", "is inside the teacher"),
+     ("data", "contains the train data"), ("recipes", "contains the recipe")],
+)
+def test_a_run_directory_never_holds_or_sits_in_an_input(run_dir, fragment, teacher, data, tmp_path, monkeypatch, cli):
+    import yaml
+
+    project = tmp_path / "project"
+    shutil.copytree(teacher, project / "t5")
+    (project / "data").mkdir()
+    shutil.copy(data, project / "data" / "train.jsonl")
+    (project / "recipes").mkdir()
+    recipe = {"name": "tiny", "teacher": "t5", "stages": {"select_layers": {"decoder_layers": 1}},
+              "data": {"train": "data/train.jsonl", "source_column": "text", "target_column": "summary"}}
+    (project / "recipes" / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.chdir(project)
+    before = snapshot(project)
+    assert_user_error(cli("run", "recipes/tiny.yaml", "-o", run_dir), fragment, "choose an -o outside")
+    assert_user_error(cli("run", "recipes/tiny.yaml", "-o", run_dir, "--dry-run"), fragment)
+    assert snapshot(project) == before
+    assert cli("run", "recipes/tiny.yaml", "-o", "runs/tiny", "--dry-run").exit_code == 0
