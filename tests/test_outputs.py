@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import assert_user_error, assert_usual_modes, snapshot
 
-from conftest import assert_usual_modes, assert_user_error, snapshot
 from nash_cli import artifact
 from nash_cli.errors import NashError
 
@@ -256,7 +256,7 @@ def test_the_lock_is_taken_across_processes(tmp_path):
             "import sys\nfrom nash_cli import artifact\nfrom nash_cli.errors import NashError\n"
             "try:\n    artifact.check_output(sys.argv[1], False)\nexcept NashError as e:\n    print(e)\n"
         )
-        child = subprocess.run([sys.executable, "-c", code, str(output)], capture_output=True, text=True,
+        child = subprocess.run([sys.executable, "-c", code, str(output)], capture_output=True, text=True, check=False,
                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         assert f"another nash process (pid {os.getpid()})" in child.stdout, child.stderr
     finally:

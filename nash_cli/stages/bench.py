@@ -194,7 +194,7 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
 
     options.check()
     if options.output is not None:
-        models = {f"model {name}": name for name in options.models}
+        models = {"model" if i == 0 else f"model {i + 1}": name for i, name in enumerate(options.models)}
         inputs = {**models, "baseline": options.baseline, "data": options.data}
         artifact.refuse_existing([options.output], options.force, kinds=["bench"], inputs=inputs)
     if options.threads is not None:
