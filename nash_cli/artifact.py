@@ -367,8 +367,12 @@ def refuse_output_over_inputs(outputs: Iterable[str | Path], inputs: Mapping[str
             )
 
 
-def _check_writable(output: Path) -> None:
-    """A cheap probe before any work: the nearest existing parent of `output` is a writable directory."""
+def check_writable(output: Path) -> None:
+    """A cheap probe before any work: the nearest existing parent of `output` is a writable directory.
+
+    Raises:
+        NashError: that parent is a file, or not writable.
+    """
     ancestor = output.absolute().parent
     while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -432,7 +436,7 @@ def check_output(
     path = Path(output)
     refuse_output_over_inputs([path], inputs)
     _check_replaceable_directory(path, force, kind)
-    _check_writable(path)
+    check_writable(path)
     claim_output(path)
     try:
         _check_replaceable_directory(path, force, kind)  # again under the lock: another run may have just finished
@@ -681,7 +685,7 @@ def refuse_existing(
     for path in paths:
         if path.is_dir():
             raise NashError(f"{path} is a directory; give a file name for the output")
-        _check_writable(path)
+        check_writable(path)
     if not paths:
         return
     claim_output(paths[0])

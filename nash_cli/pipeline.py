@@ -304,7 +304,7 @@ def prepare_run(recipe_path: str | Path, output: str | Path | None, overrides: l
     run_dir = run_dir.absolute()
     if run_dir.exists() and not run_dir.is_dir():
         raise NashError(f"run directory {run_dir} is a file; choose a directory with -o")
-    _refuse_run_over_inputs(run_dir, recipe, recipe_path)
+    _check_run_directory(run_dir, recipe, recipe_path)
     inputs_dir = run_dir / "00-inputs"
     if materialize:
         inputs = builtin.materialize(recipe.teacher, recipe.data.train, recipe.data.eval, inputs_dir)
@@ -313,15 +313,16 @@ def prepare_run(recipe_path: str | Path, output: str | Path | None, overrides: l
     return PreparedRun(recipe, resolved, run_dir, inputs)
 
 
-def _refuse_run_over_inputs(run_dir: Path, recipe: Recipe, recipe_path: str | Path) -> None:
-    """The run directory must not be, contain or lie inside the recipe or an input it names
-    (its own saved recipe.yaml, rerun from inside it, excepted)."""
-    from nash_cli.artifact import refuse_output_over_inputs, resolve_path
+def _check_run_directory(run_dir: Path, recipe: Recipe, recipe_path: str | Path) -> None:
+    """The run directory must be writable and must not be, contain or lie inside the recipe or an
+    input it names (its own saved recipe.yaml, rerun from inside it, excepted)."""
+    from nash_cli.artifact import check_writable, refuse_output_over_inputs, resolve_path
 
     named = {"teacher": recipe.teacher, "train data": recipe.data.train, "eval data": recipe.data.eval, "recipe": recipe_path}
     if resolve_path(recipe_path) == resolve_path(run_dir / RESOLVED_RECIPE):
         del named["recipe"]
     refuse_output_over_inputs([run_dir], named)
+    check_writable(run_dir)
 
 
 def _flag_lines(command: str, kwargs: dict[str, Any], defaults: dict[str, Any]) -> str:

@@ -361,9 +361,12 @@ def test_a_run_directory_never_holds_or_sits_in_an_input(run_dir, fragment, teac
     recipe = {"name": "tiny", "teacher": "t5", "stages": {"select_layers": {"decoder_layers": 1}},
               "data": {"train": "data/train.jsonl", "source_column": "text", "target_column": "summary"}}
     (project / "recipes" / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    (project / "notes.txt").write_text("mine\n")
     monkeypatch.chdir(project)
     before = snapshot(project)
     assert_user_error(cli("run", "recipes/tiny.yaml", "-o", run_dir), fragment, "choose an -o outside")
     assert_user_error(cli("run", "recipes/tiny.yaml", "-o", run_dir, "--dry-run"), fragment)
     assert snapshot(project) == before
     assert cli("run", "recipes/tiny.yaml", "-o", "runs/tiny", "--dry-run").exit_code == 0
+    assert_user_error(cli("run", "recipes/tiny.yaml", "-o", "notes.txt/run"), "is a file, not a directory")
+    assert snapshot(project) == before
