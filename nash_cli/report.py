@@ -315,12 +315,14 @@ def write_report(run_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
     """
     import tempfile
 
-    from nash_cli.artifact import refuse_existing, write_files_atomic
+    from nash_cli.artifact import is_nash_file, refuse_existing, write_files_atomic
 
     summary = collect(run_dir)
     run_dir = summary.run_dir
+    # Figures beside a nash report.md are that report's (earlier nash wrote them without the tag).
+    figure = None if is_nash_file(run_dir / "report.md", "report") else "figure"
     # report.md first: it names the set (its journal and lock sit beside it).
-    refuse_existing([run_dir / name for name in REPORT_FILES], force, kinds=["report", "figure", "figure"])
+    refuse_existing([run_dir / name for name in REPORT_FILES], force, kinds=["report", figure, figure])
     with tempfile.TemporaryDirectory(prefix=".report-", dir=run_dir) as rendering:
         rendered = {"figure_5": plot_quality_speedup(summary, Path(rendering) / "quality_vs_speedup.png")}
         if summary.pruning and summary.pruning.get("heads_per_layer"):

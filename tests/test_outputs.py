@@ -370,3 +370,39 @@ def test_a_run_directory_never_holds_or_sits_in_an_input(run_dir, fragment, teac
     assert cli("run", "recipes/tiny.yaml", "-o", "runs/tiny", "--dry-run").exit_code == 0
     assert_user_error(cli("run", "recipes/tiny.yaml", "-o", "notes.txt/run"), "is a file, not a directory")
     assert snapshot(project) == before
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """The least a run directory needs for `nash report`: run.json and one evaluated model."""
+    run = tmp_path / "run"
+    (run / "01-eval" / "teacher").mkdir(parents=True)
+    (run / "run.json").write_text(artifact.json_text({"stages": {}}))
+    metrics = {"model": "t5", "metrics": ["rouge"], "scores": {"rougeL": 0.5}, "num_examples": 1}
+    (run / "01-eval" / "teacher" / "metrics.json").write_text(artifact.json_text(metrics))
+    return run
+
+
+def test_report_killed_between_its_renames(run_dir, monkeypatch, cli):
+    from nash_cli.report import write_report
+
+    real_replace = os.replace
+
+    def killed(source, target):
+        if Path(target).suffix == ".png":
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(run_dir)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (run_dir / "report.md").is_file() and not (run_dir / "quality_vs_speedup.png").exists()
+    assert_user_error(cli("report", run_dir), "already exists", "--force")  # finished first, then refused
+    assert (run_dir / "quality_vs_speedup.png").read_bytes()[:4] == b"\x89PNG"
+    assert not artifact.set_journal(run_dir / "report.md").exists()
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+    assert cli("report", run_dir, "--force").exit_code == 0
+    (run_dir / "report.md").write_text("my own notes\n")
+    assert_user_error(cli("report", run_dir, "--force"), "not a report file nash wrote")
+    assert (run_dir / "report.md").read_text() == "my own notes\n"
