@@ -8,7 +8,10 @@ See docs/artifacts.md.
 
 Every output is written into a temporary directory beside its target and renamed into place, so
 an interrupted run never leaves a half-written checkpoint, and an existing output is replaced
-only when the caller passes `force=True`.
+only when the caller passes `force=True`, and then only when nash wrote it (same kind). Before
+any work an output is checked against every input (never is, contains or lies inside one), for
+writability, and locked against a second nash process (see "What nash promises about its
+outputs" in docs/artifacts.md).
 """
 
 from __future__ import annotations
