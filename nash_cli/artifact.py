@@ -8,13 +8,17 @@ See docs/artifacts.md.
 
 Every output is written into a temporary directory beside its target and renamed into place, so
 an interrupted run never leaves a half-written checkpoint, and an existing output is replaced
-only when the caller passes `force=True`.
+only when the caller passes `force=True`, and then only when nash wrote it (same kind). Before
+any work an output is checked against every input (never is, contains or lies inside one), for
+writability, and locked against a second nash process (see "What nash promises about its
+outputs" in docs/artifacts.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -291,61 +295,418 @@ def weights_sha256(source: str | Path) -> str | None:
 
 
 # --------------------------------------------------------------------------- writing
+#
+# The promises of every output (docs/artifacts.md): an output never is, contains or lies inside an
+# input; `--force` replaces only a previous nash output of the same kind; one nash process at a
+# time writes an output (a lock beside it, held from the check to the rename); an unwritable path
+# fails before any work; and every file and directory gets the usual permissions.
+
+#: What `--force` may replace: the kind of a nash output directory, from its manifest.
+DIRECTORY_KINDS = ("checkpoint", "export")
+
+#: The files nash writes outside a checkpoint, by kind (see `is_nash_file`).
+FILE_KINDS = ("metrics", "generations", "bench", "report", "figure")
+
+#: Text nash writes into its PNG figures, by which `--force` recognises them.
+FIGURE_SOFTWARE = "nash"
+
+LOCK_SUFFIX = ".nash-lock"
+SET_JOURNAL_SUFFIX = ".nash-set"
 
 
-def check_output(output: str | Path, force: bool) -> None:
-    """Refuses an existing output unless `force`; call it before any heavy work."""
-    path = Path(output)
-    if path.exists() and not force:
-        raise NashError(f"output {path} already exists; pass --force to replace it, or choose another -o")
-    if path.exists() and not path.is_dir():
-        raise NashError(f"output {path} is a file; choose a directory path for -o")
+def directory_kind(manifest: Mapping[str, Any]) -> str:
+    """The kind of a nash output directory: "export" for `nash export`'s, else "checkpoint"."""
+    return "export" if manifest.get("stage") == "export" else "checkpoint"
 
 
-@contextlib.contextmanager
-def staged_output(output: str | Path, *, force: bool = False) -> Iterator[Path]:
-    """Yields a temporary directory beside `output`; on success it is renamed to `output`.
+def resolve_path(path: str | Path) -> Path:
+    """`path` made absolute with `~`, `..` and symlinks resolved (also for parts that do not exist yet)."""
+    return Path(path).expanduser().resolve()
 
-    On any exception (Ctrl-C included) the temporary directory is removed and nothing is left
-    behind; an existing `output` is replaced only with `force`, and only once the new one is
-    complete.
+
+def input_overlap(output: Path, inputs: Mapping[str, Path]) -> tuple[str, str] | None:
+    """Which input a (resolved) output path would touch, and how; None when it touches none.
+
+    A pure function of resolved paths: an output that is an input, contains one or lies inside
+    one would replace or modify it.
+
+    Args:
+        output: The resolved output path.
+        inputs: Label (e.g. "checkpoint") -> resolved input path.
+
+    Returns:
+        (label, relation) with relation "is", "contains" or "is inside"; or None.
     """
-    target = Path(output).absolute()
-    check_output(target, force)
-    created: list[Path] = []
-    parent = target.parent
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    # mkdtemp makes the directory owner-only; the output should get the usual permissions.
-    staging.chmod(0o777 & ~_umask())
+    for label, source in inputs.items():
+        if output == source:
+            return label, "is"
+        if source.is_relative_to(output):
+            return label, "contains"
+        if output.is_relative_to(source):
+            return label, "is inside"
+    return None
+
+
+def refuse_output_over_inputs(outputs: Iterable[str | Path], inputs: Mapping[str, str | Path | None] | None) -> None:
+    """Refuses any output that is, contains or lies inside an existing input (symlinks and `..` resolved).
+
+    Inputs that are not local paths (hub ids, None) cannot be overwritten and are ignored.
+
+    Raises:
+        NashError: naming the output, the input and the fix.
+    """
+    local = {
+        label: resolve_path(source)
+        for label, source in (inputs or {}).items()
+        if source is not None and os.path.lexists(Path(str(source)).expanduser())
+    }
+    for output in outputs:
+        overlap = input_overlap(resolve_path(output), local)
+        if overlap is not None:
+            label, relation = overlap
+            raise NashError(
+                f"output {output} {relation} the {label} {inputs[label]}, and nash never writes over its inputs; "
+                "choose an -o outside every input"
+            )
+
+
+def check_writable(output: Path) -> None:
+    """A cheap probe before any work: the nearest existing parent of `output` is a writable directory.
+
+    Raises:
+        NashError: that parent is a file, or not writable.
+    """
+    ancestor = output.absolute().parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NashError(f"cannot write output {output}: {ancestor} is a file, not a directory; choose another -o")
+    if not os.access(ancestor, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise NashError(f"cannot write output {output}: {ancestor} is not writable; choose a writable -o")
+
+
+def _check_replaceable_directory(path: Path, force: bool, kind: str | None) -> None:
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir():
+        raise NashError(f"output {path} is a file; choose a directory path for -o")
+    if not force:
+        raise NashError(f"output {path} already exists; pass --force to replace it, or choose another -o")
+    if kind is None or not any(path.iterdir()):  # an empty directory holds nothing to lose
+        return
     try:
-        yield staging
-        if target.exists():
-            check_output(target, force)
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for directory in created:  # innermost first
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise NashError(
+            f"output {path} has no nash.json, so nash did not write it and --force will not replace it; "
+            "choose another -o, or remove it yourself"
+        )
+    found = directory_kind(manifest)
+    if found != kind:
+        raise NashError(
+            f"output {path} is a nash {found}, not a {kind}, so --force will not replace it; choose another -o"
+        )
+
+
+def check_output(
+    output: str | Path,
+    force: bool,
+    *,
+    kind: str | None = "checkpoint",
+    inputs: Mapping[str, str | Path | None] | None = None,
+) -> None:
+    """Checks an output directory and takes its lock; call it before any heavy work.
+
+    Refuses, naming the fix: an output that is, contains or lies inside one of `inputs`; an
+    existing output without `force`; with `force`, an existing directory that is not a nash
+    output of the same `kind`; a path that cannot be written. Then takes the output's lock (see
+    `claim_output`), which the rename in `staged_output` (or `release_outputs`) gives back.
+
+    Args:
+        output: The output directory.
+        force: Replace an existing nash output of the same kind.
+        kind: "checkpoint" or "export" (what `--force` may replace); None for nash's own caches,
+            which any existing directory may be replaced by.
+        inputs: Label -> every path the command reads (checkpoint, teacher, data, ...).
+
+    Raises:
+        NashError: for each refusal above, and when another nash process is writing `output`.
+    """
+    if kind is not None and kind not in DIRECTORY_KINDS:
+        raise ValueError(f"kind must be one of {DIRECTORY_KINDS} or None, not {kind!r}")
+    path = Path(output)
+    refuse_output_over_inputs([path], inputs)
+    _check_replaceable_directory(path, force, kind)
+    check_writable(path)
+    claim_output(path)
+    try:
+        _check_replaceable_directory(path, force, kind)  # again under the lock: another run may have just finished
+    except NashError:
+        release_output(path)
         raise
 
 
-def refuse_existing(paths: Iterable[Path], force: bool) -> None:
-    """Raises NashError if any of `paths` exists and `force` is off (call before heavy work)."""
+# ----------------------------------------------------------------- the output lock
+
+
+@dataclass
+class _Claim:
+    lock: Path
+    """The lock file beside the output."""
+    handle: int | None
+    """Its open descriptor holding the flock (None where there is no flock or on a non-main rank)."""
+    created: list[Path]
+    """Parent directories made for the output, innermost first (removed again if left empty)."""
+
+
+#: Outputs this process holds, by resolved path.
+_CLAIMS: dict[Path, _Claim] = {}
+
+
+def _is_main_rank() -> bool:
+    # Under torchrun / accelerate every rank runs the stage; only rank 0 publishes the output.
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def lock_path(output: str | Path) -> Path:
+    """The lock file of an output: `.NAME.nash-lock` beside it."""
+    path = Path(output).absolute()
+    return path.parent / f".{path.name}{LOCK_SUFFIX}"
+
+
+def claim_output(output: str | Path) -> None:
+    """Takes the exclusive lock of `output` for this process (re-entrant), making missing parents.
+
+    The lock is a `flock` on `.NAME.nash-lock` beside the output, which records the holder's pid;
+    the operating system drops it when the process ends, however it ends.
+
+    Raises:
+        NashError: another nash process holds the lock, or the parent cannot be written.
+    """
+    key = resolve_path(output)
+    if key in _CLAIMS:
+        return
+    target = Path(output).absolute()
+    created: list[Path] = []
+    parent = target.parent
+    while not os.path.lexists(parent):
+        created.append(parent)
+        parent = parent.parent
+    lock = lock_path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = _lock(lock, output) if _is_main_rank() else None
+    except OSError as error:
+        _remove_empty(created)
+        raise NashError(f"cannot write output {output} ({error.strerror or error}); choose a writable -o") from None
+    except NashError:
+        _remove_empty(created)
+        raise
+    _CLAIMS[key] = _Claim(lock=lock, handle=handle, created=created)
+
+
+def _lock(lock: Path, output: str | Path) -> int | None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    while True:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 32, 0).decode(errors="replace").strip()
+            os.close(handle)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise NashError(
+                f"output {output} is being written by another nash process{who}; wait for it to end, or choose another -o"
+            ) from None
+        # The holder removes the lock file when it is done: if that happened between open and
+        # flock, this lock is on a removed file, so lock the file now at the path instead.
+        try:
+            current = os.stat(lock).st_ino == os.fstat(handle).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+            return handle
+        os.close(handle)
+
+
+def release_output(output: str | Path) -> None:
+    """Gives back the lock of `output` (if this process holds it) and removes parents made for it that stayed empty."""
+    claim = _CLAIMS.pop(resolve_path(output), None)
+    if claim is None:
+        return
+    if claim.handle is not None:
+        with contextlib.suppress(OSError):
+            if os.stat(claim.lock).st_ino == os.fstat(claim.handle).st_ino:
+                os.unlink(claim.lock)
+        os.close(claim.handle)
+    _remove_empty(claim.created)
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in directories:  # innermost first
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def releases_outputs(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates a stage's `run`: outputs it claimed and did not publish are released when it
+    returns or raises (a refused or failed run leaves no lock file and no empty parents)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        held = set(_CLAIMS)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for key in [key for key in _CLAIMS if key not in held]:
+                release_output(key)
+
+    return wrapper
+
+
+# ----------------------------------------------------------------- directories
+
+
+@contextlib.contextmanager
+def staged_output(
+    output: str | Path,
+    *,
+    force: bool = False,
+    kind: str | None = "checkpoint",
+    inputs: Mapping[str, str | Path | None] | None = None,
+) -> Iterator[Path]:
+    """Yields a temporary directory beside `output`; on success it is renamed to `output`.
+
+    On any exception (Ctrl-C included) the temporary directory is removed and nothing is left
+    behind; an existing `output` is replaced only with `force`, only when it is a nash output of
+    the same `kind`, and only once the new one is complete. The output's lock (see
+    `check_output`) is held until the rename; every file and directory in it gets the usual
+    permissions (`0o666 & ~umask`, directories `0o777 & ~umask`).
+    """
+    target = Path(output).absolute()
+    check_output(target, force, kind=kind, inputs=inputs)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            yield staging
+            normalize_modes(staging)
+            if os.path.lexists(target):
+                _check_replaceable_directory(target, force, kind)
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.replace(target, old / target.name)
+                os.replace(staging, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    finally:
+        release_output(target)
+
+
+def normalize_modes(root: Path) -> None:
+    """Gives every file under `root` mode `0o666 & ~umask` and every directory (root too) `0o777 & ~umask`.
+
+    Writers differ (mkstemp and some safetensors writers make owner-only files); an output should
+    not depend on which one wrote a file.
+    """
+    umask = _umask()
+    for directory, subdirectories, files in os.walk(root):
+        os.chmod(directory, 0o777 & ~umask)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~umask)
+
+
+# ----------------------------------------------------------------- files
+
+
+def is_nash_file(path: Path, kind: str) -> bool:
+    """True when `path` holds what nash writes as a `kind` file (see FILE_KINDS): `--force` replaces only those."""
+    try:
+        if kind == "figure":
+            with open(path, "rb") as handle:
+                head = handle.read(1 << 16)
+            return head.startswith(b"\x89PNG") and b"Software\x00" + FIGURE_SOFTWARE.encode() in head
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if kind == "report":
+        return text.startswith("# nash report")
+    if kind == "generations":
+        lines = [line for line in text.splitlines() if line.strip()]
+        try:
+            return all("prediction" in json.loads(line) for line in lines[:1])
+        except (ValueError, TypeError):
+            return False
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return False
+    if not isinstance(document, dict):
+        return False
+    if kind == "metrics":
+        return {"scores", "num_examples"} <= document.keys()
+    if kind == "bench":
+        return {"models", "settings", "environment"} <= document.keys()
+    raise ValueError(f"kind must be one of {FILE_KINDS}, not {kind!r}")
+
+
+def refuse_existing(
+    paths: Iterable[Path],
+    force: bool,
+    *,
+    kinds: Iterable[str | None] | None = None,
+    inputs: Mapping[str, str | Path | None] | None = None,
+) -> None:
+    """Checks a set of output files and takes the set's lock; call it before heavy work.
+
+    Refuses, naming the fix: a file that is, contains or lies inside one of `inputs`; a path that
+    is a directory or cannot be written; an existing file without `force`; with `force`, an
+    existing file that is not the nash file of its kind. A set left partial by a killed run is
+    finished first (see `finish_partial_set`). The lock (on the first path) is held until
+    `write_files_atomic` has renamed the set into place.
+
+    Args:
+        paths: The files the command writes; the first one names the set.
+        force: Replace existing files nash wrote.
+        kinds: For each path, its kind (see FILE_KINDS); None: any existing file may be replaced.
+        inputs: Label -> every path the command reads.
+    """
+    paths = [Path(path) for path in paths]
+    kinds = list(kinds) if kinds is not None else [None] * len(paths)
+    refuse_output_over_inputs(paths, inputs)
     for path in paths:
         if path.is_dir():
             raise NashError(f"{path} is a directory; give a file name for the output")
-        if path.exists() and not force:
-            raise NashError(f"{path} already exists; pass --force to overwrite it or choose another path")
+        check_writable(path)
+    if not paths:
+        return
+    claim_output(paths[0])
+    try:
+        finish_partial_set(paths[0])
+        for path, kind in zip(paths, kinds):
+            if not os.path.lexists(path):
+                continue
+            if not force:
+                raise NashError(f"{path} already exists; pass --force to overwrite it or choose another path")
+            if kind is not None and not is_nash_file(path, kind):
+                raise NashError(
+                    f"{path} is not a {kind} file nash wrote, so --force will not replace it; "
+                    "choose another path, or remove it yourself"
+                )
+    except NashError:
+        release_output(paths[0])
+        raise
 
 
 def json_text(document: Any) -> str:
@@ -358,20 +719,62 @@ def jsonl_text(records: Iterable[Mapping[str, Any]]) -> str:
     return "".join(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records)
 
 
+def set_journal(first: Path) -> Path:
+    """The journal of a file set named by its first file: `.NAME.nash-set` beside it."""
+    first = Path(first).absolute()
+    return first.parent / f".{first.name}{SET_JOURNAL_SUFFIX}"
+
+
+def finish_partial_set(first: Path) -> list[Path]:
+    """Finishes renaming a file set that a killed run left half-published; returns the files renamed.
+
+    Every file of a set is written in full before its journal is, so a journal means the set is
+    complete on disk and only some renames are missing: doing them leaves the whole new set.
+
+    Raises:
+        NashError: the journal is unreadable.
+    """
+    journal = set_journal(first)
+    if not journal.is_file():
+        return []
+    try:
+        entries = [(Path(entry["temporary"]), Path(entry["path"])) for entry in json.loads(journal.read_text())["files"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise NashError(f"{journal} (an interrupted write) is unreadable ({error}); delete it and rerun with --force") from None
+    renamed = []
+    for temporary, path in entries:
+        if temporary.exists():
+            os.replace(temporary, path)
+            renamed.append(path)
+    journal.unlink()
+    return renamed
+
+
 def write_files_atomic(contents: Mapping[Path, str | bytes], *, durable: bool = False) -> None:
     """Writes files through temporaries beside them, then renames them all into place.
 
     The one atomic file writer of nash: a reader never sees half a file, and nothing is renamed
-    until every file has been written in full (a failure leaves the old files, or none).
+    until every file has been written in full (a failure leaves the old files, or none). A set
+    of several files is published under a journal beside the first (`.NAME.nash-set`, listing
+    each temporary and its target), written after every file and removed after the last rename:
+    a run killed between two renames leaves it, and the next `refuse_existing` or write of the
+    set finishes the renames, so the set is never left mixed. Files get mode `0o666 & ~umask`.
+    The lock of the first path (see `refuse_existing`) is released at the end.
 
     Args:
         contents: Path -> text (UTF-8) or bytes.
         durable: Flush each file and its directory to disk (resumable training state).
     """
+    paths = [Path(path) for path in contents]
+    if not paths:
+        return
     staged: list[tuple[str, Path]] = []
+    journal = set_journal(paths[0]) if len(paths) > 1 else None
+    journaled = False
     try:
-        for path, data in contents.items():
-            path = Path(path)
+        if journal is not None:
+            finish_partial_set(paths[0])
+        for path, data in zip(paths, contents.values()):
             path.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             staged.append((temporary, path))
@@ -382,14 +785,26 @@ def write_files_atomic(contents: Mapping[Path, str | bytes], *, durable: bool = 
                     os.fsync(stream.fileno())
             # mkstemp makes the file owner-only; results should get the usual permissions.
             os.chmod(temporary, 0o666 & ~_umask())
+        if journal is not None:
+            entries = [{"temporary": str(Path(t).absolute()), "path": str(p.absolute())} for t, p in staged]
+            handle, temporary = tempfile.mkstemp(prefix=f".{journal.name}.", suffix=".tmp", dir=journal.parent)
+            with os.fdopen(handle, "w") as stream:
+                stream.write(json_text({"files": entries}))
+            os.replace(temporary, journal)
+            journaled = True
         for temporary, path in staged:
             os.replace(temporary, path)
             if durable:
                 fsync_dir(path.parent)
+        if journal is not None:
+            journal.unlink()
     finally:
-        for temporary, _ in staged:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        # Once journaled, the temporaries are the set's only complete copy: the next write finishes it.
+        if not (journaled and journal.exists()):
+            for temporary, _ in staged:
+                if os.path.exists(temporary):
+                    os.unlink(temporary)
+        release_output(paths[0])
 
 
 def fsync_dir(path: Path) -> None:

@@ -227,8 +227,10 @@ def execute_run(
         log: Called with one line per stage (run, resume, skip).
         on_result: Called with each stage's key and `run` result, e.g. to print its tables.
     """
+    from nash_cli.artifact import write_files_atomic
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RESOLVED_RECIPE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    write_files_atomic({run_dir / RESOLVED_RECIPE: yaml.safe_dump(resolved, sort_keys=False)})
     state = read_state(run_dir)
     stages = plan_run(recipe, run_dir, inputs=inputs)
     summary = []
@@ -303,6 +305,7 @@ def prepare_run(recipe_path: str | Path, output: str | Path | None, overrides: l
     run_dir = run_dir.absolute()
     if run_dir.exists() and not run_dir.is_dir():
         raise NashError(f"run directory {run_dir} is a file; choose a directory with -o")
+    _check_run_directory(run_dir, recipe, recipe_path)
     inputs_dir = run_dir / "00-inputs"
     if materialize:
         inputs = builtin.materialize(recipe.teacher, recipe.data.train, recipe.data.eval, inputs_dir)
@@ -360,6 +363,18 @@ def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
             current_masked, current = key == "prune_encoder", f"the output of stages.{key}"
             if key == "finetune_teacher":
                 teacher_masked = False
+
+
+def _check_run_directory(run_dir: Path, recipe: Recipe, recipe_path: str | Path) -> None:
+    """The run directory must be writable and must not be, contain or lie inside the recipe or an
+    input it names (its own saved recipe.yaml, rerun from inside it, excepted)."""
+    from nash_cli.artifact import check_writable, refuse_output_over_inputs, resolve_path
+
+    named = {"teacher": recipe.teacher, "train data": recipe.data.train, "eval data": recipe.data.eval, "recipe": recipe_path}
+    if resolve_path(recipe_path) == resolve_path(run_dir / RESOLVED_RECIPE):
+        del named["recipe"]
+    refuse_output_over_inputs([run_dir], named)
+    check_writable(run_dir)
 
 
 def _flag_lines(command: str, kwargs: dict[str, Any], defaults: dict[str, Any]) -> str:

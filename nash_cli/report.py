@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nash_cli.artifact import FIGURE_SOFTWARE, releases_outputs
 from nash_cli.errors import NashError
 
 #: Score shown first for each metric, as the paper reports it.
@@ -256,7 +257,7 @@ def plot_quality_speedup(summary: RunSummary, path: Path) -> Path:
         margin = max(2.0, 0.25 * (max(values) - min(values)))
         axis.set_ylim(min(values) - margin, min(100.0, max(values) + margin) if max(values) <= 100 else max(values) + margin)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, metadata={"Software": FIGURE_SOFTWARE})
     plt.close(figure)
     return path
 
@@ -289,7 +290,7 @@ def plot_encoder_structure(pruning: dict[str, Any], path: Path) -> Path:
         else "pruned encoder"
     )
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, metadata={"Software": FIGURE_SOFTWARE})
     plt.close(figure)
     return path
 
@@ -297,10 +298,13 @@ def plot_encoder_structure(pruning: dict[str, Any], path: Path) -> Path:
 REPORT_FILES = ("report.md", "quality_vs_speedup.png", "encoder_structure.png")
 
 
+@releases_outputs
 def write_report(run_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
     """Writes `report.md`, `quality_vs_speedup.png` and `encoder_structure.png` into the run.
 
-    Each file is written beside its target and renamed into place.
+    The files are published as one set (see `nash_cli.artifact.write_files_atomic`): a report
+    killed between two renames is finished by the next `nash report` on the run. `force`
+    replaces only the files a nash report wrote.
 
     Args:
         run_dir: A run directory written by `nash run`.
@@ -311,19 +315,20 @@ def write_report(run_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
     """
     import tempfile
 
-    from nash_cli.artifact import write_files_atomic
+    from nash_cli.artifact import is_nash_file, refuse_existing, write_files_atomic
 
     summary = collect(run_dir)
     run_dir = summary.run_dir
-    existing = [name for name in REPORT_FILES if (run_dir / name).exists()]
-    if existing and not force:
-        raise NashError(f"{run_dir / existing[0]} already exists; pass --force to replace the report")
+    # Figures beside a nash report.md are that report's (earlier nash wrote them without the tag).
+    figure = None if is_nash_file(run_dir / "report.md", "report") else "figure"
+    # report.md first: it names the set (its journal and lock sit beside it).
+    refuse_existing([run_dir / name for name in REPORT_FILES], force, kinds=["report", figure, figure])
     with tempfile.TemporaryDirectory(prefix=".report-", dir=run_dir) as rendering:
         rendered = {"figure_5": plot_quality_speedup(summary, Path(rendering) / "quality_vs_speedup.png")}
         if summary.pruning and summary.pruning.get("heads_per_layer"):
             rendered["figure_6"] = plot_encoder_structure(summary.pruning, Path(rendering) / "encoder_structure.png")
-        contents: dict[Path, str | bytes] = {run_dir / path.name: path.read_bytes() for path in rendered.values()}
-    contents[run_dir / "report.md"] = _markdown(summary, "figure_6" in rendered)
+        contents: dict[Path, str | bytes] = {run_dir / "report.md": _markdown(summary, "figure_6" in rendered)}
+        contents.update({run_dir / path.name: path.read_bytes() for path in rendered.values()})
     write_files_atomic(contents)
     written = {key: str(run_dir / path.name) for key, path in rendered.items()}
     written["report"] = str(run_dir / "report.md")

@@ -114,7 +114,7 @@ def prepare_wordnet(source: Path, target: Path | None = None) -> Path:
     from nash_cli.artifact import staged_output
 
     # force: an incomplete earlier copy is replaced (it is nash's own cache).
-    with staged_output(target, force=True) as staging:
+    with staged_output(target, force=True, kind=None) as staging:
         for name in REQUIRED_FILES:
             shutil.copyfile(source / name, staging / name)
         (staging / "lexnames").write_text(lexnames_text(), encoding="utf-8")

@@ -200,3 +200,12 @@ def kill_when(
     if result.returncode != -signal.SIGKILL:
         pytest.fail(f"the run ended by itself (exit {result.returncode}) before it could be killed:\n{result.stderr[-3000:]}")
     return result
+
+
+def assert_usual_modes(root: Path) -> None:
+    """Every file under `root` has mode `0o666 & ~umask` and every directory `0o777 & ~umask`."""
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {str(p.relative_to(root)) or ".": p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+    expected = {name: (0o777 if (root / name).is_dir() else 0o666) & ~umask for name in modes}
+    assert modes == expected, {name: oct(mode) for name, mode in modes.items() if mode != expected[name]}

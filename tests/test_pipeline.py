@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CORPUS, assert_user_error, kill_when, latest_step, snapshot
+from conftest import CORPUS, assert_user_error, assert_usual_modes, kill_when, latest_step, snapshot
 
 
 @pytest.fixture
@@ -48,6 +48,7 @@ def test_run_skips_what_is_done_and_redoes_what_changed(tiny_recipe, tmp_path, c
     assert json.loads((run_dir / "03-compact" / "nash.json").read_text())["state"] == "compact"
     assert (run_dir / "06-eval" / "student" / "metrics.json").is_file()
     assert (run_dir / "06-eval" / "teacher" / "generations.jsonl").is_file()
+    assert_usual_modes(run_dir)  # weights, masks.safetensors, nash.json, metrics, generations, run.json alike
 
     again = cli("run", tiny_recipe, "-o", run_dir, "--json")
     assert again.exit_code == 0, again.stderr
@@ -72,6 +73,10 @@ def test_run_skips_what_is_done_and_redoes_what_changed(tiny_recipe, tmp_path, c
     assert_user_error(cli("report", run_dir), "--force")
     assert cli("report", run_dir, "--force").exit_code == 0
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".report-")]
+    assert_usual_modes(run_dir)
+    (run_dir / "report.md").write_text("my own notes\n")
+    assert_user_error(cli("report", run_dir, "--force"), "not a report file nash wrote")
+    assert (run_dir / "report.md").read_text() == "my own notes\n"
 
 
 def test_an_interrupted_training_stage_resumes(tiny_recipe, tmp_path):

@@ -84,7 +84,7 @@ def _teacher_init(path: Path, rows: list[dict]) -> Path:
 
     tokenizer = train_word_tokenizer((f"{r['report']} {r['summary']}" for r in rows), vocab_size=256)
     model = tiny_model("t5", vocab_size=len(tokenizer), seed=SEED, **TEACHER_SHAPE)
-    with staged_output(path, force=True) as staging, quiet_transformers():
+    with staged_output(path, force=True, kind=None) as staging, quiet_transformers():
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
     return path

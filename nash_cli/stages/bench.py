@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nash_cli.artifact import LoadOptions
+from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions
 from nash_cli.errors import NashError
 from nash_cli.progress import Progress
@@ -175,6 +175,7 @@ class BenchStageResult:
         return {**self.result.to_dict(), "notes": list(self.notes)}
 
 
+@releases_outputs
 def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStageResult:
     """Loads the models, builds the inputs, times every model and writes the report.
 
@@ -193,7 +194,9 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
 
     options.check()
     if options.output is not None:
-        artifact.refuse_existing([options.output], options.force)
+        models = {"model" if i == 0 else f"model {i + 1}": name for i, name in enumerate(options.models)}
+        inputs = {**models, "baseline": options.baseline, "data": options.data}
+        artifact.refuse_existing([options.output], options.force, kinds=["bench"], inputs=inputs)
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     target = resolve_device(options.device)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nash_cli.artifact import releases_outputs
 from nash_cli.errors import NashError
 from nash_cli.progress import Progress
 from nash_cli.stages import arguments
@@ -75,6 +76,7 @@ def check_masked(source: str | Path) -> dict[str, Any]:
     return manifest
 
 
+@releases_outputs
 def run(options: CompactOptions, *, progress: Progress | None = None) -> CompactResult:
     """Loads a masked checkpoint, removes the pruned units, writes a compact checkpoint.
 
@@ -93,7 +95,7 @@ def run(options: CompactOptions, *, progress: Progress | None = None) -> Compact
     progress = progress or Progress("compact")
     started = time.perf_counter()
     options.check()
-    artifact.check_output(options.output, options.force)
+    artifact.check_output(options.output, options.force, inputs={"checkpoint": options.checkpoint})
     manifest = check_masked(options.checkpoint)
     progress.update(total=3, status="loading")
     config = artifact.load_config(options.checkpoint)

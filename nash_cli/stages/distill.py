@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nash_cli.artifact import releases_outputs
 from nash_cli.stages import arguments
 from nash_cli.train.inputs import TrainingOptions
 
@@ -47,6 +48,7 @@ class TrainingStageResult:
         return document
 
 
+@releases_outputs
 def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
     """Distils (or, without a teacher, fine-tunes) the student and writes it to `options.output`.
 
@@ -67,7 +69,11 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
     from nash_cli.train.outputs import save_output
 
     options.check()
-    artifact.check_output(options.output, options.force)
+    artifact.check_output(
+        options.output,
+        options.force,
+        inputs={"student": options.student, "teacher": options.teacher, "data": options.data, "eval data": options.eval_data},
+    )
     inputs = load_training_inputs(options)
     recorded = arguments(options)
     result = train_with(options, inputs, run_info=recorded, progress=progress)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nash_cli.artifact import LoadOptions
+from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions, Example
 from nash_cli.errors import NashError
 from nash_cli.metrics import MetricScores, check_metrics
@@ -211,12 +211,14 @@ def generation_records(result: EvalResult, examples: Sequence[Example]) -> list[
 
 
 def write_results(document: dict[str, Any], records: list[dict[str, Any]], metrics_path: Path, generations_path: Path) -> None:
-    """Writes metrics.json and generations.jsonl, each atomically (both staged before either is renamed)."""
+    """Writes metrics.json and generations.jsonl as one set (see `artifact.write_files_atomic`):
+    a run killed between the two renames is finished by the next eval into the same output."""
     from nash_cli.artifact import json_text, jsonl_text, write_files_atomic
 
     write_files_atomic({metrics_path: json_text(document), generations_path: jsonl_text(records)})
 
 
+@releases_outputs
 def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, Any]:
     """Reads the data, loads the model, generates, scores and writes the results.
 
@@ -238,7 +240,8 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, 
 
     options.check()
     paths = options.result_paths()
-    artifact.refuse_existing(paths, options.force)
+    inputs = {"checkpoint": options.checkpoint, "data": options.data}
+    artifact.refuse_existing(paths, options.force, kinds=["metrics", "generations"], inputs=inputs)
     names = check_metrics(options.metric)
     examples = load_examples(
         options.data,

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from nash_cli.artifact import LoadOptions
+from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.errors import NashError
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.stages import arguments
@@ -193,6 +193,7 @@ def verify_export(model, directory: Path, *, device: str, quantization: str, bat
     }
 
 
+@releases_outputs
 def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Converts a checkpoint to a CTranslate2 model directory.
 
@@ -211,7 +212,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     options.check()
     from nash_cli import artifact
 
-    artifact.check_output(options.output, options.force)
+    artifact.check_output(options.output, options.force, kind="export", inputs={"checkpoint": options.checkpoint})
     ct2 = require_ctranslate2()
     device = _resolve_device(options.device, ct2)
     manifest = check_exportable(options.checkpoint, options)
@@ -255,7 +256,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
         source=options.checkpoint, stage="export", arguments=arguments(options), state=state, layer_map=None, extra=extra
     )
     check = None
-    with artifact.staged_output(options.output, force=options.force) as staging, quiet_transformers():
+    with artifact.staged_output(options.output, force=options.force, kind="export") as staging, quiet_transformers():
         notify("writing")
         spec.save(str(staging))
         del spec

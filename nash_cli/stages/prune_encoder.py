@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from nash_cli.artifact import releases_outputs
 from nash_cli.errors import NashError
 from nash_cli.stages import arguments
 from nash_cli.stages.distill import TrainingStageResult
@@ -64,6 +65,7 @@ def _reference_non_embedding(teacher, student_source: str) -> tuple[int | None, 
     return None, None
 
 
+@releases_outputs
 def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
     """Trains L0 masks on the student's encoder (with distillation) and writes a `masked` checkpoint.
 
@@ -82,7 +84,11 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
     from nash_cli.train.l0_extension import L0Extension
 
     options.check()
-    artifact.check_output(options.output, options.force)
+    artifact.check_output(
+        options.output,
+        options.force,
+        inputs={"student": options.student, "teacher": options.teacher, "data": options.data, "eval data": options.eval_data},
+    )
     manifest = artifact.read_manifest(options.student) or {}
     if manifest.get("state", "dense") != "dense":
         raise NashError(

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.errors import NashError
 from nash_cli.progress import Progress
-from nash_cli.artifact import LoadOptions
 from nash_cli.stages import arguments
 
 STRATEGIES = ("uniform", "low", "high")
@@ -108,6 +108,7 @@ def plan_selection(config, options: SelectLayersOptions) -> SelectionPlan:
     return SelectionPlan(decoder=decoder, encoder=encoder, teacher_depths=depths)
 
 
+@releases_outputs
 def run(options: SelectLayersOptions, *, progress: Progress | None = None) -> SelectLayersResult:
     """Loads the teacher, keeps the chosen layers, writes the student.
 
@@ -126,7 +127,7 @@ def run(options: SelectLayersOptions, *, progress: Progress | None = None) -> Se
 
     progress = progress or Progress("select-layers")
     options.check()
-    artifact.check_output(options.output, options.force)
+    artifact.check_output(options.output, options.force, inputs={"checkpoint": options.checkpoint})
     refuse_masked(options.checkpoint, user="select-layers", role="the checkpoint")
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     config = artifact.load_config(options.checkpoint, **load)

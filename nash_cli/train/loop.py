@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from nash_cli.artifact import releases_outputs
 from nash_cli.data import IGNORE_INDEX, Features, Seq2SeqCollator
 from nash_cli.errors import NashError
 from nash_cli.progress import Progress
@@ -437,6 +438,7 @@ class Trainer:
         copy.load_state_dict(weights, strict=False)
         return copy.eval()
 
+@releases_outputs  # a run that fails before its output is written leaves no lock behind
 def train(
     config: TrainConfig,
     student,

@@ -265,13 +265,13 @@ def test_eval_scores_an_export_like_its_source(make_checkpoint, tmp_path, cli):
     docs = {}
     for name, model in (("hf", source), ("ct2", tmp_path / "ct2")):
         result = cli("eval", model, "--data", data, "--beams", "1", "--max-new-tokens", "5", "-o",
-                     tmp_path / name / "metrics.json", "--json")
+                     tmp_path / "eval" / name / "metrics.json", "--json")  # never inside the export: an input
         assert result.exit_code == 0, result.stderr
         docs[name] = result.json()
     assert docs["ct2"]["engine"]["engine"] == "ctranslate2"
     assert docs["ct2"]["scores"] == docs["hf"]["scores"]
     predictions = {
-        name: [json.loads(line)["prediction"] for line in (tmp_path / name / "generations.jsonl").read_text().splitlines()]
+        name: [json.loads(line)["prediction"] for line in (tmp_path / "eval" / name / "generations.jsonl").read_text().splitlines()]
         for name in docs
     }
     assert predictions["ct2"] == predictions["hf"]
