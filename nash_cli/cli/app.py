@@ -55,7 +55,9 @@ app.command("report")(report.command)
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a user mistake prints one line to stderr and exits with code 2."""
     try:
-        app(args=argv, prog_name="nash", standalone_mode=False)
+        # Outside standalone mode typer returns, rather than raises, the code of a `typer.Exit`
+        # raised inside a command, and turns Ctrl-C into Exit(130): pass the code on.
+        code = app(args=argv, prog_name="nash", standalone_mode=False)
     except NashError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
@@ -75,6 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             typer.echo(f"error: {usage_line(error, argv if argv is not None else sys.argv[1:])}", err=True)
         sys.exit(getattr(error, "exit_code", 2))
+    if code == 130:
+        typer.echo("Interrupted: no output was written.", err=True)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 def _is_usage_error(error: Exception) -> bool:

@@ -70,3 +70,18 @@ def test_every_command_answers_a_mistyped_flag_in_one_line(cli, tmp_path, monkey
     result = cli(command, "--jsn")
     assert_user_error(result, "no such option: --jsn", f"(see nash {command} --help)")
     assert snapshot(tmp_path) == set()
+
+
+def test_ctrl_c_inside_a_command_exits_130(cli, make_checkpoint, tmp_path, monkeypatch):
+    # typer returns (does not raise) Exit(130) for a KeyboardInterrupt outside standalone mode;
+    # main must still exit 130, not 0, so a shell pipeline sees the interruption.
+    import nash_cli.stages.compact as compact
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compact, "run", interrupted)
+    result = cli("compact", make_checkpoint("t5"), "-o", tmp_path / "out")
+    assert result.exit_code == 130
+    assert "Interrupted" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
