@@ -164,7 +164,7 @@ def test_cli_output_and_manifest(compacted, cli, tmp_path):
     assert {"config.json", "model.safetensors", "modeling_nash_t5.py", "nash.json", "tokenizer.json"} <= files
     assert "masks.safetensors" not in files
     config = json.loads((item["compact"] / "config.json").read_text())
-    assert config["model_type"] == "nash_t5"
+    assert config["model_type"] == "t5"  # stock: AutoTokenizer reads it without code
     assert config["auto_map"]["AutoModelForSeq2SeqLM"] == "modeling_nash_t5.NashT5ForConditionalGeneration"
     assert config["encoder_heads"] == [[], [1, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
     assert config["encoder_ffn_dims"] == [int(r.sum()) for r in item["ffn"]]
