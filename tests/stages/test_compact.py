@@ -248,6 +248,79 @@ save_file({k: v.contiguous() for k, v in out.items()}, "out.safetensors")
     assert (out["resaved.logits"] - compacted["t5-gated"]["logits"]).abs().max() < 1e-4
 
 
+STOCK_USE = """
+import importlib.util, json, sys
+nash = json.loads(sys.argv[3])
+if not nash:
+    sys.path.extend(json.loads(sys.argv[2]))  # site-packages, without the .pth files of editable installs
+    assert importlib.util.find_spec("nash_cli") is None, "nash_cli is importable"
+else:
+    import nash_cli  # noqa: F401  (importable, not imported by transformers)
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+report = {}
+for name, path in json.loads(sys.argv[1]).items():
+    row = report[name] = {}
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    row["tokenizer"] = type(tokenizer).__name__
+    row["ids"] = tokenizer("the quick brown fox")["input_ids"]
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        row["untrusted"] = "loaded " + type(model).__name__
+    except Exception as error:
+        row["untrusted"] = type(error).__name__ + ": " + str(error)
+    model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True)
+    row["trusted"] = type(model).__name__
+    try:
+        generator = pipeline("text2text-generation", model=path, trust_remote_code=True)
+        row["pipeline"] = generator("the quick brown fox", max_new_tokens=4)[0]["generated_text"]
+    except KeyError as error:
+        row["pipeline_error"] = str(error)
+assert nash or "nash_cli" not in sys.modules
+open("report.json", "w").write(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("nash_importable", [False, True], ids=["without-nash", "with-nash"])
+def test_stock_transformers_uses_a_compact_checkpoint_without_a_prompt(compacted, tmp_path, nash_importable):
+    """Issue 14: what a new user types, in a fresh process with stdin closed (a prompt would show
+    on stdout and read end-of-file), with and without nash importable."""
+    import site
+
+    paths = {family: str(item["compact"]) for family, item in compacted.items()}
+    paths["stock"] = str(compacted["t5"]["dense"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("TRANSFORMERS_VERBOSITY", None)  # transformers' own warnings stay on, as a user sees them
+    libraries = json.dumps([p for p in site.getsitepackages() if "site-packages" in p])
+    command = [sys.executable, "-I", "-S", "-c", STOCK_USE, json.dumps(paths), libraries, "false"]
+    if nash_importable:
+        env["PYTHONPATH"] = str(ROOT)
+        command = [sys.executable, "-c", STOCK_USE, json.dumps(paths), libraries, "true"]
+    run = subprocess.run(
+        command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout == ""  # no "Do you wish to run the custom code? [y/N]"
+    for noise in ("custom code", "trust_remote_code", "model of type"):
+        assert noise not in run.stderr.split("LOAD REPORT")[0], (noise, run.stderr[-2000:])
+    report = json.loads((tmp_path / "report.json").read_text())
+    tokenizer = artifact.load_tokenizer(compacted["t5"]["compact"])
+    for family, item in compacted.items():
+        row = report[family]
+        assert row["ids"] == tokenizer("the quick brown fox")["input_ids"], family
+        assert row["trusted"] == "Nash" + {"bart": "Bart"}.get(family, "T5") + "ForConditionalGeneration"
+        # Without trust_remote_code a stock model is built and refuses the narrower weights:
+        # an error, never a silently wrong model.
+        assert row["untrusted"].startswith("RuntimeError") and "mismatched" in row["untrusted"], row["untrusted"]
+        if "pipeline_error" in row:
+            # transformers 5 removed the task for every model: the stock checkpoint fails the same way.
+            assert row["pipeline_error"] == report["stock"]["pipeline_error"]
+            assert "has been removed" in row["pipeline_error"]
+        else:
+            assert isinstance(row["pipeline"], str)
+    assert report["stock"]["untrusted"] == "loaded T5ForConditionalGeneration"
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 
