@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPUS, assert_user_error, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +135,7 @@ def test_a_piped_yes_in_a_real_process_runs_nothing(workspace, make_checkpoint):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HOME": str(root / "hf"), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "nash_cli", *map(str, commands(checkpoint, data, root / "out")["eval"])],
-        input="y\ny\ny\n", capture_output=True, text=True, env=env, cwd=root, timeout=240,
+        input="y\ny\ny\n", check=False, capture_output=True, text=True, env=env, cwd=root, timeout=240,
     )
     assert run.returncode == 2, run.stderr[-2000:]
     assert run.stdout == ""
@@ -156,10 +155,10 @@ def test_with_trust_remote_code_the_code_may_run(workspace, make_checkpoint, cli
 def test_nash_never_imports_its_own_modeling_file_from_a_checkpoint(tmp_path, make_checkpoint):
     """A compact checkpoint names modeling_nash_*.py; nash uses its packaged classes instead, so a
     tampered copy beside the weights never runs (and needs no --trust-remote-code)."""
+    import torch
+
     from nash_cli import artifact
     from nash_cli.surgery.compact import compact_model
-
-    import torch
 
     model = artifact.load_model(make_checkpoint("t5"))
     heads = torch.ones(2, 4)
