@@ -258,6 +258,7 @@ def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_
         NashError: for a missing or invalid checkpoint, a model type nash does not support, or
             code that would run without `trust_remote_code`.
     """
+    from huggingface_hub.errors import StrictDataclassError  # a config field of the wrong type
     from transformers import AutoConfig
 
     from nash_cli import modeling
@@ -274,7 +275,7 @@ def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_
             with quiet_transformers():
                 try:
                     config = config_class.from_dict(settings)
-                except (ValueError, TypeError, KeyError, IndexError) as error:
+                except (ValueError, TypeError, KeyError, IndexError, StrictDataclassError) as error:
                     raise NashError(_config_failure(source, error)) from None
             config._name_or_path = str(source)
             family_of(config)
@@ -282,7 +283,7 @@ def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_
     with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, TypeError, KeyError) as error:
+        except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as error:
             if is_local(source):
                 raise NashError(_config_failure(source, error)) from None
             raise NashError(_code_failure(source, error) or _hub_failure(source, error)) from None
@@ -295,8 +296,12 @@ def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_
 
 
 def _config_failure(source, error) -> str:
+    # Validation errors spread one finding over lines ("Validation error for field 'x':" then why).
+    reason = " ".join(str(error).split()) or type(error).__name__
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
     return (
-        f"{Path(source) / 'config.json'} does not describe a valid model ({_first_line(error)}); "
+        f"{Path(source) / 'config.json'} does not describe a valid model ({reason}); "
         "fix that field or restore the config.json saved with these weights"
     )
 
@@ -351,27 +356,31 @@ def load_model(
                 use_safetensors=None if allow_pickle else True,
                 weights_only=True,
                 output_loading_info=True,
+                # Report shapes that differ instead of raising: nash refuses the model below,
+                # naming the first tensor, and never returns it.
+                ignore_mismatched_sizes=True,
                 **kwargs,
             )
         except pickle.UnpicklingError:
             raise NashError(
-                f"the pickle weights of {source} are not a plain weights-only pickle (loading them would "
-                "run code they name); convert them to safetensors where you trust their origin"
+                f"the pickle weights of {source} are not a safe weights-only pickle (they name Python objects "
+                "beyond tensors, which unpickling would run); nash will not load them: convert them to "
+                "safetensors where you trust their origin"
             ) from None
-        except RuntimeError as error:
-            if "ignore_mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
-                raise
-            raise NashError(_shape_failure(source, "tensor shapes differ")) from None
         except (OSError, ValueError) as error:
             if is_local(source):
                 raise NashError(f"could not load {source}: {_first_line(error)}") from None
             raise NashError(_code_failure(source, error) or _hub_failure(source, error)) from None
-    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
-        keys = sorted(str(key) for key in (info.get(kind) or ()))
-        if keys:
-            what = {"missing_keys": "has no weights for", "unexpected_keys": "has weights it has no place for",
-                    "mismatched_keys": "has weights of another shape for"}[kind]
-            raise NashError(_shape_failure(source, f"the model it describes {what} {keys[0]}"))
+    mismatched = sorted((str(key), tuple(saved), tuple(built)) for key, saved, built in info.get("mismatched_keys") or ())
+    missing = sorted(str(key) for key in info.get("missing_keys") or ())
+    unexpected = sorted(str(key) for key in info.get("unexpected_keys") or ())
+    if mismatched:
+        key, saved, built = mismatched[0]
+        raise NashError(_shape_failure(source, f"{key} is {saved} in the weights but {built} in the config's model"))
+    if missing:
+        raise NashError(_shape_failure(source, f"the config's model has {missing[0]}, the weights do not"))
+    if unexpected:
+        raise NashError(_shape_failure(source, f"the weights have {unexpected[0]}, the config's model does not"))
     return model.eval()
 
 
@@ -383,9 +392,12 @@ def _shape_failure(source, detail: str) -> str:
 
 
 def _hub_failure(source, error) -> str:
+    reason = _first_line(error)
+    if len(reason) > 120:  # the hub's messages run to paragraphs; the start says what failed
+        reason = reason[:117] + "..."
     return (
-        f"{source} is neither a local checkpoint directory nor a model nash could fetch from the hub "
-        f"({_first_line(error)}); check the path, or the model id and your network"
+        f"no directory {source} exists here, and nash could not fetch a model of that name from the hub "
+        f"({reason}); check the path, or the model id and your network"
     )
 
 
