@@ -258,7 +258,9 @@ def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_
         NashError: for a missing or invalid checkpoint, a model type nash does not support, or
             code that would run without `trust_remote_code`.
     """
-    from huggingface_hub.errors import StrictDataclassError  # a config field of the wrong type
+    from huggingface_hub.errors import (
+        StrictDataclassError,  # a config field of the wrong type
+    )
     from transformers import AutoConfig
 
     from nash_cli import modeling
