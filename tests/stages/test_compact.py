@@ -322,6 +322,46 @@ def test_stock_transformers_uses_a_compact_checkpoint_without_a_prompt(compacted
     assert report["stock"]["untrusted"] == "loaded T5ForConditionalGeneration"
 
 
+def documented_snippets() -> list[tuple[str, str]]:
+    """The Python blocks of the docs that load a nash output with stock transformers."""
+    import re
+
+    found = []
+    for name in ("README.md", "docs/compact.md", "docs/getting-started.md"):
+        for block in re.findall(r"```python\n(.*?)```", (ROOT / name).read_text(), flags=re.S):
+            if "AutoTokenizer.from_pretrained(" in block and "trust_remote_code=True" in block:
+                found.append((name, block))
+    return found
+
+
+@pytest.mark.parametrize("doc, snippet", documented_snippets(), ids=[name for name, _ in documented_snippets()])
+def test_the_documented_snippet_runs_verbatim_without_nash(doc, snippet, compacted, tmp_path):
+    """Issue 14: the README's and docs' loading snippets, run as written on a compact output."""
+    import ast
+    import re
+    import site
+
+    for directory in set(re.findall(r'from_pretrained\("([^"]+)"', snippet)):
+        (tmp_path / directory.rstrip("/")).symlink_to(compacted["t5-gated"]["compact"], target_is_directory=True)
+    libraries = [p for p in site.getsitepackages() if "site-packages" in p]
+    prelude = (
+        "import importlib.util, sys\n"
+        f"sys.path.extend({libraries!r})\n"
+        "assert importlib.util.find_spec('nash_cli') is None, 'nash_cli is importable'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TRANSFORMERS_VERBOSITY"))}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", prelude + snippet], check=False, cwd=tmp_path, env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, (doc, run.stderr[-3000:])
+    # stdout holds what the snippet prints (the decoded outputs) and nothing from transformers.
+    printed = ast.literal_eval(run.stdout.strip())
+    assert isinstance(printed, list) and len(printed) == 1 and isinstance(printed[0], str), run.stdout
+    assert "custom code" not in run.stderr and "model of type" not in run.stderr, run.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 
