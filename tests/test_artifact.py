@@ -190,3 +190,15 @@ def test_a_hub_like_name_that_cannot_be_fetched_is_one_short_line(cli, tmp_path,
     assert_user_error(result, "no directory ckpt-typo exists here", "could not fetch")
     assert len(result.stderr) < 400
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("record, kind", [(3, "is a number"), ([1], "is an array"), (None, "is null"), ("x", "is a string")])
+def test_a_data_record_that_is_not_an_object_is_named_in_plain_words(record, kind, tmp_path):
+    """A sibling of "a unsupported": the record's type, said with its article and in JSON's words."""
+    from nash_cli.data import load_examples
+    from nash_cli.errors import NashError
+
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([{"source": "a", "target": "b"}, record]))
+    with pytest.raises(NashError, match=f"record 2 {kind}, not an object"):
+        load_examples(str(data))
