@@ -136,8 +136,7 @@ def read_config_dict(source: str | Path) -> dict[str, Any]:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise NashError(f"{directory} has no config.json, so it is not a Hugging Face checkpoint; pass a saved model directory")
-    config = _read_json_object(config_path, fix="re-save the checkpoint")
-    return config
+    return _read_json_object(config_path, fix="re-save the checkpoint")
 
 
 def _read_json_object(path: Path, *, fix: str) -> dict[str, Any]:
@@ -145,10 +144,11 @@ def _read_json_object(path: Path, *, fix: str) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as error:  # UnicodeDecodeError is a ValueError
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise NashError(f"{path} is not valid UTF-8 JSON ({first}); {fix}") from None
+        raise NashError(f"{path} is not valid UTF-8 JSON ({_first_line(error)}); {fix}") from None
     if not isinstance(document, dict):
-        raise NashError(f"{path} holds a JSON {type(document).__name__}, not an object of settings; {fix}")
+        kinds = {list: "a JSON array", str: "a JSON string", int: "a JSON number", float: "a JSON number", bool: "a JSON boolean"}
+        kind = kinds.get(type(document), "JSON null")
+        raise NashError(f"{path} holds {kind}, not a JSON object of settings; {fix}")
     return document
 
 

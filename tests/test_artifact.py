@@ -58,12 +58,13 @@ def test_a_config_of_the_wrong_shape_for_its_weights(changes, fragment, make_che
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ("[1, 2]", "holds a JSON list, not an object"),
-        ('"t5"', "holds a JSON str, not an object"),
+        ("[1, 2]", "holds a JSON array, not a JSON object"),
+        ("null", "holds JSON null, not a JSON object"),
+        ('"t5"', "holds a JSON string, not a JSON object"),
         ("{not json", "is not valid UTF-8 JSON"),
         (b"\xff\xfe{}", "is not valid UTF-8 JSON"),
     ],
-    ids=["list", "string", "invalid", "not-utf8"],
+    ids=["list", "null", "string", "invalid", "not-utf8"],
 )
 def test_a_config_of_the_wrong_json_type(text, fragment, make_checkpoint, cli, tmp_path):
     checkpoint = broken_copy(make_checkpoint, tmp_path, "ckpt")
