@@ -328,7 +328,7 @@ def documented_snippets() -> list[tuple[str, str]]:
 
     found = []
     for name in ("README.md", "docs/compact.md", "docs/getting-started.md"):
-        for block in re.findall(r"```python\n(.*?)```", (ROOT / name).read_text(), flags=re.S):
+        for block in re.findall(r"```python\n(.*?)```", (ROOT / name).read_text(), flags=re.DOTALL):
             if "AutoTokenizer.from_pretrained(" in block and "trust_remote_code=True" in block:
                 found.append((name, block))
     return found
