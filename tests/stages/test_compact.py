@@ -195,6 +195,23 @@ def test_nash_loads_compact_without_remote_code(compacted, family):
     assert torch.equal(tokens, item["tokens"])
 
 
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_nash_still_loads_compact_outputs_of_earlier_versions(compacted, family, tmp_path):
+    """Earlier nash wrote `model_type` "nash_t5" / "nash_bart"; such checkpoints keep loading."""
+    import shutil
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(compacted[family]["compact"], legacy)
+    config = json.loads((legacy / "config.json").read_text())
+    config["model_type"] = f"nash_{family}"
+    (legacy / "config.json").write_text(json.dumps(config))
+    model = artifact.load_model(legacy)
+    assert type(model).__module__.startswith("nash_cli.modeling")
+    ids, attention, decoder = _batch(model.config.vocab_size)
+    out, _ = _outputs(model, ids, attention, decoder)
+    assert (out.logits - compacted[family]["logits"]).abs().max() < 1e-4
+
+
 def test_stock_transformers_loads_compact_in_a_fresh_process_without_nash(compacted, tmp_path):
     """trust_remote_code=True in an isolated interpreter where `import nash_cli` fails."""
     from safetensors.torch import load_file, save_file
