@@ -270,16 +270,8 @@ def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_
         config_dict = check_checkpoint(source, allow_pickle=allow_pickle)
         if not trust_remote_code:
             refuse_code(source)
-        family = modeling.family_of_config(config_dict)
-        if family is not None:
-            config_class = modeling.classes(family)[0]
-            settings = {key: value for key, value in config_dict.items() if key != "model_type"}
-            with quiet_transformers():
-                try:
-                    config = config_class.from_dict(settings)
-                except (ValueError, TypeError, KeyError, IndexError, StrictDataclassError) as error:
-                    raise NashError(_config_failure(source, error)) from None
-            config._name_or_path = str(source)
+        config = _nash_config(source, config_dict)
+        if config is not None:
             family_of(config)
             return config
     with quiet_transformers():
@@ -294,6 +286,28 @@ def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_
         # A compact checkpoint from the hub: AutoConfig built the stock class of its model type.
         config = modeling.classes(family)[0].from_dict(config.to_dict())
     family_of(config)
+    return config
+
+
+def _nash_config(source: str | Path, config_dict: dict[str, Any]):
+    """The config of a nash compact checkpoint built with nash's packaged class, or None for any
+    other config (never the checkpoint's copy of the modeling file)."""
+    from huggingface_hub.errors import (
+        StrictDataclassError,  # a config field of the wrong type
+    )
+
+    from nash_cli import modeling
+
+    family = modeling.family_of_config(config_dict)
+    if family is None:
+        return None
+    settings = {key: value for key, value in config_dict.items() if key != "model_type"}
+    with quiet_transformers():
+        try:
+            config = modeling.classes(family)[0].from_dict(settings)
+        except (ValueError, TypeError, KeyError, IndexError, StrictDataclassError) as error:
+            raise NashError(_config_failure(source, error)) from None
+    config._name_or_path = str(source)
     return config
 
 
@@ -415,6 +429,7 @@ def load_tokenizer(source: str | Path, *, trust_remote_code: bool = False):
     """
     from transformers import AutoTokenizer
 
+    kwargs: dict[str, Any] = {}
     if is_local(source):
         if not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
             raise NashError(
@@ -423,9 +438,15 @@ def load_tokenizer(source: str | Path, *, trust_remote_code: bool = False):
             )
         if not trust_remote_code:
             refuse_code(source)
+        if (Path(source) / "config.json").is_file():
+            # AutoTokenizer reads the config first; given nash's own class it never imports the
+            # copy of the modeling file beside the weights, even with trust_remote_code.
+            config = _nash_config(source, read_config_dict(source))
+            if config is not None:
+                kwargs["config"] = config
     with quiet_transformers():
         try:
-            return AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+            return AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code, **kwargs)
         except (OSError, ValueError) as error:
             failure = _code_failure(source, error)
             raise NashError(failure or f"could not load the tokenizer of {source}: {_first_line(error)}") from None

@@ -169,6 +169,11 @@ def test_nash_never_imports_its_own_modeling_file_from_a_checkpoint(tmp_path, ma
     compact.save_pretrained(out)
     marker = tmp_path / "MARKER"
     (out / "modeling_nash_t5.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n")
-    loaded = artifact.load_model(out)
-    assert type(loaded).__module__ == "nash_cli.modeling.modeling_nash_t5"
+    for name in artifact.TOKENIZER_FILES:
+        if (make_checkpoint("t5") / name).is_file():
+            shutil.copy(make_checkpoint("t5") / name, out / name)
+    for trust in (False, True):  # even where the user allows a checkpoint's code
+        loaded = artifact.load_model(out, trust_remote_code=trust)
+        assert type(loaded).__module__ == "nash_cli.modeling.modeling_nash_t5"
+        assert artifact.load_tokenizer(out, trust_remote_code=trust)("the dog")["input_ids"]
     assert not marker.exists()
