@@ -126,19 +126,34 @@ def _check_safetensors(path: Path) -> None:
 
 
 def read_config_dict(source: str | Path) -> dict[str, Any]:
-    """Reads `config.json` of a local checkpoint as a plain dict (no code is executed)."""
+    """Reads `config.json` of a local checkpoint as a plain dict (no code is executed).
+
+    Raises:
+        NashError: for a missing directory, a file, a directory without `config.json`, or a
+            `config.json` that is not a JSON object.
+    """
     directory = Path(source)
     if not directory.exists():
-        raise NashError(f"checkpoint {source} does not exist; check the path")
+        raise NashError(f"checkpoint directory {source} does not exist; check the path")
     if not directory.is_dir():
         raise NashError(f"checkpoint {source} is a file; pass the checkpoint's directory")
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise NashError(f"{directory} has no config.json, so it is not a Hugging Face checkpoint; pass a saved model directory")
+    return _read_json_object(config_path, fix="re-save the checkpoint")
+
+
+def _read_json_object(path: Path, *, fix: str) -> dict[str, Any]:
+    """A JSON file that must hold one object; NashError (with `fix`) for anything else."""
     try:
-        return json.loads(config_path.read_text())
-    except ValueError as error:
-        raise NashError(f"{config_path} is not valid JSON ({error}); re-save the checkpoint") from None
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # UnicodeDecodeError is a ValueError
+        raise NashError(f"{path} is not valid UTF-8 JSON ({_first_line(error)}); {fix}") from None
+    if not isinstance(document, dict):
+        kinds = {list: "a JSON array", str: "a JSON string", int: "a JSON number", float: "a JSON number", bool: "a JSON boolean"}
+        kind = kinds.get(type(document), "JSON null")
+        raise NashError(f"{path} holds {kind}, not a JSON object of settings; {fix}")
+    return document
 
 
 def check_checkpoint(source: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
@@ -163,30 +178,152 @@ def _check_family(config: dict[str, Any]) -> None:
     family_of(SimpleNamespace(**{"model_type": config.get("model_type"), **config}))
 
 
+#: Files whose `auto_map` makes transformers import a checkpoint's own Python files.
+CODE_MAP_FILES = ("config.json", "tokenizer_config.json")
+
+
+def code_files(directory: Path) -> list[tuple[str, str]]:
+    """The checkpoint's own Python files that transformers would import, with the file naming each.
+
+    Reads the `auto_map` of `config.json` and `tokenizer_config.json` (no code is executed).
+    nash's own compact configs (`encoder_heads`) are skipped: nash builds those with its own
+    classes and never imports the copy of its modeling file beside the weights.
+
+    Returns:
+        `[(naming_file, python_file), ...]`, e.g. `[("tokenizer_config.json", "tokenizer_evil.py")]`.
+    """
+    from nash_cli import modeling
+
+    found: list[tuple[str, str]] = []
+    for name in CODE_MAP_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        document = _read_json_object(path, fix="re-save the checkpoint")
+        if name == "config.json" and modeling.family_of_config(document) is not None:
+            continue
+        mapping = document.get("auto_map")
+        references: list[Any] = []
+        if isinstance(mapping, dict):
+            for value in mapping.values():
+                references.extend(value if isinstance(value, (list, tuple)) else [value])
+        elif isinstance(mapping, (list, tuple)):  # the legacy tokenizer form: [slow, fast]
+            references.extend(mapping)
+        for reference in references:
+            if isinstance(reference, str) and reference:
+                # "module.Class", or "other/repo--module.Class" for code kept in another repository
+                module = reference.split("--")[-1].rsplit(".", 1)[0]
+                entry = (name, f"{module}.py")
+                if entry not in found:
+                    found.append(entry)
+    return found
+
+
+def refuse_code(source: str | Path) -> None:
+    """NashError when loading a local checkpoint would import its own Python code.
+
+    Called unless the user passed `--trust-remote-code`; names the file that would run and how
+    to opt in, so transformers is never left to prompt "run the custom code? [y/N]".
+    """
+    directory = Path(source)
+    found = code_files(directory)
+    if found:
+        naming, python_file = found[0]
+        raise NashError(
+            f"{directory / python_file} would run: the auto_map in {naming} names it; nash runs a "
+            "checkpoint's own code only with --trust-remote-code (pass it only if you trust this checkpoint)"
+        )
+
+
+def _code_failure(source, error) -> str | None:
+    """One line for transformers' "pass trust_remote_code=True" refusal, else None."""
+    if "trust_remote_code" not in str(error):
+        return None
+    return (
+        f"{source} contains its own code, which must run to load it; nash runs a checkpoint's own code "
+        "only with --trust-remote-code (pass it only if you trust this checkpoint)"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False):
     """Loads and validates a checkpoint's config without loading its weights.
 
-    A local directory is checked in full first (config, family, readable weights), so every
-    problem surfaces before any heavy work.
+    A local directory is checked in full first (config, family, readable weights, and, unless
+    `trust_remote_code`, that no file of the checkpoint names its own code), so every problem
+    surfaces before any heavy work. nash's compact configs (`encoder_heads`) are built with
+    nash's own classes (`nash_cli.modeling`), never with the checkpoint's copy of the file.
 
     Raises:
-        NashError: for a missing or invalid checkpoint, or a model type nash does not support.
+        NashError: for a missing or invalid checkpoint, a model type nash does not support, or
+            code that would run without `trust_remote_code`.
     """
+    from huggingface_hub.errors import (
+        StrictDataclassError,  # a config field of the wrong type
+    )
     from transformers import AutoConfig
 
+    from nash_cli import modeling
     from nash_cli.arch import family_of
 
     if is_local(source):
         config_dict = check_checkpoint(source, allow_pickle=allow_pickle)
-        _register_nash_models(config_dict.get("model_type"))
+        if not trust_remote_code:
+            refuse_code(source)
+        config = _nash_config(source, config_dict)
+        if config is not None:
+            family_of(config)
+            return config
     with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as error:
-            raise NashError(_hub_failure(source, error)) from None
+        except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as error:
+            if is_local(source):
+                raise NashError(_config_failure(source, error)) from None
+            raise NashError(_code_failure(source, error) or _hub_failure(source, error)) from None
+    family = modeling.family_of_config(config.to_dict())
+    if family is not None and not isinstance(config, modeling.classes(family)[0]):
+        # A compact checkpoint from the hub: AutoConfig built the stock class of its model type.
+        config = modeling.classes(family)[0].from_dict(config.to_dict())
     family_of(config)
-    _register_nash_models(config.model_type)
     return config
+
+
+def _nash_config(source: str | Path, config_dict: dict[str, Any]):
+    """The config of a nash compact checkpoint built with nash's packaged class, or None for any
+    other config (never the checkpoint's copy of the modeling file)."""
+    from huggingface_hub.errors import (
+        StrictDataclassError,  # a config field of the wrong type
+    )
+
+    from nash_cli import modeling
+
+    family = modeling.family_of_config(config_dict)
+    if family is None:
+        return None
+    settings = {key: value for key, value in config_dict.items() if key != "model_type"}
+    with quiet_transformers():
+        try:
+            config = modeling.classes(family)[0].from_dict(settings)
+        except (ValueError, TypeError, KeyError, IndexError, StrictDataclassError) as error:
+            raise NashError(_config_failure(source, error)) from None
+    config._name_or_path = str(source)
+    return config
+
+
+def _config_failure(source, error) -> str:
+    # Validation errors spread one finding over lines ("Validation error for field 'x':" then why).
+    reason = " ".join(str(error).split()) or type(error).__name__
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    return (
+        f"{Path(source) / 'config.json'} does not describe a valid model ({reason}); "
+        "fix that field or restore the config.json saved with these weights"
+    )
 
 
 def load_model(
@@ -208,65 +345,115 @@ def load_model(
         config: The checkpoint's config, when `load_config` already read it.
 
     Raises:
-        NashError: for a missing or invalid checkpoint, or a model type nash does not support.
+        NashError: for a missing or invalid checkpoint, a model type nash does not support, code
+            that would run without `trust_remote_code`, weights that do not fit the config, or a
+            pickle that is not a plain weights-only one.
     """
+    import pickle
+
     from transformers import AutoModelForSeq2SeqLM
+
+    from nash_cli import modeling
+    from nash_cli.arch import family_of
 
     if config is None:
         config = load_config(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    nash_family = family_of(config).name if getattr(config, "encoder_heads", None) is not None else None
+    if nash_family is not None:
+        # nash's own class, never the copy of its modeling file beside the weights.
+        loader = modeling.classes(nash_family)[1].from_pretrained
+    else:
+        loader = AutoModelForSeq2SeqLM.from_pretrained
+        kwargs["trust_remote_code"] = trust_remote_code
     with quiet_transformers():
         try:
-            model = AutoModelForSeq2SeqLM.from_pretrained(
+            model, info = loader(
                 str(source),
                 config=config,
                 use_safetensors=None if allow_pickle else True,
                 weights_only=True,
+                output_loading_info=True,
+                # Report shapes that differ instead of raising: nash refuses the model below,
+                # naming the first tensor, and never returns it.
+                ignore_mismatched_sizes=True,
                 **kwargs,
             )
+        except pickle.UnpicklingError:
+            raise NashError(
+                f"the pickle weights of {source} are not a safe weights-only pickle (they name Python objects "
+                "beyond tensors, which unpickling would run); nash will not load them: convert them to "
+                "safetensors where you trust their origin"
+            ) from None
         except (OSError, ValueError) as error:
             if is_local(source):
-                raise NashError(f"could not load {source}: {str(error).splitlines()[0]}") from None
-            raise NashError(_hub_failure(source, error)) from None
+                raise NashError(f"could not load {source}: {_first_line(error)}") from None
+            raise NashError(_code_failure(source, error) or _hub_failure(source, error)) from None
+    mismatched = sorted((str(key), tuple(saved), tuple(built)) for key, saved, built in info.get("mismatched_keys") or ())
+    missing = sorted(str(key) for key in info.get("missing_keys") or ())
+    unexpected = sorted(str(key) for key in info.get("unexpected_keys") or ())
+    if mismatched:
+        key, saved, built = mismatched[0]
+        raise NashError(_shape_failure(source, f"{key} is {saved} in the weights but {built} in the config's model"))
+    if missing:
+        raise NashError(_shape_failure(source, f"the config's model has {missing[0]}, the weights do not"))
+    if unexpected:
+        raise NashError(_shape_failure(source, f"the weights have {unexpected[0]}, the config's model does not"))
     return model.eval()
 
 
-def _hub_failure(source, error) -> str:
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+def _shape_failure(source, detail: str) -> str:
     return (
-        f"{source} is neither a local checkpoint directory nor a model nash could fetch from the hub "
-        f"({first}); check the path, or the model id and your network"
+        f"the weights of {source} do not fit its config.json ({detail}); restore the config.json "
+        "saved with these weights"
     )
 
 
-def _register_nash_models(model_type: str | None) -> None:
-    """Makes nash's own per-layer-width model classes known to the Auto classes."""
-    if model_type and model_type.startswith("nash_"):
-        from nash_cli import modeling
+def _hub_failure(source, error) -> str:
+    reason = _first_line(error)
+    if len(reason) > 120:  # the hub's messages run to paragraphs; the start says what failed
+        reason = reason[:117] + "..."
+    return (
+        f"no directory {source} exists here, and nash could not fetch a model of that name from the hub "
+        f"({reason}); check the path, or the model id and your network"
+    )
 
-        modeling.register_auto_classes()
 
-
-def load_tokenizer(source: str | Path):
+def load_tokenizer(source: str | Path, *, trust_remote_code: bool = False):
     """Loads the tokenizer stored with a checkpoint.
 
+    `trust_remote_code` is always passed to transformers explicitly, so it never prompts; a local
+    checkpoint whose `tokenizer_config.json` names its own code is refused unless it is true.
+
     Raises:
-        NashError: when the checkpoint has no tokenizer files.
+        NashError: when the checkpoint has no tokenizer files, or its tokenizer needs code that
+            may not run.
     """
     from transformers import AutoTokenizer
 
-    if is_local(source) and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
-        raise NashError(
-            f"{source} has no tokenizer files; save the tokenizer into the checkpoint "
-            "(tokenizer.save_pretrained(dir)) or copy them from the original model"
-        )
+    kwargs: dict[str, Any] = {}
+    if is_local(source):
+        if not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
+            raise NashError(
+                f"{source} has no tokenizer files; save the tokenizer into the checkpoint "
+                "(tokenizer.save_pretrained(dir)) or copy them from the original model"
+            )
+        if not trust_remote_code:
+            refuse_code(source)
+        if (Path(source) / "config.json").is_file():
+            # AutoTokenizer reads the config first; given nash's own class it never imports the
+            # copy of the modeling file beside the weights, even with trust_remote_code.
+            config = _nash_config(source, read_config_dict(source))
+            if config is not None:
+                kwargs["config"] = config
     with quiet_transformers():
         try:
-            return AutoTokenizer.from_pretrained(str(source))
+            return AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code, **kwargs)
         except (OSError, ValueError) as error:
-            raise NashError(f"could not load the tokenizer of {source}: {str(error).splitlines()[0]}") from None
+            failure = _code_failure(source, error)
+            raise NashError(failure or f"could not load the tokenizer of {source}: {_first_line(error)}") from None
 
 
 def read_manifest(source: str | Path) -> dict[str, Any] | None:

@@ -178,7 +178,9 @@ def load_examples(
     examples: list[Example] = []
     for row, record in enumerate(records, start=1):
         if not isinstance(record, dict):
-            raise NashError(f"{where}: record {row} is a {type(record).__name__}, not an object with named fields")
+            kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+            kind = kinds.get(type(record), "null" if record is None else f"a {type(record).__name__}")
+            raise NashError(f"{where}: record {row} is {kind}, not an object with named fields")
         if source_template is not None:
             try:
                 source = source_template.format_map({k: _text(v) for k, v in record.items()})

@@ -180,13 +180,29 @@ def family_of(model_or_config) -> ArchFamily:
     for family in (t5.FAMILY, bart.FAMILY):
         if model_type in family.model_types:
             return family
-    if model_type in ("nash_t5", "nash_bart"):
+    if model_type in ("nash_t5", "nash_bart"):  # compact outputs of earlier nash versions
         return t5.FAMILY if model_type == "nash_t5" else bart.FAMILY
-    kind = "decoder-only" if not getattr(config, "is_encoder_decoder", False) else "unsupported encoder-decoder"
-    raise NashError(
-        f"model type {model_type!r} is a {kind} model; nash works on encoder-decoder T5, FLAN-T5, "
-        "T5-efficient, mT5 and BART checkpoints"
+    supported = "nash works on encoder-decoder T5, FLAN-T5, T5-efficient, mT5 and BART checkpoints"
+    if not model_type:
+        raise NashError(f"the checkpoint's config has no model_type, so its architecture is unknown; {supported}")
+    raise NashError(f"model type {model_type!r} is {_kind(config, model_type)}; {supported}")
+
+
+def _kind(config, model_type: str) -> str:
+    """What a model type nash does not support is, with its article ("an encoder-only model")."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "an encoder-decoder model nash does not support"
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
+
+    # BERT-like models also have a causal-LM head class, so the masked-LM test comes first.
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "an encoder-only model (no decoder to generate with)"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "a decoder-only model (no separate encoder)"
+    return "not an encoder-decoder model"
 
 
 def encoder_layer_heads(config, index: int, num_heads: int) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from nash_cli.cli import _common
-from nash_cli.cli._options import JsonOption
+from nash_cli.cli._options import JsonOption, TrustRemoteCodeOption
 from nash_cli.stages.compact import CompactOptions as Options
 
 
@@ -16,12 +16,13 @@ def command(
     checkpoint: Annotated[str, typer.Argument(help="A masked checkpoint written by nash prune-encoder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the compact model to.")],
     force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = Options.force,
+    trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
     json_output: JsonOption = False,
 ) -> None:
     """Remove the pruned encoder heads and FFN units and write a smaller, reloadable model."""
     from nash_cli.stages.compact import run
 
-    options = Options(checkpoint=checkpoint, output=output, force=force)
+    options = Options(checkpoint=checkpoint, output=output, force=force, trust_remote_code=trust_remote_code)
     from nash_cli.progress import Progress
 
     # seconds of work: a bar on a terminal, nothing in a log

@@ -3,11 +3,20 @@
 Each family has one self-contained file here (`modeling_nash_t5.py`, `modeling_nash_bart.py`)
 that imports only torch and transformers. `nash compact` copies the family's file into its
 output and names it in the config's `auto_map`, so stock transformers loads the result with
-`trust_remote_code=True`. Inside nash, `register_auto_classes()` makes the same classes known to the Auto
-classes, so nash loads compact checkpoints without remote code.
+`trust_remote_code=True`.
+
+The config keeps the stock `model_type` ("t5" / "bart") and adds `encoder_heads` and
+`encoder_ffn_dims`. A nash model type would make every Auto class, AutoTokenizer included, ask
+"run the custom code? [y/N]" before reading the config (AutoConfig does not know the type); with
+the stock type, AutoTokenizer reads a stock config and loads the stock tokenizer without code.
+Inside nash, `artifact.load_config` recognises these configs by `encoder_heads` and builds them
+with the classes here, so nash never runs a checkpoint's copy of the file.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 #: Modeling file, config class and model class of each family, as `auto_map` names them.
 FILES = {
@@ -15,26 +24,22 @@ FILES = {
     "bart": ("modeling_nash_bart.py", "NashBartConfig", "NashBartForConditionalGeneration"),
 }
 
-_registered = False
+#: The model types earlier nash versions gave compact outputs (still loaded).
+LEGACY_MODEL_TYPES = {"nash_t5": "t5", "nash_bart": "bart"}
 
 
-def register_auto_classes() -> None:
-    """Registers the nash model types with AutoConfig and AutoModelForSeq2SeqLM (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+def family_of_config(config: Mapping[str, Any]) -> str | None:
+    """The family ("t5" or "bart") whose nash classes a `config.json` dict needs, or None.
 
-    from nash_cli.modeling.modeling_nash_bart import NashBartConfig, NashBartForConditionalGeneration
-    from nash_cli.modeling.modeling_nash_t5 import NashT5Config, NashT5ForConditionalGeneration
-
-    for config_class, model_class in (
-        (NashT5Config, NashT5ForConditionalGeneration),
-        (NashBartConfig, NashBartForConditionalGeneration),
-    ):
-        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        AutoModelForSeq2SeqLM.register(config_class, model_class, exist_ok=True)
-    _registered = True
+    A config needs them when it lists per-layer encoder widths (`encoder_heads`), or carries a
+    model type older nash versions wrote (`nash_t5`, `nash_bart`).
+    """
+    model_type = config.get("model_type")
+    if model_type in LEGACY_MODEL_TYPES:
+        return LEGACY_MODEL_TYPES[model_type]
+    if config.get("encoder_heads") is not None and model_type in FILES:
+        return model_type
+    return None
 
 
 def classes(family: str):

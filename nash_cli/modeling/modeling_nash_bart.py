@@ -6,8 +6,11 @@ copies it into its output and names it in the config's `auto_map`, so
 
     AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True)
 
-loads the model anywhere. nash itself imports the same file from its package and registers
-the classes, so it loads such checkpoints without remote code.
+loads the model anywhere. The config keeps the stock model type ("bart"), so
+`AutoTokenizer.from_pretrained(path)` needs no code and asks nothing, and a stock load without
+`trust_remote_code` builds a stock BART that refuses these weights (size mismatch) instead of
+running wrong. nash itself imports the same file from its package and uses these classes for any
+config with `encoder_heads`, so it loads such checkpoints without remote code.
 
 What differs from stock BART (everything else is the stock code):
 
@@ -39,7 +42,11 @@ from transformers.models.bart.modeling_bart import (
 class NashBartConfig(BartConfig):
     """BartConfig plus the kept heads and FFN width of every encoder layer."""
 
-    model_type = "nash_bart"
+    # The stock model type: AutoTokenizer (and every Auto class) first reads the config with
+    # AutoConfig, which prompts "run the custom code? [y/N]" for a model type stock transformers
+    # does not know. With "bart" it builds a stock BartConfig for the tokenizer without asking, while
+    # `trust_remote_code=True` still selects this class through the config's `auto_map`.
+    model_type = "bart"
     encoder_heads: list | None = None
     encoder_ffn_dims: list | None = None
 

@@ -6,8 +6,11 @@ copies it into its output and names it in the config's `auto_map`, so
 
     AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True)
 
-loads the model anywhere. nash itself imports the same file from its package and registers
-the classes, so it loads such checkpoints without remote code.
+loads the model anywhere. The config keeps the stock model type ("t5"), so
+`AutoTokenizer.from_pretrained(path)` needs no code and asks nothing, and a stock load without
+`trust_remote_code` builds a stock T5 that refuses these weights (size mismatch) instead of
+running wrong. nash itself imports the same file from its package and uses these classes for any
+config with `encoder_heads`, so it loads such checkpoints without remote code.
 
 What differs from stock T5 (everything else is the stock code):
 
@@ -43,7 +46,11 @@ from transformers.models.t5.modeling_t5 import (
 class NashT5Config(T5Config):
     """T5Config plus the kept heads and FFN width of every encoder layer."""
 
-    model_type = "nash_t5"
+    # The stock model type: AutoTokenizer (and every Auto class) first reads the config with
+    # AutoConfig, which prompts "run the custom code? [y/N]" for a model type stock transformers
+    # does not know. With "t5" it builds a stock T5Config for the tokenizer without asking, while
+    # `trust_remote_code=True` still selects this class through the config's `auto_map`.
+    model_type = "t5"
     encoder_heads: list | None = None
     encoder_ffn_dims: list | None = None
 

@@ -247,7 +247,7 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             source_prefix=options.source_prefix,
             limit=options.batch * options.num_batches,
         )
-        tokenizer = artifact.load_tokenizer(names[0])
+        tokenizer = artifact.load_tokenizer(names[0], trust_remote_code=options.trust_remote_code)
         batches = text_batches(
             tokenizer,
             [e.source for e in examples],

@@ -28,6 +28,8 @@ class CompactOptions:
     """Directory to write the compact model to."""
     force: bool = False
     """Replace the output if it exists."""
+    trust_remote_code: bool = False
+    """Load a checkpoint whose config or tokenizer names its own code (only if you trust it)."""
 
     def check(self) -> None:
         """Nothing to check before the checkpoint is read (kept for a uniform stage interface)."""
@@ -98,8 +100,8 @@ def run(options: CompactOptions, *, progress: Progress | None = None) -> Compact
     artifact.check_output(options.output, options.force, inputs={"checkpoint": options.checkpoint})
     manifest = check_masked(options.checkpoint)
     progress.update(total=3, status="loading")
-    config = artifact.load_config(options.checkpoint)
-    model = artifact.load_model(options.checkpoint, config=config)
+    config = artifact.load_config(options.checkpoint, trust_remote_code=options.trust_remote_code)
+    model = artifact.load_model(options.checkpoint, config=config, trust_remote_code=options.trust_remote_code)
     shape = encoder_shape(model)
     masks = load_masks(Path(options.checkpoint), shape)
     before = count_parameters(model)

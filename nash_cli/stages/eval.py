@@ -264,7 +264,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, 
 
         require_ctranslate2(f"evaluating {options.checkpoint} (a CTranslate2 model)")
     config = None if exported else artifact.load_config(options.checkpoint, **load)
-    tokenizer = artifact.load_tokenizer(options.checkpoint)
+    tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
     model, notes = load_for_generation(
         options.checkpoint, options, device=resolve_device(options.device), dtype=options.dtype, config=config
     )

@@ -226,7 +226,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     config = artifact.load_config(options.checkpoint, **load)
     family = family_of(config)
-    tokenizer = artifact.load_tokenizer(options.checkpoint)
+    tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
     notify("loading")
     model = artifact.load_model(options.checkpoint, config=config, dtype=torch.float32, **load)
     activation_of(family.anatomy(model).activation)  # an unsupported activation fails before writing

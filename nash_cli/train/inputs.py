@@ -67,7 +67,22 @@ def load_features(spec: DataOptions, tokenizer):
     return train, evaluation
 
 
-def check_vocabularies(student, teacher, *, student_tokenizer, teacher_source: str) -> None:
+def check_families(student_config, teacher_config, *, student: str, teacher: str) -> None:
+    """NashError unless student and teacher are of one family (checked from their configs, before
+    any weights are loaded): the hidden-state losses pair layers of the same architecture."""
+    from nash_cli.arch import family_of
+
+    student_family, teacher_family = family_of(student_config).name, family_of(teacher_config).name
+    if student_family != teacher_family:
+        raise NashError(
+            f"the student {student} is a {student_family} model and the teacher {teacher} a {teacher_family} "
+            "model; distil from a teacher of the student's family (the checkpoint the student came from)"
+        )
+
+
+def check_vocabularies(
+    student, teacher, *, student_tokenizer, teacher_source: str, trust_remote_code: bool = False
+) -> None:
     """NashError unless student and teacher share one vocabulary (ids must mean the same tokens)."""
     from nash_cli.artifact import TOKENIZER_FILES, is_local, load_tokenizer
 
@@ -80,7 +95,7 @@ def check_vocabularies(student, teacher, *, student_tokenizer, teacher_source: s
     has_tokenizer = not is_local(teacher_source) or any((Path(teacher_source) / n).is_file() for n in TOKENIZER_FILES)
     if has_tokenizer:
         try:
-            teacher_tokenizer = load_tokenizer(teacher_source)
+            teacher_tokenizer = load_tokenizer(teacher_source, trust_remote_code=trust_remote_code)
         except NashError:
             return
         if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
@@ -211,13 +226,14 @@ def load_training_inputs(options: TrainingOptions, *, student_config: Any = None
     teacher_config = None
     if options.teacher is not None:
         teacher_config = artifact.load_config(options.teacher, **load)
+        check_families(student_config, teacher_config, student=options.student, teacher=options.teacher)
         if teacher_config.vocab_size != student_config.vocab_size:
             raise NashError(
                 f"the student's vocabulary has {student_config.vocab_size} entries and the teacher's "
                 f"{teacher_config.vocab_size}; distil from a teacher with the student's tokenizer "
                 "(the checkpoint the student came from)"
             )
-    tokenizer = artifact.load_tokenizer(options.student)
+    tokenizer = artifact.load_tokenizer(options.student, trust_remote_code=options.trust_remote_code)
     train_features, eval_features = load_features(options, tokenizer)
 
     student = artifact.load_model(options.student, config=student_config, **load)
@@ -226,7 +242,10 @@ def load_training_inputs(options: TrainingOptions, *, student_config: Any = None
     encoder, decoder = None, None
     if options.teacher is not None:
         teacher = artifact.load_model(options.teacher, config=teacher_config, **load)
-        check_vocabularies(student, teacher, student_tokenizer=tokenizer, teacher_source=options.teacher)
+        check_vocabularies(
+            student, teacher, student_tokenizer=tokenizer, teacher_source=options.teacher,
+            trust_remote_code=options.trust_remote_code,
+        )
         encoder, decoder, notes = resolve_layer_maps(
             student,
             teacher,

@@ -164,7 +164,7 @@ def test_cli_output_and_manifest(compacted, cli, tmp_path):
     assert {"config.json", "model.safetensors", "modeling_nash_t5.py", "nash.json", "tokenizer.json"} <= files
     assert "masks.safetensors" not in files
     config = json.loads((item["compact"] / "config.json").read_text())
-    assert config["model_type"] == "nash_t5"
+    assert config["model_type"] == "t5"  # stock: AutoTokenizer reads it without code
     assert config["auto_map"]["AutoModelForSeq2SeqLM"] == "modeling_nash_t5.NashT5ForConditionalGeneration"
     assert config["encoder_heads"] == [[], [1, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
     assert config["encoder_ffn_dims"] == [int(r.sum()) for r in item["ffn"]]
@@ -193,6 +193,23 @@ def test_nash_loads_compact_without_remote_code(compacted, family):
     out, tokens = _outputs(model, ids, attention, decoder)
     assert (out.logits - item["logits"]).abs().max() < 1e-4
     assert torch.equal(tokens, item["tokens"])
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_nash_still_loads_compact_outputs_of_earlier_versions(compacted, family, tmp_path):
+    """Earlier nash wrote `model_type` "nash_t5" / "nash_bart"; such checkpoints keep loading."""
+    import shutil
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(compacted[family]["compact"], legacy)
+    config = json.loads((legacy / "config.json").read_text())
+    config["model_type"] = f"nash_{family}"
+    (legacy / "config.json").write_text(json.dumps(config))
+    model = artifact.load_model(legacy)
+    assert type(model).__module__.startswith("nash_cli.modeling")
+    ids, attention, decoder = _batch(model.config.vocab_size)
+    out, _ = _outputs(model, ids, attention, decoder)
+    assert (out.logits - compacted[family]["logits"]).abs().max() < 1e-4
 
 
 def test_stock_transformers_loads_compact_in_a_fresh_process_without_nash(compacted, tmp_path):
@@ -246,6 +263,120 @@ save_file({k: v.contiguous() for k, v in out.items()}, "out.safetensors")
         assert (out[f"{family}.logits"] - item["logits"]).abs().max() < 1e-4, family
         assert torch.equal(out[f"{family}.tokens"], item["tokens"]), family
     assert (out["resaved.logits"] - compacted["t5-gated"]["logits"]).abs().max() < 1e-4
+
+
+STOCK_USE = """
+import importlib.util, json, sys
+nash = json.loads(sys.argv[3])
+if not nash:
+    sys.path.extend(json.loads(sys.argv[2]))  # site-packages, without the .pth files of editable installs
+    assert importlib.util.find_spec("nash_cli") is None, "nash_cli is importable"
+else:
+    import nash_cli  # noqa: F401  (importable, not imported by transformers)
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+report = {}
+for name, path in json.loads(sys.argv[1]).items():
+    row = report[name] = {}
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    row["tokenizer"] = type(tokenizer).__name__
+    row["ids"] = tokenizer("the quick brown fox")["input_ids"]
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        row["untrusted"] = "loaded " + type(model).__name__
+    except Exception as error:
+        row["untrusted"] = type(error).__name__ + ": " + str(error)
+    model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True)
+    row["trusted"] = type(model).__name__
+    try:
+        generator = pipeline("text2text-generation", model=path, trust_remote_code=True)
+        row["pipeline"] = generator("the quick brown fox", max_new_tokens=4)[0]["generated_text"]
+    except KeyError as error:
+        row["pipeline_error"] = str(error)
+assert nash or "nash_cli" not in sys.modules
+open("report.json", "w").write(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("nash_importable", [False, True], ids=["without-nash", "with-nash"])
+def test_stock_transformers_uses_a_compact_checkpoint_without_a_prompt(compacted, tmp_path, nash_importable):
+    """Issue 14: what a new user types, in a fresh process with stdin closed (a prompt would show
+    on stdout and read end-of-file), with and without nash importable."""
+    import site
+
+    paths = {family: str(item["compact"]) for family, item in compacted.items()}
+    paths["stock"] = str(compacted["t5"]["dense"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("TRANSFORMERS_VERBOSITY", None)  # transformers' own warnings stay on, as a user sees them
+    libraries = json.dumps([p for p in site.getsitepackages() if "site-packages" in p])
+    command = [sys.executable, "-I", "-S", "-c", STOCK_USE, json.dumps(paths), libraries, "false"]
+    if nash_importable:
+        env["PYTHONPATH"] = str(ROOT)
+        command = [sys.executable, "-c", STOCK_USE, json.dumps(paths), libraries, "true"]
+    run = subprocess.run(
+        command, check=False, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout == ""  # no "Do you wish to run the custom code? [y/N]"
+    for noise in ("custom code", "trust_remote_code", "model of type"):
+        assert noise not in run.stderr.split("LOAD REPORT")[0], (noise, run.stderr[-2000:])
+    report = json.loads((tmp_path / "report.json").read_text())
+    tokenizer = artifact.load_tokenizer(compacted["t5"]["compact"])
+    for family in compacted:
+        row = report[family]
+        assert row["ids"] == tokenizer("the quick brown fox")["input_ids"], family
+        assert row["trusted"] == "Nash" + {"bart": "Bart"}.get(family, "T5") + "ForConditionalGeneration"
+        # Without trust_remote_code a stock model is built and refuses the narrower weights:
+        # an error, never a silently wrong model.
+        assert row["untrusted"].startswith("RuntimeError") and "mismatched" in row["untrusted"], row["untrusted"]
+        if "pipeline_error" in row:
+            # transformers 5 removed the task for every model: the stock checkpoint fails the same way.
+            assert row["pipeline_error"] == report["stock"]["pipeline_error"]
+            assert "has been removed" in row["pipeline_error"]
+        else:
+            assert isinstance(row["pipeline"], str)
+    assert report["stock"]["untrusted"] == "loaded T5ForConditionalGeneration"
+
+
+def documented_snippets() -> list[tuple[str, str]]:
+    """The Python blocks of the docs that load a nash output with stock transformers."""
+    import re
+
+    found = []
+    for name in ("README.md", "docs/compact.md", "docs/getting-started.md"):
+        for block in re.findall(r"```python\n(.*?)```", (ROOT / name).read_text(), flags=re.DOTALL):
+            if "AutoTokenizer.from_pretrained(" in block and "trust_remote_code=True" in block:
+                found.append((name, block))
+    return found
+
+
+@pytest.mark.parametrize("doc, snippet", documented_snippets(), ids=[name for name, _ in documented_snippets()])
+def test_the_documented_snippet_runs_verbatim_without_nash(doc, snippet, compacted, tmp_path):
+    """Issue 14: the README's and docs' loading snippets, run as written on a compact output."""
+    import ast
+    import re
+    import site
+
+    for directory in set(re.findall(r'from_pretrained\("([^"]+)"', snippet)):
+        (tmp_path / directory.rstrip("/")).symlink_to(compacted["t5-gated"]["compact"], target_is_directory=True)
+    libraries = [p for p in site.getsitepackages() if "site-packages" in p]
+    prelude = (
+        "import importlib.util, sys\n"
+        f"sys.path.extend({libraries!r})\n"
+        "assert importlib.util.find_spec('nash_cli') is None, 'nash_cli is importable'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TRANSFORMERS_VERBOSITY"))}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", prelude + snippet], check=False, cwd=tmp_path, env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, (doc, run.stderr[-3000:])
+    # stdout holds what the snippet prints (the decoded outputs) and nothing from transformers.
+    printed = ast.literal_eval(run.stdout.strip())
+    assert isinstance(printed, list) and len(printed) == 1 and isinstance(printed[0], str), run.stdout
+    assert "custom code" not in run.stderr and "model of type" not in run.stderr, run.stderr[-2000:]
 
 
 # --------------------------------------------------------------------------- bad inputs
