@@ -228,7 +228,7 @@ def _token_ids(tokenizer, texts: list[str], *, target: bool, max_length: int | N
     return ids
 
 
-def build_map(options: ExportOptions, tokenizer, tokens: list[str], control: list[int], train, held_out):
+def _build_map(options: ExportOptions, tokenizer, tokens: list[str], control: list[int], train, held_out):
     """The vocabulary map of `train`'s targets, and its report (with the coverage of `held_out`)."""
     from nash_cli.export.vocab_map import VMAP_FILE, build_vocabulary_map, coverage
 
@@ -352,7 +352,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     vocab_map = map_report = None
     if map_data is not None:
         notify("building the vocabulary map")
-        vocab_map, map_report = build_map(options, tokenizer, tokens, _control_ids(model, special), *map_data)
+        vocab_map, map_report = _build_map(options, tokenizer, tokens, _control_ids(model, special), *map_data)
         if vocab_map.unwritable:
             notes.append(
                 f"{len(vocab_map.unwritable)} vocabulary tokens hold a space, tab or line break, which a "
