@@ -117,6 +117,14 @@ LimitOption = Annotated[
         rich_help_panel=_PANEL,
     ),
 ]
+VocabMapOption = Annotated[
+    bool,
+    typer.Option(
+        "--vocab-map/--no-vocab-map",
+        help="Decode a CTranslate2 export that has a vocabulary map (nash export --vocab-map) with it; "
+        "--no-vocab-map: over the whole vocabulary.",
+    ),
+]
 
 EpochsOption = Annotated[int, typer.Option("--epochs", help="Passes over the training data.", rich_help_panel=TRAIN)]
 MaxStepsOption = Annotated[

@@ -17,6 +17,7 @@ from nash_cli.cli._options import (
     SourceTemplateOption,
     SplitOption,
     TrustRemoteCodeOption,
+    VocabMapOption,
 )
 from nash_cli.stages.bench import BenchOptions as Options
 
@@ -101,6 +102,7 @@ def command(
         Optional[Path], typer.Option("--output", "-o", help="Also write the JSON report to this file.")
     ] = Options.output,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = Options.force,
+    vocab_map: VocabMapOption = Options.vocab_map,
     allow_pickle: AllowPickleOption = Options.allow_pickle,
     trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
     json_output: JsonOption = False,
@@ -132,7 +134,9 @@ def _display_names(names: list[str]) -> list[str]:
 def engine_label(engine: dict) -> str:
     """"torch float32", "ct2 int8_float32", ... for a report's `engine` entry."""
     name = {"transformers": "torch", "ctranslate2": "ct2"}.get(engine.get("engine"), engine.get("engine") or "torch")
-    return f"{name} {engine.get('compute_type', '')}".strip()
+    # the export's vocabulary map: "+vmap" when decoding used it, "-vmap" when it was turned off
+    restricted = {True: " +vmap", False: " -vmap"}.get(engine.get("vocab_map"), "")
+    return f"{name} {engine.get('compute_type', '')}".strip() + restricted
 
 
 def print_tables(document: dict, console) -> None:
@@ -200,6 +204,8 @@ def print_tables(document: dict, console) -> None:
             f"ct2: CTranslate2 {env.get('ctranslate2', '')}, timed translate_batch calls on the same inputs, beams "
             "and lengths, same thread count"
         )
+    if any((report.get("engine") or {}).get("vocab_map") is not None for report in document["models"]):
+        notes.append("+vmap: decoded with the export's vocabulary map; -vmap: it has one, turned off (--no-vocab-map)")
     memory_kind = "max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS"
     notes.append(f"peak MiB: {memory_kind} during one warm-up pass; samples/s and more with --json")
     notes.append("enc/dec M: parameters of each stack without embeddings (token, position, lm_head)")

@@ -20,6 +20,7 @@ from nash_cli.cli._options import (
     SplitOption,
     TargetColumnOption,
     TrustRemoteCodeOption,
+    VocabMapOption,
 )
 from nash_cli.stages.eval import EvalOptions as Options
 
@@ -72,6 +73,7 @@ def command(
         Optional[Path], typer.Option("--generations", help="Where to write the outputs instead (JSON Lines).")
     ] = Options.generations,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = Options.force,
+    vocab_map: VocabMapOption = Options.vocab_map,
     allow_pickle: AllowPickleOption = Options.allow_pickle,
     trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
     json_output: JsonOption = False,
@@ -112,4 +114,8 @@ def print_table(document: dict, console) -> None:
         f"[dim]{document['seconds']['generation']:.1f}s generating "
         f"({document['examples_per_s']:.2f} examples/s); several references: best per example[/]"
     )
+    vocab_map = (document.get("engine") or {}).get("vocab_map")
+    if vocab_map is not None:  # a CTranslate2 export with a vocabulary map
+        state = "used" if vocab_map else "not used (--no-vocab-map)"
+        console.print(f"[dim]the export's vocabulary map: {state}[/]")
     _common.print_notes(document.get("notes", []), console)

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from nash_cli.cli import _common
-from nash_cli.cli._options import AllowPickleOption, JsonOption, TrustRemoteCodeOption
+from nash_cli.cli._options import (
+    AllowPickleOption,
+    EvalSplitOption,
+    JsonOption,
+    MaxSourceLengthOption,
+    SourceColumnOption,
+    SourcePrefixOption,
+    SourceTemplateOption,
+    SplitOption,
+    TargetColumnOption,
+    TrustRemoteCodeOption,
+)
+from nash_cli.errors import NashError
 from nash_cli.stages.export import ExportOptions as Options
+
+_MAP = "Vocabulary map"
 
 
 def command(
@@ -32,12 +46,45 @@ def command(
         typer.Option("--verify/--no-verify", help="Load the export back and compare its greedy output with transformers'."),
     ] = Options.verify,
     force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = Options.force,
+    vocab_map: Annotated[
+        Optional[str],
+        typer.Option(
+            "--vocab-map",
+            help="Training data (any --data format) for CTranslate2's vocabulary map: decoding is restricted to "
+            "the special tokens, every token of its targets and each batch's input tokens (on by default in "
+            "bench and eval).",
+            rich_help_panel=_MAP,
+        ),
+    ] = Options.vocab_map,
+    eval_data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--eval-data",
+            help="Held-out data: report the share of its references the map covers (all tokens allowed).",
+            rich_help_panel=_MAP,
+        ),
+    ] = Options.eval_data,
+    split: SplitOption = Options.split,
+    eval_split: EvalSplitOption = Options.eval_split,
+    source_column: SourceColumnOption = Options.source_column,
+    target_column: TargetColumnOption = Options.target_column,
+    source_template: SourceTemplateOption = Options.source_template,
+    source_prefix: SourcePrefixOption = Options.source_prefix,
+    max_source_length: MaxSourceLengthOption = Options.max_source_length,
     allow_pickle: AllowPickleOption = Options.allow_pickle,
     trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
     json_output: JsonOption = False,
 ) -> None:
     """Write a CTranslate2 model (int8 / float16 / float32 ...) that nash bench and nash eval run beside transformers."""
-    options = _common.checked_options(Options, locals())
+    flags = dict(locals())
+    if vocab_map is None:
+        # (the stage lets these through alone, for recipes, which pass their data options to every stage)
+        columns = [flag for flag, value in (("--source-column", source_column), ("--target-column", target_column),
+                                            ("--source-template", source_template), ("--source-prefix", source_prefix))
+                   if value]
+        if columns:
+            raise NashError(f"{' / '.join(columns)} read the data of a vocabulary map; give --vocab-map train.jsonl too")
+    options = _common.checked_options(Options, flags)
 
     from nash_cli.stages.export import run
 
@@ -70,7 +117,25 @@ def print_result(result: dict, console) -> None:
         table.add_row(
             f"greedy check vs transformers ({check['device']}, {check['compute_type']})", agreement
         )
+    vocab_map = result.get("vocab_map")
+    if vocab_map is not None:
+        table.add_row(
+            "vocabulary map: always allowed (special + training targets)",
+            f"{vocab_map['always_allowed']:,} ({vocab_map['special']} + {vocab_map['from_targets']:,} seen)",
+        )
+        table.add_row("vocabulary map: source entries (allowed when in the batch's inputs)", f"{vocab_map['source_entries']:,}")
+        covered = vocab_map["coverage"]
+        if covered is not None and covered["share"] is not None:
+            table.add_row(
+                "vocabulary map: references covered (--eval-data)",
+                f"{100 * covered['share']:.1f}% ({covered['covered']:,} of {covered['references']:,})",
+            )
     console.print(table)
+    if vocab_map is not None:
+        console.print(
+            "[dim]vocabulary map on by default: nash bench and nash eval decode with it (--no-vocab-map: without); "
+            "a reference is covered when all its tokens are special, in the training targets or in its own input[/]"
+        )
     if check is not None and not check["exact_expected"]:
         console.print(
             "[dim]the check feeds random token ids, where a quantized model flips near-ties easily; "

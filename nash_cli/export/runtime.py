@@ -13,6 +13,10 @@ reported by `notes()`: CTranslate2's beam search stops once `beams` hypotheses h
 transformers' `early_stopping=True`), and it has no forced end-of-sequence at the length cap.
 Under a minimum length it removes the end token before the softmax (transformers after it), so
 scores differ there; lengths do not (docs/export.md, "What is exact").
+
+An export with a vocabulary map (`nash export --vocab-map`, `vmap.txt`) decodes with it
+(`use_vmap=True`) unless the caller says `vocab_map=False`: the softmax and the beam's top-k then
+run over the allowed tokens only (`nash_cli.export.vocab_map`).
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ class CTranslate2Model:
 
     engine = "ctranslate2"
 
-    def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None, vocab_map: bool = True):
         """Loads the directory in a `ctranslate2.Translator`.
 
         Args:
@@ -84,6 +88,8 @@ class CTranslate2Model:
             device: "cpu" or "cuda".
             threads: CPU threads for CTranslate2 (intra-op); default: torch's thread count, so
                 both engines get the same.
+            vocab_map: Decode with the export's vocabulary map when it has one and its
+                `nash.json` has it on (the default of `nash export --vocab-map`); False: never.
 
         Raises:
             NashError: ctranslate2 missing, no CUDA device for `device="cuda"`, a broken directory.
@@ -130,6 +136,11 @@ class CTranslate2Model:
             raise NashError(f"CTranslate2 could not load {self.path} ({first}); re-run nash export") from None
         self.device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
         self.version = ct2.__version__
+        from nash_cli.export.vocab_map import VMAP_FILE
+
+        self.has_vocab_map = (self.path / VMAP_FILE).is_file()
+        recorded_map = (self.manifest.get("ctranslate2") or {}).get("vocabulary_map") or {}
+        self.use_vocab_map = bool(vocab_map and self.has_vocab_map and recorded_map.get("default", True))
 
     # ------------------------------------------------------------------ what nash reads
 
@@ -170,6 +181,8 @@ class CTranslate2Model:
             "device": self.translator.device,
             "threads": self.threads,
             "version": self.version,
+            # whether decoding was restricted by the export's vocabulary map (None: it has none)
+            "vocab_map": self.use_vocab_map if self.has_vocab_map else None,
         }
 
     def notes(self, num_beams: int, *, fixed_length: bool = False) -> list[str]:
@@ -226,6 +239,7 @@ class CTranslate2Model:
             "return_end_token": True,
             "max_input_length": 0,
             "return_scores": scores,
+            "use_vmap": self.use_vocab_map,
         }
         return options, prefix
 

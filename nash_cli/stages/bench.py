@@ -70,6 +70,8 @@ class BenchOptions(LoadOptions):
     """float32, bfloat16 or float16."""
     threads: int | None = None
     """CPU threads for torch and CTranslate2 alike (default: torch's)."""
+    vocab_map: bool = True
+    """Decode CTranslate2 exports that have a vocabulary map (`nash export --vocab-map`) with it."""
     seed: int = 0
     """Seed of the random inputs."""
     output: Path | None = None
@@ -128,13 +130,14 @@ def is_exported(source: str) -> bool:
 
 
 def load_for_generation(source: str, options: LoadOptions, *, device, dtype: str, config=None,
-                        threads: int | None = None) -> tuple[Any, list[str]]:
+                        threads: int | None = None, vocab_map: bool = True) -> tuple[Any, list[str]]:
     """Loads a checkpoint to generate with, as the model it stands for; returns (model, notes).
 
     A `masked` checkpoint's weights are the unpruned trained ones: its deterministic masks
     (`masks.safetensors`) are applied, so it generates exactly as its compact form does.
     A CTranslate2 directory (`nash export`) is loaded in CTranslate2 on the same device, with
-    `threads` intra-op threads (default: torch's), and generates through the same interface.
+    `threads` intra-op threads (default: torch's), and generates through the same interface,
+    restricted by its vocabulary map when it has one, unless `vocab_map` is False.
     """
     import torch
 
@@ -144,7 +147,9 @@ def load_for_generation(source: str, options: LoadOptions, *, device, dtype: str
     if is_exported(source):
         from nash_cli.export.runtime import CTranslate2Model
 
-        return CTranslate2Model(source, device=device.type, threads=threads or torch.get_num_threads()), []
+        model = CTranslate2Model(source, device=device.type, threads=threads or torch.get_num_threads(),
+                                 vocab_map=vocab_map)
+        return model, []
 
     model = artifact.load_model(
         source, allow_pickle=options.allow_pickle, trust_remote_code=options.trust_remote_code, config=config
@@ -212,7 +217,8 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
     loaded, notes = {}, []
     for name in names:
         loaded[name], loaded_notes = load_for_generation(
-            name, options, device=target, dtype=options.dtype, config=configs[name], threads=options.threads
+            name, options, device=target, dtype=options.dtype, config=configs[name], threads=options.threads,
+            vocab_map=options.vocab_map,
         )
         notes += loaded_notes
     reference = loaded[names[0]]

@@ -67,6 +67,8 @@ class EvalOptions(LoadOptions):
     """Where to write the outputs instead (JSON Lines)."""
     force: bool = False
     """Overwrite existing output files."""
+    vocab_map: bool = True
+    """Decode a CTranslate2 export that has a vocabulary map (`nash export --vocab-map`) with it."""
 
     def check(self) -> None:
         """NashError for an impossible setting (before any data or model is read)."""
@@ -266,7 +268,8 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, 
     config = None if exported else artifact.load_config(options.checkpoint, **load)
     tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
     model, notes = load_for_generation(
-        options.checkpoint, options, device=resolve_device(options.device), dtype=options.dtype, config=config
+        options.checkpoint, options, device=resolve_device(options.device), dtype=options.dtype, config=config,
+        vocab_map=options.vocab_map,
     )
     settings = resolve_settings(model, num_beams=options.beams, max_new_tokens=options.max_new_tokens)
     masks_applied = bool(notes)

@@ -7,6 +7,9 @@ refused: its pruned units are still in the weights, so `nash compact` comes firs
 Output: a directory CTranslate2 loads (`model.bin`, its `config.json`, the vocabulary) with the
 tokenizer files, the generation defaults (`generation_config.json`) and a `nash.json` (stage
 `export`, engine, quantization, padding, lineage). `nash bench` and `nash eval` recognise it.
+With `vocab_map` (training data), it also writes CTranslate2's vocabulary map (`vmap.txt`,
+`nash_cli.export.vocab_map`), recorded in `nash.json` as on by default, and reports the map's
+size and its coverage of `eval_data`.
 The specification is built by `nash_cli.export.spec`; after writing, the export is loaded back
 and its greedy output compared with transformers' on random inputs (equal at float32).
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nash_cli.artifact import LoadOptions, releases_outputs
+from nash_cli.data import DataOptions
 from nash_cli.errors import NashError
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.stages import arguments
@@ -42,9 +46,39 @@ class ExportOptions(LoadOptions):
     """Load the export back and compare its greedy output with transformers' on random inputs."""
     force: bool = False
     """Replace the output if it exists."""
+    vocab_map: str | None = None
+    """Training data (any format `distill` reads) for a vocabulary map: decoding is restricted to
+    the control tokens, every token of its targets, and each batch's input tokens. None: no map."""
+    split: str | None = None
+    """Split of `vocab_map` (hub / saved DatasetDict / JSON keyed by split)."""
+    eval_data: str | None = None
+    """Held-out data whose references' coverage by the map is reported (needs `vocab_map`)."""
+    eval_split: str | None = None
+    """Split of `eval_data`."""
+    source_column: str | None = None
+    """Input column of the data."""
+    target_column: str | None = None
+    """Reference column of the data (a list of references is allowed; all of them count)."""
+    source_template: str | None = None
+    """Builds the input from several columns of the data."""
+    source_prefix: str = DataOptions.source_prefix
+    """Text put before every input."""
+    max_source_length: int = DataOptions.max_source_length
+    """Longest input in tokens, as `nash eval` truncates it (for the coverage)."""
 
     def check(self) -> None:
-        """NashError for an unknown quantization or device, or ctranslate2 missing (before anything is read)."""
+        """NashError for an unknown quantization or device, data flags without a map, or
+        ctranslate2 missing (before anything is read)."""
+        if self.vocab_map is None:
+            # (The column options alone are let through: a recipe passes its data options to every
+            # stage that has them; the command line refuses them without --vocab-map.)
+            given = [flag for flag, value in (
+                ("--eval-data", self.eval_data), ("--split", self.split), ("--eval-split", self.eval_split),
+            ) if value]
+            if given:
+                raise NashError(f"{' / '.join(given)} read the data of a vocabulary map; give --vocab-map train.jsonl too")
+        if self.max_source_length < 1:
+            raise NashError(f"--max-source-length must be at least 1, got {self.max_source_length}")
         if self.quantization not in QUANTIZATIONS:
             raise NashError(f"unknown --quantization {self.quantization!r}; use {', '.join(QUANTIZATIONS)}")
         if self.device not in DEVICES:
@@ -77,6 +111,10 @@ class ExportResult:
     """Bytes of model.bin."""
     check: dict[str, Any] | None
     """The load-back check: device, compute type, inputs, token agreement with transformers."""
+    vocab_map: dict[str, Any] | None
+    """The vocabulary map (None without one): file, data, `always_allowed`, `special`,
+    `from_targets`, `source_entries`, `unwritable`, `default` (on), and `coverage` of `eval_data`
+    (`nash_cli.export.vocab_map.coverage`; None without it)."""
     seconds: float
     """Wall time."""
     notes: list[str] = field(default_factory=list)
@@ -147,6 +185,76 @@ def _model_config(model, family, vocab_size: int, special: dict[str, int | None]
     }
 
 
+def _control_ids(model, special: dict[str, int | None]) -> list[int]:
+    """Ids decoding must always be able to emit: pad, every eos, bos, unk, decoder start, and
+    the generation config's forced first / last tokens."""
+    generation = getattr(model, "generation_config", None)
+    values = list(special.values()) + [model.config.eos_token_id] + [
+        getattr(generation, key, None)
+        for key in ("eos_token_id", "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id")
+    ]
+    ids = []
+    for value in values:
+        ids += [int(v) for v in (value if isinstance(value, (list, tuple)) else [value]) if v is not None]
+    return sorted(set(ids))
+
+
+def _map_data(options: ExportOptions) -> tuple[list, list | None]:
+    """The training examples of the map and the held-out ones of its coverage (read before
+    anything is written, so a bad file or column fails first)."""
+    from nash_cli.data import load_examples
+
+    common = {"source_column": options.source_column, "target_column": options.target_column,
+              "source_template": options.source_template, "source_prefix": options.source_prefix,
+              "require_references": True}
+    train = load_examples(options.vocab_map, split=options.split, **common)
+    held_out = None
+    if options.eval_data is not None:
+        held_out = load_examples(options.eval_data, split=options.eval_split or "validation", **common)
+    return train, held_out
+
+
+def _token_ids(tokenizer, texts: list[str], *, target: bool, max_length: int | None = None,
+               chunk: int = 1000) -> list[list[int]]:
+    # Targets as training tokenises them (text_target, untruncated: every token they hold
+    # counts); inputs as nash eval does (truncated to --max-source-length).
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), chunk):
+        part = texts[start : start + chunk]
+        if target:
+            ids += tokenizer(text_target=part)["input_ids"]
+        else:
+            ids += tokenizer(part, truncation=True, max_length=max_length)["input_ids"]
+    return ids
+
+
+def _build_map(options: ExportOptions, tokenizer, tokens: list[str], control: list[int], train, held_out):
+    """The vocabulary map of `train`'s targets, and its report (with the coverage of `held_out`)."""
+    from nash_cli.export.vocab_map import VMAP_FILE, build_vocabulary_map, coverage
+
+    references = [reference for example in train for reference in example.references]
+    vocab_map = build_vocabulary_map(
+        tokens, target_ids=_token_ids(tokenizer, references, target=True), special_ids=control
+    )
+    report = {
+        "file": VMAP_FILE,
+        "default": True,
+        "data": options.vocab_map,
+        "examples": len(train),
+        "references": len(references),
+        **vocab_map.summary(),
+        "coverage": None,
+    }
+    if held_out is not None:
+        flat = [reference for example in held_out for reference in example.references]
+        reference_ids = iter(_token_ids(tokenizer, flat, target=True))
+        grouped = [[next(reference_ids) for _ in example.references] for example in held_out]
+        inputs = _token_ids(tokenizer, [example.source for example in held_out], target=False,
+                            max_length=options.max_source_length)
+        report["coverage"] = {"data": options.eval_data, **coverage(grouped, inputs, vocab_map.always)}
+    return vocab_map, report
+
+
 def verify_export(model, directory: Path, *, device: str, quantization: str, batch: int = 4, length: int = 24,
                   new_tokens: int = 16) -> dict[str, Any]:
     """Greedy outputs of the export and of the transformers model on the same random inputs.
@@ -160,7 +268,7 @@ def verify_export(model, directory: Path, *, device: str, quantization: str, bat
     from nash_cli.generation import GenerationSettings, generate
     from nash_cli.timing import random_batches
 
-    engine = CTranslate2Model(directory, device=device)
+    engine = CTranslate2Model(directory, device=device, vocab_map=False)  # the model itself, unrestricted
     config = model.config
     limit = getattr(config, "max_position_embeddings", None) or length
     special = [getattr(config, key, None) for key in ("pad_token_id", "eos_token_id", "bos_token_id",
@@ -212,10 +320,16 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     options.check()
     from nash_cli import artifact
 
-    artifact.check_output(options.output, options.force, kind="export", inputs={"checkpoint": options.checkpoint})
+    artifact.check_output(
+        options.output,
+        options.force,
+        kind="export",
+        inputs={"checkpoint": options.checkpoint, "vocabulary map data": options.vocab_map, "eval data": options.eval_data},
+    )
     ct2 = require_ctranslate2()
     device = _resolve_device(options.device, ct2)
     manifest = check_exportable(options.checkpoint, options)
+    map_data = _map_data(options) if options.vocab_map is not None else None
 
     import torch
 
@@ -241,6 +355,15 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     parameters = count_parameters(model)
     state = manifest.get("state", "dense")
     notes = []
+    vocab_map = map_report = None
+    if map_data is not None:
+        notify("building the vocabulary map")
+        vocab_map, map_report = _build_map(options, tokenizer, tokens, _control_ids(model, special), *map_data)
+        if vocab_map.unwritable:
+            notes.append(
+                f"{len(vocab_map.unwritable)} vocabulary tokens hold a space, tab or line break, which a "
+                "vocabulary map cannot name; the map never allows them"
+            )
     extra = {
         "engine": "ctranslate2",
         "quantization": options.quantization,
@@ -249,6 +372,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
             "parameters": parameters,
             "padding": padding.to_dict(),
             "model_config": _model_config(model, family, size, special),
+            "vocabulary_map": map_report,
         },
         "compact": manifest.get("compact"),
     }
@@ -260,6 +384,10 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
         notify("writing")
         spec.save(str(staging))
         del spec
+        if vocab_map is not None:
+            from nash_cli.export.vocab_map import VMAP_FILE, vmap_text
+
+            artifact.write_files_atomic({staging / VMAP_FILE: vmap_text(tokens, vocab_map)})
         new_manifest["tokenizer_files"] = artifact.copy_tokenizer(options.checkpoint, staging)
         artifact.save_generation_config(options.checkpoint, model, staging)
         artifact.write_files_atomic({staging / artifact.MANIFEST: artifact.json_text(new_manifest)})
@@ -283,6 +411,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
         padding_summary=padding.summary(),
         file_size=(Path(options.output) / "model.bin").stat().st_size,
         check=check,
+        vocab_map=map_report,
         seconds=time.perf_counter() - started,
         notes=notes,
     )

@@ -329,3 +329,204 @@ def test_forced_first_token_becomes_a_target_prefix(tmp_path, tokenizer):
     capped = engine.generate(ids, mask, GenerationSettings(num_beams=4, max_new_tokens=4, min_new_tokens=2))
     assert capped.shape[1] <= 1 + 4
     assert engine.notes(4) and "forced_eos_token_id" in " ".join(engine.notes(4))
+
+
+# --- the vocabulary map (nash export --vocab-map) ----------------------------------------------
+
+
+def test_vocabulary_map_file_and_coverage_by_hand():
+    from nash_cli.export.vocab_map import build_vocabulary_map, coverage, vmap_text
+
+    tokens = ["<pad>", "</s>", "<unk>", "▁a", "▁b", "▁c", "▁d", "two words", ""]
+    vocab_map = build_vocabulary_map(tokens, target_ids=[[3, 1], [3, 4, 99]], special_ids=[0, 1, 2, None])
+    assert vocab_map.always == [0, 1, 2, 3, 4] and vocab_map.special == [0, 1, 2]
+    assert vocab_map.from_targets == 3  # 3, 4 and 1 (99 lies outside the vocabulary)
+    assert vocab_map.source_entries == [5, 6] and vocab_map.unwritable == [7, 8]
+    assert vmap_text(tokens, vocab_map) == "\t<pad> </s> <unk> ▁a ▁b\n▁c\t▁c\n▁d\t▁d\n"
+    # example 1: [5] is in its input -> covered; [6] is not -> not; example 2: [4, 1] -> covered
+    result = coverage([[[5, 1], [6]], [[4, 1]]], [[5, 3], [3]], vocab_map.always)
+    assert result == {"references": 3, "covered": 2, "share": 2 / 3, "examples": 2, "examples_covered": 2,
+                      "missing_tokens": 1}
+
+
+def _jsonl(path: Path, pairs) -> Path:
+    path.write_text("".join(json.dumps({"source": s, "target": t}) + "\n" for s, t in pairs))
+    return path
+
+
+def test_export_writes_the_map_and_its_coverage(make_checkpoint, tokenizer, tmp_path, cli):
+    source = make_checkpoint("t5")
+    train = _jsonl(tmp_path / "train.jsonl", [("the quick brown fox", "fox ."), ("a cat sat on the mat", "the cat")])
+    held_out = _jsonl(tmp_path / "dev.jsonl", [
+        ("where is the dog ?", "the dog"),       # "dog" comes from its own input: covered
+        ("one two three", "seven"),              # "seven" is neither in the targets nor the input
+        ("bob will bring coffee", "fox"),        # from the training targets: covered
+    ])
+    result = cli("export", source, "-o", tmp_path / "ct2", "--vocab-map", train, "--eval-data", held_out,
+                 "--no-verify", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()["vocab_map"]
+    targets = {tokenizer.convert_tokens_to_ids(t) for t in ("fox", ".", "the", "cat", "</s>")}
+    special = {tokenizer.convert_tokens_to_ids(t) for t in ("<pad>", "</s>", "<unk>")}
+    assert report["from_targets"] == len(targets) and report["special"] == len(special)
+    assert report["always_allowed"] == len(targets | special)
+    assert report["source_entries"] == len(tokenizer) - len(targets | special)
+    assert report["coverage"]["references"] == 3 and report["coverage"]["covered"] == 2
+    assert report["coverage"]["share"] == pytest.approx(2 / 3) and report["coverage"]["missing_tokens"] == 1
+    manifest = json.loads((tmp_path / "ct2" / "nash.json").read_text())
+    assert manifest["ctranslate2"]["vocabulary_map"]["default"] is True
+    lines = (tmp_path / "ct2" / "vmap.txt").read_text().splitlines()
+    assert lines[0].startswith("\t") and len(lines) == 1 + report["source_entries"]
+    table = cli("export", source, "-o", tmp_path / "ct2b", "--vocab-map", train, "--eval-data", held_out, "--no-verify")
+    assert table.exit_code == 0 and "66.7% (2 of 3)" in table.stdout
+    # no map: nothing about one in the result, the manifest or the directory
+    plain = cli("export", source, "-o", tmp_path / "plain", "--no-verify", "--json")
+    assert plain.json()["vocab_map"] is None and not (tmp_path / "plain" / "vmap.txt").exists()
+    assert CTranslate2Model(tmp_path / "plain").engine_info()["vocab_map"] is None
+
+
+def _text_of(tokenizer, row: list[int]) -> str:
+    return tokenizer.decode(_until_eos(row), skip_special_tokens=True)
+
+
+SOURCES = ["the quick brown fox", "a cat sat on the mat", "where is the meeting ?", "one two three four"]
+
+
+def _confined(tmp_path: Path, tokenizer, family: str, allowed: set[int], sharpness: float = 6.0) -> Path:
+    """A lively checkpoint that can only emit `allowed`: the lm_head rows (and BART's logit bias) of
+    every other token are zero, the allowed rows are multiplied by `sharpness`, so the others' logit
+    (0) lies far below the best allowed one at every step and their probability is negligible."""
+    model = _lively(tiny_model(family, vocab_size=len(tokenizer), d_model=32, num_heads=4, d_ff=64, encoder_layers=2,
+                               decoder_layers=2, seed=3), family, seed=14)
+    outside = torch.tensor([i for i in range(len(tokenizer)) if i not in allowed])
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpness)
+        model.lm_head.weight[outside] = 0.0
+        if family == "bart":
+            model.final_logits_bias.mul_(sharpness)
+            model.final_logits_bias[0, outside] = 0.0
+    return write_checkpoint(tmp_path / f"{family}-confined", model, tokenizer)
+
+
+# CTranslate2 takes the softmax over the allowed tokens only, so each log-probability rises by the
+# log of the mass left out, by a different amount for each beam at each step. Beam-4 outputs are
+# therefore equal with and without the map only where that mass is negligible (a model that gives
+# the excluded tokens next to no probability, as a trained model gives tokens its task never
+# emits); on a random model's nearly flat distributions the beams rank differently even when every
+# output is covered. So the model here can only emit half the vocabulary, the map allows exactly
+# that half (from the training targets) plus each batch's inputs, and the other tokens are refused.
+@pytest.mark.parametrize("family", ["t5-gated", "bart"])
+def test_map_keeps_beam_outputs_where_every_output_is_covered(family, tokenizer, tmp_path, cli):
+    half = {i for i in range(len(tokenizer)) if i % 2 == 0 or i < 4}
+    source = _confined(tmp_path, tokenizer, family, half)
+    run(ExportOptions(checkpoint=str(source), output=tmp_path / "plain", verify=False))
+    encoded = tokenizer(SOURCES, padding=True, return_tensors="pt")
+    settings = GenerationSettings(num_beams=4, max_new_tokens=8)
+    free = CTranslate2Model(tmp_path / "plain").generate(encoded.input_ids, encoded.attention_mask, settings)
+    outputs = [_until_eos(row) for row in free.tolist()]
+    assert {i for row in outputs for i in row} <= half and len({tuple(row) for row in outputs}) > 1
+    words = [t for t in tokenizer.convert_ids_to_tokens(sorted(half)) if t not in ("<pad>", "</s>", "<unk>", "<s>")]
+    train = _jsonl(tmp_path / "train.jsonl", [("anything", " ".join(words))])
+    # the held-out data: the model's own unrestricted outputs, all covered
+    own = _jsonl(tmp_path / "own.jsonl", [(s, _text_of(tokenizer, row)) for s, row in zip(SOURCES, free.tolist())])
+    result = cli("export", source, "-o", tmp_path / "mapped", "--vocab-map", train, "--eval-data", own, "--no-verify",
+                 "--json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()["vocab_map"]
+    assert report["coverage"]["share"] == 1.0
+    inputs = set(encoded.input_ids.flatten().tolist())
+    assert set(range(len(tokenizer))) - half - inputs  # the map does refuse tokens
+    mapped = CTranslate2Model(tmp_path / "mapped")
+    unrestricted = CTranslate2Model(tmp_path / "mapped", vocab_map=False)
+    assert mapped.use_vocab_map and not unrestricted.use_vocab_map
+    with_map, with_scores = mapped.generate_with_scores(encoded.input_ids, encoded.attention_mask, settings)
+    without, scores = unrestricted.generate_with_scores(encoded.input_ids, encoded.attention_mask, settings)
+    assert [_until_eos(r) for r in without.tolist()] == outputs
+    assert [_until_eos(r) for r in with_map.tolist()] == outputs
+    # the scores only rise (the softmax over fewer tokens), and little: little mass was left out
+    assert all(a >= b - 1e-5 for a, b in zip(with_scores, scores))
+    assert max(a - b for a, b in zip(with_scores, scores)) < 0.05
+
+
+def test_a_token_outside_the_map_is_never_emitted(tokenizer, tmp_path, cli):
+    from collections import Counter
+
+    source = _checkpoint(tmp_path, tokenizer, "t5-gated", "dense")
+    run(ExportOptions(checkpoint=str(source), output=tmp_path / "plain", verify=False))
+    encoded = tokenizer(SOURCES, padding=True, return_tensors="pt")
+    inputs = set(encoded.input_ids.flatten().tolist())
+    settings = GenerationSettings(num_beams=4, max_new_tokens=8)
+    free = CTranslate2Model(tmp_path / "plain").generate(encoded.input_ids, encoded.attention_mask, settings)
+    special = {tokenizer.convert_tokens_to_ids(t) for t in ("<pad>", "</s>", "<unk>", "<s>")}
+    emitted = Counter(i for row in free.tolist() for i in _until_eos(row) if i not in special | inputs)
+    banned, _ = emitted.most_common(1)[0]  # the unrestricted model's favourite token from outside its inputs
+    targets = [" ".join(t for t in tokenizer.convert_ids_to_tokens(_until_eos(row)) if t not in ("</s>", "<pad>"))
+               for row in free.tolist()]
+    word = tokenizer.convert_ids_to_tokens(banned)
+    pairs = [(s, " ".join(w for w in t.split() if w != word) or "the") for s, t in zip(SOURCES, targets)]
+    data = _jsonl(tmp_path / "without.jsonl", pairs)
+    result = cli("export", source, "-o", tmp_path / "mapped", "--vocab-map", data, "--no-verify", "--json")
+    assert result.exit_code == 0, result.stderr
+    mapped = CTranslate2Model(tmp_path / "mapped")
+    restricted = mapped.generate(encoded.input_ids, encoded.attention_mask, settings)
+    produced = {i for row in restricted.tolist() for i in _until_eos(row)}
+    assert banned not in produced
+    always = {tokenizer.convert_tokens_to_ids(t) for t in (tmp_path / "mapped" / "vmap.txt").read_text().splitlines()[0].split()}
+    assert produced <= always | inputs  # nothing outside the batch's allowed set
+    assert CTranslate2Model(tmp_path / "mapped", vocab_map=False).generate(
+        encoded.input_ids, encoded.attention_mask, settings).tolist() == free.tolist()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--vocab-map", "missing.jsonl"], "missing.jsonl"),
+        (["--vocab-map", "{train}", "--target-column", "summary"], "'summary'"),
+        (["--vocab-map", "{train}", "--eval-data", "missing.jsonl"], "missing.jsonl"),
+        (["--eval-data", "{train}"], "give --vocab-map"),
+        (["--source-column", "source"], "give --vocab-map"),
+        (["--vocab-map", "{unlabeled}"], "target"),
+        (["--vocab-map", "{train}", "EXISTS"], "already exists; pass --force"),
+    ],
+)
+def test_vocab_map_bad_inputs_exit_2_and_write_nothing(args, fragment, make_checkpoint, tmp_path, cli):
+    data = tmp_path / "data"
+    data.mkdir()
+    train = _jsonl(data / "train.jsonl", [("the dog", "dog")])
+    unlabeled = data / "unlabeled.jsonl"
+    unlabeled.write_text(json.dumps({"source": "the dog"}) + "\n")
+    out = tmp_path / "out"
+    if "EXISTS" in args:
+        args = [a for a in args if a != "EXISTS"]
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    args = [a.format(train=train, unlabeled=unlabeled) for a in args]
+    before = snapshot(tmp_path)
+    assert_user_error(cli("export", make_checkpoint("t5"), "-o", out, "--no-verify", *args), fragment)
+    assert snapshot(tmp_path) == before
+
+
+def test_bench_and_eval_decode_with_the_map_unless_told_not_to(make_checkpoint, tmp_path, cli):
+    source = make_checkpoint("t5")
+    train = _jsonl(tmp_path / "train.jsonl", [("the quick brown fox", "fox"), ("a cat sat", "cat")])
+    run(ExportOptions(checkpoint=str(source), output=tmp_path / "mapped", vocab_map=str(train), verify=False))
+    run(ExportOptions(checkpoint=str(source), output=tmp_path / "plain", verify=False))
+    # the export with its map against the one without, in one run
+    args = ["--batch", "2", "--beams", "2", "--source-length", "8", "--max-new-tokens", "4", "--repeats", "1",
+            "--threads", "1"]
+    result = cli("bench", tmp_path / "mapped", "--baseline", tmp_path / "plain", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    plain, mapped = result.json()["models"]
+    assert plain["engine"]["vocab_map"] is None and mapped["engine"]["vocab_map"] is True
+    assert mapped["speedup"] is not None
+    off = cli("bench", tmp_path / "mapped", *args, "--no-vocab-map", "--json")
+    assert off.json()["models"][0]["engine"]["vocab_map"] is False
+    table = cli("bench", tmp_path / "mapped", "--baseline", tmp_path / "plain", *args)
+    assert table.exit_code == 0 and "+vmap" in table.stdout
+    for flag, expected, line in (([], True, "vocabulary map: used"), (["--no-vocab-map"], False, "not used")):
+        scored = cli("eval", tmp_path / "mapped", "--data", train, "--beams", "2", "--max-new-tokens", "4", *flag,
+                     "--json")
+        assert scored.exit_code == 0, scored.stderr
+        assert scored.json()["engine"]["vocab_map"] is expected
+        printed = cli("eval", tmp_path / "mapped", "--data", train, "--beams", "2", "--max-new-tokens", "4", *flag)
+        assert line in printed.stdout
