@@ -197,10 +197,10 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
         scratch_dir = Path(scratch)
         new_tokenizer = _write_tokenizer(tokenizer, tokenizer_surgery.reduce_tokenizer(document, kept), mapping, scratch_dir)
         covered = [ids for ids in target_ids if kept_set.issuperset(ids)]
-        covered_texts = [text for text, ids in zip(references, target_ids) if kept_set.issuperset(ids)]
+        covered_texts = [text for text, ids in zip(references, target_ids, strict=True) if kept_set.issuperset(ids)]
         exact = sum(
             new == [mapping[i] for i in old]
-            for new, old in zip(_encode(new_tokenizer, covered_texts), covered)
+            for new, old in zip(_encode(new_tokenizer, covered_texts), covered, strict=True)
         )
         if exact != len(covered):
             notes.append(
