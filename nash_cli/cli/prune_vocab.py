@@ -89,6 +89,7 @@ def print_result(result: dict, console) -> None:
     if coverage is not None:
         console.print(
             f"--eval-data coverage: {coverage['covered']:,} of {coverage['references']:,} references "
-            f"({coverage['share']:.1%}) use only kept tokens"
+            f"({coverage['share']:.1%}) use only kept tokens; inputs: {coverage['inputs_covered']:,} of "
+            f"{coverage['inputs']:,} ({coverage['inputs_share']:.1%})"
         )
     _common.print_notes(result["notes"], console)

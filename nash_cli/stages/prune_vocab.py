@@ -83,7 +83,8 @@ class PruneVocabResult:
     """Over the training targets: `references`, `covered` (all tokens kept) and `exact` (of the
     covered, how many the new tokenizer tokenises to the mapped original ids)."""
     coverage: dict[str, Any] | None
-    """Over `eval_data`'s references: `references`, `covered`, `share`; None without it."""
+    """Over `eval_data`: its references (`references`, `covered`: all tokens kept, `share`) and
+    its inputs (`inputs`, `inputs_covered`, `inputs_share`); None without it."""
     id_map: str
     """The file beside the weights that lists the kept original ids."""
     seconds: float
@@ -211,7 +212,22 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
         if held_out is not None:
             held_ids = _encode(tokenizer, _texts(held_out, sources=False)[0])
             hit = sum(kept_set.issuperset(ids) for ids in held_ids)
-            coverage = {"references": len(held_ids), "covered": hit, "share": hit / len(held_ids) if held_ids else None}
+            input_ids = _encode(tokenizer, [example.source for example in held_out])
+            inputs_hit = sum(kept_set.issuperset(ids) for ids in input_ids)
+            coverage = {
+                "references": len(held_ids),
+                "covered": hit,
+                "share": hit / len(held_ids) if held_ids else None,
+                "inputs": len(input_ids),
+                "inputs_covered": inputs_hit,
+                "inputs_share": inputs_hit / len(input_ids) if input_ids else None,
+            }
+            if inputs_hit < len(input_ids):
+                notes.append(
+                    f"{len(input_ids) - inputs_hit} of {len(input_ids)} --eval-data inputs hold dropped tokens: the reduced "
+                    "tokenizer spells those words with smaller pieces, so the encoder reads a longer, different input"
+                    + ("" if options.keep_source_tokens else "; --keep-source-tokens keeps the training inputs' tokens")
+                )
         extra = {
             "prune_vocab": {
                 "kept": len(kept),

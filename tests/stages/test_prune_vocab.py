@@ -100,6 +100,8 @@ def test_pruned_model_is_the_original_restricted_to_kept_tokens(family, checkpoi
     assert vocabulary["kept"] == len(kept) < vocabulary["before"] == original.config.vocab_size
     assert report["training"] == {"references": len(TRAIN), "covered": len(TRAIN), "exact": len(TRAIN)}
     assert report["coverage"]["references"] == 2 and report["coverage"]["covered"] == 1
+    assert report["coverage"]["inputs"] == 2 and report["coverage"]["inputs_covered"] == 1
+    assert any("--keep-source-tokens" in note for note in report["notes"])
     assert report["parameters"]["after"]["embeddings"] < report["parameters"]["before"]["embeddings"]
     assert report["parameters"]["after"]["non_embedding"] == report["parameters"]["before"]["non_embedding"]
     assert report["file_size"]["after"] < report["file_size"]["before"]
@@ -264,6 +266,25 @@ def test_export_converts_the_pruned_checkpoint(make_checkpoint, tmp_path, cli):
 
     engine = CTranslate2Model(str(tmp_path / "ct2"))
     assert engine.config.vocab_size == report["vocabulary"]["kept"]
+
+
+def test_keep_source_tokens_and_min_count(make_checkpoint, tmp_path, tokenizer, cli):
+    source = make_checkpoint("t5")
+    data = tmp_path / "pairs.jsonl"
+    # "the" occurs in every target, "cat" once; "seven" only in the inputs
+    data.write_text("".join(json.dumps({"source": CORPUS[5], "target": t}) + "\n" for t in CORPUS[:2]))
+    seven, the, cat = tokenizer.convert_tokens_to_ids(["seven", "the", "cat"])
+
+    def kept(name, *flags):
+        result = cli("prune-vocab", source, "--data", data, "-o", tmp_path / name, "--json", *flags)
+        assert result.exit_code == 0, result.stderr
+        return set(json.loads((tmp_path / name / "vocab_map.json").read_text())["kept_ids"])
+
+    plain = kept("plain")
+    assert {the, cat} <= plain and seven not in plain
+    assert seven in kept("sources", "--keep-source-tokens")
+    frequent = kept("frequent", "--min-count", "2")
+    assert the in frequent and cat not in frequent
 
 
 def test_recipe_accepts_prune_vocab():
