@@ -287,13 +287,24 @@ def test_keep_source_tokens_and_min_count(make_checkpoint, tmp_path, tokenizer, 
     assert the in frequent and cat not in frequent
 
 
-def test_recipe_accepts_prune_vocab():
+def test_recipe_plans_prune_vocab_on_the_student(tmp_path):
+    from nash_cli.pipeline import plan_run
     from nash_cli.recipe import parse_recipe
 
     recipe = parse_recipe(
-        {"name": "x", "teacher": "t/", "data": {"train": "d.jsonl"}, "stages": {"prune_vocab": {"min_count": 2, "keep_source_tokens": True}}}
+        {
+            "name": "x",
+            "teacher": "t/",
+            "data": {"train": "d.jsonl", "eval": "e.jsonl", "target_column": "answer"},
+            "stages": {"compact": {}, "prune_vocab": {"min_count": 2, "keep_source_tokens": True}, "bench": {}},
+        }
     )
     assert recipe.stages["prune_vocab"].min_count == 2
+    stages = {stage.key: stage for stage in plan_run(recipe, tmp_path, inputs={"teacher": "t/", "train": "d.jsonl", "eval": "e.jsonl"})}
+    kwargs = stages["prune_vocab"].kwargs
+    assert kwargs["checkpoint"] == str(stages["compact"].directory)
+    assert (kwargs["data"], kwargs["eval_data"], kwargs["target_column"], kwargs["min_count"]) == ("d.jsonl", "e.jsonl", "answer", 2)
+    assert stages["bench"].kwargs["models"] == [str(stages["prune_vocab"].directory)]
 
 
 @pytest.fixture
