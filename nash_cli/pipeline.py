@@ -107,6 +107,15 @@ def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[P
                 upstream.append(teacher_key)
         elif key in ("select_layers", "compact"):
             kwargs.update(checkpoint=current, output=directory)
+        elif key == "prune_vocab":
+            # the tokens of the training targets; coverage reported on the evaluation data
+            kwargs.update(checkpoint=current, output=directory, data=inputs["train"])
+            if recipe.data.train_split:
+                kwargs["split"] = recipe.data.train_split
+            if inputs.get("eval"):
+                kwargs["eval_data"] = inputs["eval"]
+                if recipe.data.eval_split:
+                    kwargs["eval_split"] = recipe.data.eval_split
         elif key == "export":
             # a CTranslate2 copy of the current student; later model stages still read the student
             kwargs.update(checkpoint=current, output=directory)

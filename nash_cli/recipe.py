@@ -49,6 +49,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "prune_encoder": ("prune-encoder", "prune_encoder"),
     "compact": ("compact", "compact"),
     "distill": ("distill", "distill"),
+    "prune_vocab": ("prune-vocab", "prune_vocab"),
     "export": ("export", "export"),
     "bench": ("bench", "bench"),
     "eval": ("eval", "eval"),

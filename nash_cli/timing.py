@@ -337,6 +337,7 @@ def run_bench(
     *,
     baseline: str | None = None,
     on_call: Callable[[str, str], None] | None = None,
+    model_batches: Mapping[str, Sequence[Batch]] | None = None,
 ) -> BenchResult:
     """Benchmarks `models` on `batches`, interleaved, and compares them with `baseline`.
 
@@ -348,6 +349,8 @@ def run_bench(
         baseline: Name of the model the others are compared with.
         on_call: Called as `on_call(phase, name)` after each `generate()` (progress bars);
             phase is "warmup", "timed" or "breakdown".
+        model_batches: Name -> that model's own batches of the same texts, for a model whose
+            tokenizer differs (a pruned vocabulary); the others use `batches`.
 
     Returns:
         A `BenchResult` with one `ModelReport` per model, in the order of `models`.
@@ -369,6 +372,8 @@ def run_bench(
     device = devices.pop()
     sync = _synchronize(device)
     batches = [batch.to(device) for batch in batches]
+    own = {name: [batch.to(device) for batch in inputs] for name, inputs in (model_batches or {}).items()}
+    inputs_of = {name: own.get(name, batches) for name in names}
     notify = on_call or (lambda phase, name: None)
 
     memory: dict[str, dict[str, Any]] = {name: {} for name in names}
@@ -381,7 +386,7 @@ def run_bench(
         for name in names:
             for round_ in range(settings.warmup):
                 last = round_ == settings.warmup - 1
-                memory[name] = _warm_up(models[name], batches, generation[name], sync, device, measure=last)
+                memory[name] = _warm_up(models[name], inputs_of[name], generation[name], sync, device, measure=last)
                 for _ in batches:
                     notify("warmup", name)
         for repeat in range(settings.repeats):
@@ -389,7 +394,7 @@ def run_bench(
             order = names if repeat % 2 == 0 else names[::-1]
             for name in order:
                 total = 0.0
-                for batch in batches:
+                for batch in inputs_of[name]:
                     seconds, sequences = _generate_once(models[name], batch, generation[name], sync)
                     total += seconds
                     latencies[name].append(seconds)
@@ -401,7 +406,7 @@ def run_bench(
             for name in names:
                 if is_engine_model(models[name]):
                     continue  # no module hooks inside another engine
-                breakdowns[name] = _breakdown(models[name], batches, generation[name], sync)
+                breakdowns[name] = _breakdown(models[name], inputs_of[name], generation[name], sync)
                 for _ in batches:
                     notify("breakdown", name)
 
@@ -438,6 +443,11 @@ def run_bench(
             sum(int(batch.attention_mask.sum()) for batch in batches) / samples_per_repeat
         ),
     }
+    if own:
+        inputs["source_tokens_mean_per_model"] = {
+            name: float(sum(int(batch.attention_mask.sum()) for batch in inputs_of[name]) / samples_per_repeat)
+            for name in names
+        }
     info = environment(device)
     versions = {model.version for model in models.values() if is_engine_model(model)}
     if versions:

@@ -130,3 +130,28 @@ def train_word_tokenizer(texts: Iterable[str], *, vocab_size: int = 128, model_m
         # decode("a .") must give back "a ." so generated text matches references word for word
         clean_up_tokenization_spaces=False,
     )
+
+
+def train_byte_level_bpe(texts: Iterable[str], *, vocab_size: int = 400):
+    """Trains a byte-level BPE tokenizer laid out as BART's: `<s>` 0, `<pad>` 1, `</s>` 2,
+    `<unk>` 3, `<mask>` 4, then the 256 byte symbols and the learned merges.
+
+    Returns the transformers `BartTokenizer` built from the learned vocabulary and merges, which
+    `save_pretrained` writes and `AutoTokenizer.from_pretrained` reads back.
+    """
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import BartTokenizer
+
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        list(texts),
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        show_progress=False,
+    )
+    model = json.loads(trainer._tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return BartTokenizer(vocab=model["vocab"], merges=merges)

@@ -17,6 +17,20 @@ if TYPE_CHECKING:
 
 Stack = Literal["encoder", "decoder"]
 
+#: Config (and generation config) fields that hold one token id, or a list of them (eos).
+TOKEN_ID_FIELDS = (
+    "pad_token_id",
+    "eos_token_id",
+    "bos_token_id",
+    "unk_token_id",
+    "sep_token_id",
+    "decoder_start_token_id",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+)
+#: Generation config fields that list tokens to suppress.
+GENERATION_ID_LISTS = ("suppress_tokens", "begin_suppress_tokens")
+
 
 @dataclass(frozen=True)
 class AttentionParts:
@@ -169,6 +183,10 @@ class ArchFamily:
     """Whether stock `generate()` sizes the decoder's cache by the encoder's depth (T5 does)."""
     anatomy: Callable[["nn.Module"], Anatomy]
     """The whole model as plain parts (tensors, norms, flags), for exporters."""
+    vocabulary_keys: dict[str, int]
+    """State-dict names of the tensors indexed by token id, with that dimension: the shared
+    embedding, each stack's embed_tokens, the lm_head (rows) and BART's final_logits_bias
+    (`(1, vocab)`: dimension 1)."""
 
 
 def family_of(model_or_config) -> ArchFamily:

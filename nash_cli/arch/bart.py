@@ -128,4 +128,11 @@ FAMILY = ArchFamily(
     set_encoder_ffn_dim=_set_encoder_ffn_dim,
     generation_cache_follows_encoder=False,
     anatomy=_anatomy,
+    vocabulary_keys={
+        "model.shared.weight": 0,
+        "model.encoder.embed_tokens.weight": 0,
+        "model.decoder.embed_tokens.weight": 0,
+        "lm_head.weight": 0,
+        "final_logits_bias": 1,
+    },
 )

@@ -140,4 +140,10 @@ FAMILY = ArchFamily(
     set_encoder_ffn_dim=lambda config, width: width == config.d_ff,
     generation_cache_follows_encoder=True,
     anatomy=_anatomy,
+    vocabulary_keys={
+        "shared.weight": 0,
+        "encoder.embed_tokens.weight": 0,
+        "decoder.embed_tokens.weight": 0,
+        "lm_head.weight": 0,
+    },
 )

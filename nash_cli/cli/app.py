@@ -11,7 +11,7 @@ import sys
 import typer
 
 from nash_cli import __version__
-from nash_cli.cli import bench, compact, demo, distill, export, prune_encoder, report, run, select_layers
+from nash_cli.cli import bench, compact, demo, distill, export, prune_encoder, prune_vocab, report, run, select_layers
 from nash_cli.cli import eval as eval_
 from nash_cli.errors import NashError
 
@@ -46,6 +46,7 @@ app.command("select-layers")(select_layers.command)
 app.command("prune-encoder")(prune_encoder.command)
 app.command("compact")(compact.command)
 app.command("distill")(distill.command)
+app.command("prune-vocab")(prune_vocab.command)
 app.command("export")(export.command)
 app.command("bench")(bench.command)
 app.command("eval")(eval_.command)

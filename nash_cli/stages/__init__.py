@@ -12,6 +12,7 @@ calls the same `run`. Importing a stage module does not import torch.
 | `prune_encoder`   | `nash prune-encoder`   |
 | `compact`         | `nash compact`         |
 | `distill`         | `nash distill`         |
+| `prune_vocab`     | `nash prune-vocab`     |
 | `export`          | `nash export`          |
 | `bench`           | `nash bench`           |
 | `eval`            | `nash eval`            |

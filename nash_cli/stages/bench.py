@@ -166,6 +166,28 @@ def load_for_generation(source: str, options: LoadOptions, *, device, dtype: str
     return model, notes
 
 
+def own_tokenizers(names: list[str], *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Each model's tokenizer: the first model's, shared by every model with the same vocabulary
+    or no tokenizer files of its own; a model whose vocabulary differs gets its own.
+
+    Args:
+        names: The models' paths or hub ids, the reference first.
+        trust_remote_code: Whether a tokenizer's own code may run.
+    """
+    from nash_cli import artifact
+
+    first = artifact.load_tokenizer(names[0], trust_remote_code=trust_remote_code)
+    vocabulary = first.get_vocab()
+    tokenizers = {names[0]: first}
+    for name in names[1:]:
+        tokenizers[name] = first
+        if artifact.is_local(name) and any((Path(name) / f).is_file() for f in artifact.TOKENIZER_FILES):
+            tokenizer = artifact.load_tokenizer(name, trust_remote_code=trust_remote_code)
+            if tokenizer.get_vocab() != vocabulary:
+                tokenizers[name] = tokenizer
+    return tokenizers
+
+
 @dataclass
 class BenchStageResult:
     """The measurement and what was noticed on the way."""
@@ -253,16 +275,25 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             source_prefix=options.source_prefix,
             limit=options.batch * options.num_batches,
         )
-        tokenizer = artifact.load_tokenizer(names[0], trust_remote_code=options.trust_remote_code)
-        batches = text_batches(
-            tokenizer,
-            [e.source for e in examples],
-            batch_size=options.batch,
-            max_source_length=options.max_source_length,
-            pad_to_max=options.compile,  # one input shape, so compiled graphs are reused across batches
-        )
+        tokenizers = own_tokenizers(names, trust_remote_code=options.trust_remote_code)
+
+        def encode(tokenizer):
+            return text_batches(
+                tokenizer,
+                [e.source for e in examples],
+                batch_size=options.batch,
+                max_source_length=options.max_source_length,
+                pad_to_max=options.compile,  # one input shape, so compiled graphs are reused across batches
+            )
+
+        batches = encode(tokenizers[names[0]])
+        # a model with another vocabulary (prune-vocab) reads the same texts through its own tokenizer
+        model_batches = {name: encode(t) for name, t in tokenizers.items() if t is not tokenizers[names[0]]}
         origin = {"kind": "data", "data": options.data, "tokenizer": names[0]}
+        if model_batches:
+            origin["tokenizers"] = {name: name if name in model_batches else names[0] for name in names}
     else:
+        model_batches = None
         config = reference.config
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and options.source_length > limit:
@@ -279,6 +310,11 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             seed=options.seed,
         )
         origin = {"kind": "random", "seed": options.seed}
+        if len({model.config.vocab_size for model in loaded.values() if hasattr(model, "config")}) > 1:
+            notes.append(
+                "the models' vocabularies differ, so the same random ids are different tokens to each; "
+                "give --data to time them on the same texts"
+            )
 
     if options.compile:
         from nash_cli.generation import compile_model
@@ -293,6 +329,7 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
     result = run_bench(
         loaded, batches, generation, settings, baseline=options.baseline,
         on_call=lambda phase, name: progress.advance(status=f"{phase} {Path(name).name}"),
+        model_batches=model_batches,
     )
     result.inputs.update(origin)
     result.environment["dtype"] = options.dtype

@@ -1,0 +1,319 @@
+"""`prune-vocab`: keep only the tokens a task uses, in the embeddings, the lm_head and the tokenizer.
+
+Once the decoder is shallow, the lm_head (and beam search's softmax and top-k over the whole
+vocabulary) is a large share of each generated token's cost. This stage keeps the special
+tokens, every single-character or byte token (no text becomes unknown), the tokens of the
+training targets (and sources, on request), and every token BPE needs to build those; it slices
+the model's vocabulary rows and writes a tokenizer with the same tokens, renumbered in the order
+of the original ids. The id choice and the slicing are `nash_cli.surgery.vocab`; the tokenizer's
+reduction is `nash_cli.surgery.tokenizer`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nash_cli.artifact import LoadOptions, releases_outputs
+from nash_cli.data import DataOptions
+from nash_cli.errors import NashError
+from nash_cli.progress import Progress
+from nash_cli.stages import arguments
+
+#: The id map written beside the weights: `{"kept_ids": [...]}`, new id i = kept_ids[i].
+ID_MAP_FILE = "vocab_map.json"
+
+
+@dataclass(kw_only=True)
+class PruneVocabOptions(LoadOptions):
+    """What `nash prune-vocab` does."""
+
+    checkpoint: str
+    """A dense or compact checkpoint (a masked one must go through `nash compact` first)."""
+    output: Path
+    """Directory to write the reduced-vocabulary checkpoint to."""
+    data: str
+    """Training data whose target tokens are kept (any format `nash distill` reads)."""
+    split: str | None = None
+    """Split of `data` (hub / saved DatasetDict / JSON keyed by split)."""
+    source_column: str | None = None
+    """Input column of `data` (read with `keep_source_tokens`)."""
+    target_column: str | None = None
+    """Reference column of `data` (a list of references is allowed: all are kept)."""
+    source_template: str | None = None
+    """Builds the input from several columns of `data`."""
+    source_prefix: str = DataOptions.source_prefix
+    """Text put before every input (its tokens are kept with `keep_source_tokens`)."""
+    keep_source_tokens: bool = False
+    """Also keep the tokens of the inputs (tasks that copy from the input: names, numbers)."""
+    min_count: int = 1
+    """Keep a data token only if it occurs at least this many times."""
+    eval_data: str | None = None
+    """Held-out data: report the share of its references whose tokens are all kept."""
+    eval_split: str | None = None
+    """Split of `eval_data`."""
+    force: bool = False
+    """Replace the output if it exists."""
+
+    def check(self) -> None:
+        """NashError for an impossible setting (before anything is read)."""
+        if self.min_count < 1:
+            raise NashError(f"--min-count must be at least 1, got {self.min_count}")
+
+
+@dataclass
+class PruneVocabResult:
+    """What `run` did, for printing and JSON."""
+
+    output: str
+    """The written checkpoint."""
+    vocabulary: dict[str, Any]
+    """`before` (the model's rows), `tokenizer_before` (the tokenizer's tokens), `kept`, `share`
+    (kept / before), `required` (specials, single characters, bytes: kept whatever the data),
+    `from_data` (data tokens at or above `min_count`), `closure` (BPE parts added)."""
+    parameters: dict[str, dict[str, int]]
+    """`{"before"|"after": nash_cli.arch.count_parameters(...)}`."""
+    file_size: dict[str, int]
+    """Bytes of the weight files, `before` and `after`."""
+    training: dict[str, Any]
+    """Over the training targets: `references`, `covered` (all tokens kept) and `exact` (of the
+    covered, how many the new tokenizer tokenises to the mapped original ids)."""
+    coverage: dict[str, Any] | None
+    """Over `eval_data`: its references (`references`, `covered`: all tokens kept, `share`) and
+    its inputs (`inputs`, `inputs_covered`, `inputs_share`); None without it."""
+    id_map: str
+    """The file beside the weights that lists the kept original ids."""
+    seconds: float
+    """Wall time."""
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know."""
+    stage: str = "prune-vocab"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready result."""
+        return asdict(self)
+
+
+def _texts(examples, *, sources: bool) -> tuple[list[str], list[str]]:
+    references = [reference for example in examples for reference in example.references]
+    return references, [example.source for example in examples] if sources else []
+
+
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+@releases_outputs
+def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> PruneVocabResult:
+    """Chooses the kept tokens, slices the model, writes the model and its reduced tokenizer.
+
+    Args:
+        options: The stage's options.
+        progress: Advanced through the four steps (read, choose, slice, write), each named.
+
+    Raises:
+        NashError: an existing output without `force`; a masked checkpoint; missing, empty or
+            unreadable data; a tokenizer that is not a fast Unigram, BPE or WordLevel one.
+    """
+    from nash_cli import artifact
+    from nash_cli.arch import count_parameters
+    from nash_cli.data import load_examples
+    from nash_cli.masking import refuse_masked
+    from nash_cli.surgery import tokenizer as tokenizer_surgery
+    from nash_cli.surgery import vocab
+
+    progress = progress or Progress("prune-vocab")
+    started = time.perf_counter()
+    options.check()
+    artifact.check_output(
+        options.output,
+        options.force,
+        inputs={"checkpoint": options.checkpoint, "data": options.data, "eval data": options.eval_data},
+    )
+    refuse_masked(options.checkpoint, user="prune-vocab", role="the checkpoint")
+    load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
+    config = artifact.load_config(options.checkpoint, **load)
+    progress.update(total=4, status="reading data")
+    read = {
+        "source_column": options.source_column,
+        "target_column": options.target_column,
+        "source_template": options.source_template,
+        "source_prefix": options.source_prefix,
+        "require_references": True,
+    }
+    examples = load_examples(options.data, split=options.split, **read)
+    held_out = load_examples(options.eval_data, split=options.eval_split, **read) if options.eval_data else None
+    tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise NashError(f"the tokenizer of {options.checkpoint} is not a fast (tokenizers) tokenizer; prune-vocab rewrites tokenizer.json")
+    document = json.loads(backend.to_str())
+    tokenizer_surgery.model_type(document)
+
+    progress.advance(status="choosing tokens")
+    references, sources = _texts(examples, sources=options.keep_source_tokens)
+    target_ids = _encode(tokenizer, references)
+    counts = vocab.count_tokens(target_ids + _encode(tokenizer, sources))
+    generation_config = _generation_config(options.checkpoint)
+    required = (
+        tokenizer_surgery.required_ids(document)
+        | set(tokenizer.all_special_ids)
+        | vocab.config_ids(config)
+        | (vocab.config_ids(generation_config) if generation_config is not None else set())
+    )
+    chosen = vocab.choose_kept_ids(required, counts, options.min_count)
+    kept = sorted(tokenizer_surgery.close_ids(document, chosen))
+    kept_set = set(kept)
+    from_data = {token for token, count in counts.items() if count >= options.min_count}
+
+    progress.advance(status="slicing")
+    model = artifact.load_model(options.checkpoint, config=config, **load)
+    before = count_parameters(model)
+    original_rows = int(model.get_input_embeddings().weight.shape[0])
+    pruned = vocab.prune_vocabulary(model, kept)
+    after = count_parameters(pruned)
+    del model
+    notes = []
+    if original_rows > len(tokenizer):
+        notes.append(
+            f"the model had {original_rows - len(tokenizer)} vocabulary rows with no token in its tokenizer "
+            f"(ids {len(tokenizer)}..{original_rows - 1}); they are dropped"
+        )
+
+    progress.advance(status="writing")
+    mapping = vocab.id_map(kept)
+    with tempfile.TemporaryDirectory(prefix="nash-tokenizer-") as scratch:
+        scratch_dir = Path(scratch)
+        new_tokenizer = _write_tokenizer(tokenizer, tokenizer_surgery.reduce_tokenizer(document, kept), mapping, scratch_dir)
+        covered = [ids for ids in target_ids if kept_set.issuperset(ids)]
+        covered_texts = [text for text, ids in zip(references, target_ids, strict=True) if kept_set.issuperset(ids)]
+        exact = sum(
+            new == [mapping[i] for i in old]
+            for new, old in zip(_encode(new_tokenizer, covered_texts), covered, strict=True)
+        )
+        if exact != len(covered):
+            notes.append(
+                f"{len(covered) - exact} of {len(covered)} covered training targets tokenise differently with the "
+                "reduced tokenizer; please report this"
+            )
+        coverage = None
+        if held_out is not None:
+            held_ids = _encode(tokenizer, _texts(held_out, sources=False)[0])
+            hit = sum(kept_set.issuperset(ids) for ids in held_ids)
+            input_ids = _encode(tokenizer, [example.source for example in held_out])
+            inputs_hit = sum(kept_set.issuperset(ids) for ids in input_ids)
+            coverage = {
+                "references": len(held_ids),
+                "covered": hit,
+                "share": hit / len(held_ids) if held_ids else None,
+                "inputs": len(input_ids),
+                "inputs_covered": inputs_hit,
+                "inputs_share": inputs_hit / len(input_ids) if input_ids else None,
+            }
+            if inputs_hit < len(input_ids):
+                notes.append(
+                    f"{len(input_ids) - inputs_hit} of {len(input_ids)} --eval-data inputs hold dropped tokens: the reduced "
+                    "tokenizer spells those words with smaller pieces, so the encoder reads a longer, different input"
+                    + ("" if options.keep_source_tokens else "; --keep-source-tokens keeps the training inputs' tokens")
+                )
+        extra = {
+            "prune_vocab": {
+                "kept": len(kept),
+                "vocab_size_before": original_rows,
+                "id_map": ID_MAP_FILE,
+                "min_count": options.min_count,
+                "keep_source_tokens": options.keep_source_tokens,
+                "coverage": coverage,
+            }
+        }
+        map_text = artifact.json_text({"kept_ids": kept, "vocab_size_before": original_rows})
+        artifact.save_checkpoint(
+            pruned,
+            options.output,
+            source=options.checkpoint,
+            stage="prune-vocab",
+            arguments=arguments(options),
+            state=(artifact.read_manifest(options.checkpoint) or {}).get("state", "dense"),
+            extra=extra,
+            extra_files={ID_MAP_FILE: lambda directory: (directory / ID_MAP_FILE).write_text(map_text)},
+            force=options.force,
+            tokenizer_source=scratch_dir,
+        )
+    progress.advance(status="written")
+    size_before = sum(p.stat().st_size for p in artifact.weight_files(Path(options.checkpoint), allow_pickle=True))
+    size_after = sum(p.stat().st_size for p in artifact.weight_files(Path(options.output)))
+    return PruneVocabResult(
+        output=str(options.output),
+        vocabulary={
+            "before": original_rows,
+            "tokenizer_before": len(tokenizer),
+            "kept": len(kept),
+            "share": len(kept) / original_rows,
+            "required": len(required),
+            "from_data": len(from_data),
+            "closure": len(kept) - len(chosen),
+        },
+        parameters={"before": before, "after": after},
+        file_size={"before": size_before, "after": size_after},
+        training={"references": len(target_ids), "covered": len(covered), "exact": exact},
+        coverage=coverage,
+        id_map=ID_MAP_FILE,
+        seconds=time.perf_counter() - started,
+        notes=notes,
+    )
+
+
+def _generation_config(source: str):
+    from nash_cli._hf import quiet_transformers
+
+    path = Path(source) / "generation_config.json"
+    if not path.is_file():
+        return None
+    from transformers import GenerationConfig
+
+    with quiet_transformers():
+        try:
+            return GenerationConfig.from_pretrained(str(source))
+        except (OSError, ValueError) as error:
+            raise NashError(f"{path} is unreadable ({str(error).splitlines()[0]}); re-save the checkpoint") from None
+
+
+#: Vocabulary files other than tokenizer.json: they would describe the original vocabulary.
+_STALE_FILES = ("spiece.model", "sentencepiece.bpe.model", "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json")
+
+
+def _write_tokenizer(tokenizer, document: dict[str, Any], mapping: dict[int, int], directory: Path):
+    """Writes the reduced tokenizer into `directory` and returns it as AutoTokenizer loads it.
+
+    `save_pretrained` writes the tokenizer's own config (class, special tokens); tokenizer.json is
+    then replaced by the reduced document, and any SentencePiece or BPE vocabulary file is removed
+    so that only the reduced vocabulary can be loaded.
+    """
+    from transformers import AutoTokenizer
+
+    from nash_cli._hf import quiet_transformers
+    from nash_cli.surgery.tokenizer import renumber_tokenizer_config
+
+    with quiet_transformers():
+        tokenizer.save_pretrained(directory)
+    for name in _STALE_FILES:
+        (directory / name).unlink(missing_ok=True)
+    (directory / "tokenizer.json").write_text(json.dumps(document, ensure_ascii=False))
+    config_path = directory / "tokenizer_config.json"
+    if config_path.is_file():
+        config = renumber_tokenizer_config(json.loads(config_path.read_text()), mapping)
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    with quiet_transformers():
+        reloaded = AutoTokenizer.from_pretrained(str(directory))
+    if len(reloaded) != len(mapping):
+        raise NashError(
+            f"the reduced tokenizer loads with {len(reloaded)} tokens instead of {len(mapping)}; "
+            "its class rebuilds the vocabulary differently (please report this)"
+        )
+    return reloaded

@@ -1,0 +1,149 @@
+"""The vocabulary surgery: kept ids, slicing, config ids, and exact tokenizer reduction.
+
+Exactness is checked, not argued: a text whose original tokens are all kept must tokenise to the
+same tokens (renumbered) with the reduced tokenizer, for a byte-level BPE trained here and for the
+real T5 SentencePiece vocabulary in ../shared when present.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import CORPUS
+from nash_cli.errors import NashError
+from nash_cli.surgery import tokenizer as tokenizer_surgery
+from nash_cli.surgery import vocab
+
+#: Held-out texts: some reuse only training words, some bring new ones.
+HELD_OUT = [
+    "the dog sat on the mat .",
+    "the fox looked at the cat .",
+    "alice will bring the dog .",
+    "a zebra quietly juggles seventeen xylophones !",
+    "the meeting is at noon .",
+    "bob sat on the slides .",
+]
+
+
+def _exactness(document, kept, texts):
+    """(covered, exact): texts whose original ids are all kept, and those tokenised identically."""
+    from tokenizers import Tokenizer
+
+    original = Tokenizer.from_str(json.dumps(document))
+    reduced = Tokenizer.from_str(json.dumps(tokenizer_surgery.reduce_tokenizer(document, kept)))
+    mapping = vocab.id_map(kept)
+    covered = exact = 0
+    for text in texts:
+        ids = original.encode(text, add_special_tokens=False).ids
+        if set(ids) <= set(kept):
+            covered += 1
+            exact += reduced.encode(text, add_special_tokens=False).ids == [mapping[i] for i in ids]
+    return covered, exact
+
+
+def _chosen(document, texts):
+    from tokenizers import Tokenizer
+
+    original = Tokenizer.from_str(json.dumps(document))
+    counts = vocab.count_tokens(original.encode(t, add_special_tokens=False).ids for t in texts)
+    return vocab.choose_kept_ids(tokenizer_surgery.required_ids(document), counts)
+
+
+def test_choose_kept_ids_and_min_count():
+    counts = {10: 1, 11: 3, 12: 2}
+    assert vocab.choose_kept_ids({0, 1}, counts) == [0, 1, 10, 11, 12]
+    assert vocab.choose_kept_ids({0, 1}, counts, min_count=2) == [0, 1, 11, 12]
+    assert vocab.id_map([0, 1, 11, 12]) == {0: 0, 1: 1, 11: 2, 12: 3}
+    with pytest.raises(NashError, match="--min-count"):
+        vocab.choose_kept_ids({0}, counts, min_count=0)
+
+
+def test_merge_closure_keeps_every_way_to_build_a_token():
+    merges = [("a", "b"), ("ab", "c"), ("b", "c"), ("a", "bc"), ("x", "y")]
+    assert tokenizer_surgery.merge_closure({"abc"}, merges) == {"abc", "ab", "a", "b", "c", "bc"}
+    assert tokenizer_surgery.merge_closure({"xy", "q"}, merges) == {"xy", "x", "y", "q"}
+
+
+def test_slice_vocabulary_keeps_shared_tensors_shared():
+    shared = torch.arange(12.0).reshape(6, 2)
+    bias = torch.arange(6.0).reshape(1, 6)
+    state = {"shared": shared, "head": shared, "bias": bias, "other": torch.ones(3)}
+    out = vocab.slice_vocabulary(state, {"shared": 0, "head": 0, "bias": 1, "absent": 0}, [0, 2, 5])
+    assert out["shared"] is out["head"]
+    assert out["shared"].tolist() == [[0, 1], [4, 5], [10, 11]]
+    assert out["bias"].tolist() == [[0, 2, 5]]
+    assert out["other"] is state["other"]
+    with pytest.raises(NashError, match="beyond"):
+        vocab.slice_vocabulary(state, {"shared": 0}, [0, 6])
+
+
+def test_renumber_config_maps_every_id():
+    from transformers import BartConfig, GenerationConfig
+
+    config = BartConfig(vocab_size=50, pad_token_id=1, eos_token_id=2, bos_token_id=0, decoder_start_token_id=2,
+                        forced_bos_token_id=0, forced_eos_token_id=2)
+    kept = [0, 1, 2, 7, 9]
+    assert vocab.config_ids(config) >= {0, 1, 2}
+    new = vocab.renumber_config(config, kept)
+    assert new.vocab_size == 5 and config.vocab_size == 50
+    assert (new.pad_token_id, new.eos_token_id, new.bos_token_id, new.decoder_start_token_id) == (1, 2, 0, 2)
+    generation = GenerationConfig(eos_token_id=[2, 9], suppress_tokens=[7, 30], pad_token_id=1)
+    new_generation = vocab.renumber_config(generation, kept, vocab_size=False)
+    assert new_generation.eos_token_id == [2, 4] and new_generation.suppress_tokens == [3]
+    with pytest.raises(NashError, match="pad_token_id"):
+        vocab.renumber_config(config, [0, 2])
+
+
+def test_byte_level_bpe_reduction_is_exact_and_needs_the_closure():
+    from nash_cli.toy import train_byte_level_bpe
+
+    tokenizer = train_byte_level_bpe(CORPUS + HELD_OUT[3:4])
+    document = json.loads(tokenizer.backend_tokenizer.to_str())
+    chosen = _chosen(document, CORPUS[:4])
+    kept = sorted(tokenizer_surgery.close_ids(document, chosen))
+    # all 256 byte symbols and the five specials survive whatever the data
+    tokens = tokenizer_surgery.token_strings(document)
+    assert sum(len(tokens[i]) == 1 for i in kept) == 256
+    assert {0, 1, 2, 3, 4} <= set(kept)
+    assert len(kept) < len(tokens)
+    texts = CORPUS + HELD_OUT
+    covered, exact = _exactness(document, kept, texts)
+    assert 4 <= covered < len(texts)  # the held-out sentence with new words is not covered
+    assert exact == covered
+    # without the merge closure, kept tokens can no longer be built: tokenisation changes
+    assert set(chosen) != set(kept)
+    covered_open, exact_open = _exactness(document, chosen, texts)
+    assert exact_open < covered_open
+    # merges left are exactly those whose parts and result are kept, in the original order
+    reduced = tokenizer_surgery.reduce_tokenizer(document, kept)
+    kept_tokens = set(reduced["model"]["vocab"])
+    original_pairs = tokenizer_surgery.merge_pairs(document)
+    expected = [p for p in original_pairs if p[0] in kept_tokens and p[1] in kept_tokens and p[0] + p[1] in kept_tokens]
+    assert tokenizer_surgery.merge_pairs(reduced) == expected
+    assert sorted(reduced["model"]["vocab"].values()) == list(range(len(kept)))
+
+
+def test_wordpiece_is_refused():
+    with pytest.raises(NashError, match="WordPiece"):
+        tokenizer_surgery.model_type({"model": {"type": "WordPiece", "vocab": {}}})
+
+
+def test_real_t5_unigram_reduction_is_exact(shared_dir):
+    path = shared_dir / "data" / "t5-vocab" / "tokenizer.json"
+    if not path.is_file():
+        pytest.skip("../shared/data/t5-vocab is absent")
+    document = json.loads(path.read_text())
+    train = CORPUS + ["Who won the 2018 World Cup? France beat Croatia 4-2 in Moscow."]
+    kept = sorted(tokenizer_surgery.close_ids(document, _chosen(document, train)))
+    tokens = tokenizer_surgery.token_strings(document)
+    assert all(f"<extra_id_{i}>" in {tokens[k] for k in kept} for i in range(100))
+    assert len(kept) < 1000
+    texts = train + HELD_OUT + ["France won the cup.", "Croatia beat the fox in 2018 4-2", "ÿ € ✓ naïve café"]
+    covered, exact = _exactness(document, kept, texts)
+    assert covered > len(train) and exact == covered
+    reduced = tokenizer_surgery.reduce_tokenizer(document, kept)
+    assert len(reduced["model"]["vocab"]) == len(kept) and reduced["model"]["unk_id"] == 2
+    assert [a["id"] for a in reduced["added_tokens"]] == sorted(a["id"] for a in reduced["added_tokens"])
