@@ -246,7 +246,9 @@ def test_compact_checkpoint(tmp_path, tokenizer, cli):
     source = write_checkpoint(tmp_path / "compact", compact, tokenizer)
     out, report = _prune(cli, source, tmp_path)
     pruned = artifact.load_model(out)
-    assert pruned.config.model_type == "nash_t5" and pruned.config.vocab_size == report["vocabulary"]["kept"]
+    # a compact checkpoint keeps its stock model_type; its per-layer widths survive the vocabulary cut
+    assert pruned.config.model_type == "t5" and pruned.config.encoder_heads == compact.config.encoder_heads
+    assert pruned.config.vocab_size == report["vocabulary"]["kept"]
     kept = torch.tensor(json.loads((out / "vocab_map.json").read_text())["kept_ids"])
     assert torch.equal(pruned.lm_head.weight, compact.lm_head.weight[kept])
     ids = torch.tensor([[int(i) for i in kept[4:9]] + [1]])
