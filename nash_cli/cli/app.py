@@ -11,7 +11,7 @@ import sys
 import typer
 
 from nash_cli import __version__
-from nash_cli.cli import bench, compact, demo, distill, export, prune_encoder, report, run, select_layers
+from nash_cli.cli import bench, compact, demo, distill, export, plan, prune_encoder, report, run, select_layers
 from nash_cli.cli import eval as eval_
 from nash_cli.errors import NashError
 
@@ -50,6 +50,7 @@ app.command("export")(export.command)
 app.command("bench")(bench.command)
 app.command("eval")(eval_.command)
 app.command("report")(report.command)
+app.command("plan")(plan.command)
 
 
 def main(argv: list[str] | None = None) -> None:
