@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -40,7 +40,7 @@ def command(
     checkpoint: Annotated[str, typer.Argument(help="The fine-tuned teacher (a dense checkpoint).")],
     speedup: Annotated[float, typer.Option("--speedup", help="The speedup to reach, e.g. 3 (three times faster than the teacher).")],
     data: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--data",
             help="Real data: input lengths, the teacher's output length, and the vocabulary restriction "
@@ -63,14 +63,14 @@ def command(
         str, typer.Option("--quantization", help="CTranslate2 weight type (int8, ...); transformers runs float32.", rich_help_panel=_SERVE)
     ] = Options.quantization,
     threads: Annotated[
-        Optional[int], typer.Option("--threads", help="CPU threads for torch and CTranslate2 (default: torch's).", rich_help_panel=_SERVE)
+        int | None, typer.Option("--threads", help="CPU threads for torch and CTranslate2 (default: torch's).", rich_help_panel=_SERVE)
     ] = Options.threads,
     source_length: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--source-length", help="Tokens per input: random inputs of this length (default 512 without --data).", rich_help_panel=_SERVE),
     ] = Options.source_length,
     new_tokens: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
             "--new-tokens",
             help="Tokens generated per input (default: the teacher's own mean output length on --data, else its generation config's cap).",
@@ -81,7 +81,7 @@ def command(
         float, typer.Option("--budget-minutes", help="Time for building and timing models; the rest is predicted.", rich_help_panel=_SEARCH)
     ] = Options.budget_minutes,
     decoder_layers: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--decoder-layers", help="Decoder depths to consider, e.g. 1,2,3 (default: 1 to the teacher's).", rich_help_panel=_SEARCH),
     ] = None,
     sparsities: Annotated[
@@ -98,7 +98,7 @@ def command(
     repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per model, after one warm-up call.", rich_help_panel=_SEARCH)] = Options.repeats,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs and pruning scores.", rich_help_panel=_SEARCH)] = Options.seed,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Directory for recipe.yaml and plan.json.")
+        Path | None, typer.Option("--output", "-o", help="Directory for recipe.yaml and plan.json.")
     ] = Options.output,
     force: Annotated[bool, typer.Option("--force", help="Replace --output if it exists.")] = Options.force,
     allow_pickle: AllowPickleOption = Options.allow_pickle,

@@ -201,7 +201,7 @@ def estimate_kept_vocabulary(tokenizer, targets: list[str], vocab_size: int) -> 
 # ---------------------------------------------------------------------- candidate models
 
 
-def encoder_masks(teacher, sparsities, *, seed: int) -> dict[float, tuple["torch.Tensor", "torch.Tensor"]]:
+def encoder_masks(teacher, sparsities, *, seed: int) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
     """Per sparsity above 0, the binary (heads, FFN) masks prune-encoder's final step would pick
     (`nash_cli.l0.masks_for_target`) from random scores: the shapes compact then produces."""
     import torch

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import assert_user_error, snapshot
+
 from nash_cli.planning import (
     FEATURES,
     Candidate,
