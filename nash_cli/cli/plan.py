@@ -95,7 +95,7 @@ def command(
             rich_help_panel=_SEARCH,
         ),
     ] = Options.speedup_against,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per model, after one warm-up call.", rich_help_panel=_SEARCH)] = Options.repeats,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per model, after a short warm-up call.", rich_help_panel=_SEARCH)] = Options.repeats,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs and pruning scores.", rich_help_panel=_SEARCH)] = Options.seed,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Directory for recipe.yaml and plan.json.")
@@ -114,7 +114,7 @@ def command(
     from nash_cli.progress import Progress
     from nash_cli.stages.plan import run
 
-    with Progress.for_stream("plan", unit="model", transient=True) as progress:
+    with Progress.for_stream("plan", unit="call", transient=True) as progress:
         result = run(options, progress=progress)
     _common.emit(result.to_dict(), json_output, print_plan)
     if options.output is not None:
@@ -168,7 +168,7 @@ def print_plan(document: dict, console) -> None:
     budget = document["budget"]
     console.print(
         f"[dim]timed {budget['timed']} of {budget['timed'] + budget['predicted']} candidates in {budget['used_s']:.0f} s "
-        f"(budget {budget['minutes']:g} min), one warm-up and the median of the timed calls; the rest predicted by a "
+        f"(budget {budget['minutes']:g} min), median of the timed calls after a short warm-up; the rest predicted by a "
         f"cost model ({model['kind']}, fitted to {model['timings']} timings, rms error {100 * model['relative_error']:.0f}%); "
         f"new tokens forced (min = max); '~': weight size estimated[/]"
     )

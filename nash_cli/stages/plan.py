@@ -87,7 +87,7 @@ class PlanOptions(LoadOptions):
     """The target is measured against the teacher on the same engine and quantization (engine),
     or against the teacher in transformers at float32 (transformers)."""
     repeats: int = 3
-    """Timed calls per model (after one warm-up call)."""
+    """Timed calls per model (after a short warm-up call)."""
     seed: int = 0
     """Seed of the random inputs and of the random pruning scores."""
     output: Path | None = None
@@ -317,8 +317,13 @@ def weights_mib(model) -> float:
 # ---------------------------------------------------------------------- timing
 
 
+#: New tokens of the warm-up call: enough to run every code path (encoder, first and later
+#: decoding steps, the search) once, far cheaper than a full call on a large model.
+WARMUP_TOKENS = 2
+
+
 class _Timer:
-    """Times models one at a time with the bench core, one warm-up call then `repeats` calls."""
+    """Times models one at a time with the bench core: a short warm-up call, then `repeats` calls."""
 
     def __init__(self, batch, workload: Workload, repeats: int, threads: int | None, progress: Progress):
         self.batch = batch
@@ -330,14 +335,19 @@ class _Timer:
 
     def seconds(self, name: str, model) -> float:
         """Median seconds per call of `model` (min new tokens = max new tokens)."""
-        from nash_cli.generation import resolve_settings
+        from nash_cli.generation import GenerationSettings, generate, resolve_settings
         from nash_cli.timing import BenchSettings, run_bench
 
         settings = resolve_settings(model, num_beams=self.workload.beams, fixed_length=self.workload.new_tokens)
-        self.progress.update(status=f"timing {name}")
-        result = run_bench({name: model}, [self.batch], {name: settings}, BenchSettings(repeats=self.repeats, warmup=1))
+        self.progress.update(status=f"warming up {name}")
+        short = min(WARMUP_TOKENS, settings.max_new_tokens)
+        warmup = GenerationSettings(num_beams=settings.num_beams, max_new_tokens=short, min_new_tokens=short)
+        generate(model, self.batch.input_ids, self.batch.attention_mask, warmup)
+        result = run_bench(
+            {name: model}, [self.batch], {name: settings}, BenchSettings(repeats=self.repeats, warmup=0),
+            on_call=lambda phase, _: self.progress.advance(status=f"{name}: {phase} call done"),
+        )
         self.environment = result.environment
-        self.progress.advance(status=f"timed {name}")
         return statistics.median(result.models[0].repeat_s)
 
 
@@ -448,7 +458,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
 
     Args:
         options: The stage's options.
-        progress: Told which model is being timed.
+        progress: Advanced after every timed `generate()` call, its status naming the model.
 
     Raises:
         NashError: bad options, checkpoint or data; an existing `output` without `force`.
@@ -459,7 +469,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
 
     if options.output is not None:
         artifact.check_output(options.output, options.force)
-    progress = progress or Progress("plan", unit="model")
+    progress = progress or Progress("plan", unit="call")
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     config = artifact.load_config(options.checkpoint, **load)
     manifest = artifact.read_manifest(options.checkpoint) or {}
@@ -538,7 +548,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
             choice = planning.next_to_time(speedups, set(measured), options.speedup)
             if choice is None:
                 break
-            cost = model.predict(work[choice]) * (options.repeats + 1) + build_s
+            cost = model.predict(work[choice]) * options.repeats + build_s
             if time.monotonic() - started + cost > budget_s:
                 break
             built = time.monotonic()
