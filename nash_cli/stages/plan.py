@@ -87,7 +87,7 @@ class PlanOptions(LoadOptions):
     """The target is measured against the teacher on the same engine and quantization (engine),
     or against the teacher in transformers at float32 (transformers)."""
     repeats: int = 3
-    """Timed calls per model (after a short warm-up call)."""
+    """Timed calls per model at most (after a short warm-up call); fewer where the budget is short."""
     seed: int = 0
     """Seed of the random inputs and of the random pruning scores."""
     output: Path | None = None
@@ -152,7 +152,8 @@ class PlanResult:
     """Batch, beams, source length and new tokens of one timed call; `source_from` and
     `new_tokens_from` say where the lengths came from."""
     references: dict[str, Any]
-    """The teacher's seconds per call: `transformers` (float32) and `engine` (the chosen engine)."""
+    """The teacher's median seconds per call: `transformers` (float32) and `engine` (the chosen
+    engine); `calls` holds every timed call."""
     candidates: list[dict[str, Any]]
     """Per candidate, most capacity first: configuration, `timed`, seconds per call (measured or
     predicted), `predicted_s`, speedups against both references, parameters, weight MiB."""
@@ -323,32 +324,38 @@ WARMUP_TOKENS = 2
 
 
 class _Timer:
-    """Times models one at a time with the bench core: a short warm-up call, then `repeats` calls."""
+    """Times models one at a time with the bench core, after a short warm-up call."""
 
-    def __init__(self, batch, workload: Workload, repeats: int, threads: int | None, progress: Progress):
+    def __init__(self, batch, workload: Workload, progress: Progress):
         self.batch = batch
         self.workload = workload
-        self.repeats = repeats
-        self.threads = threads
         self.progress = progress
         self.environment: dict[str, Any] = {}
 
-    def seconds(self, name: str, model) -> float:
-        """Median seconds per call of `model` (min new tokens = max new tokens)."""
+    def calls(self, name: str, model, count: int, *, warm_up: bool = True) -> list[float]:
+        """Seconds of each of `count` timed calls of `model` (min new tokens = max new tokens)."""
         from nash_cli.generation import GenerationSettings, generate, resolve_settings
         from nash_cli.timing import BenchSettings, run_bench
 
         settings = resolve_settings(model, num_beams=self.workload.beams, fixed_length=self.workload.new_tokens)
-        self.progress.update(status=f"warming up {name}")
-        short = min(WARMUP_TOKENS, settings.max_new_tokens)
-        warmup = GenerationSettings(num_beams=settings.num_beams, max_new_tokens=short, min_new_tokens=short)
-        generate(model, self.batch.input_ids, self.batch.attention_mask, warmup)
+        if warm_up:
+            self.progress.update(status=f"warming up {name}")
+            short = min(WARMUP_TOKENS, settings.max_new_tokens)
+            warmup = GenerationSettings(num_beams=settings.num_beams, max_new_tokens=short, min_new_tokens=short)
+            generate(model, self.batch.input_ids, self.batch.attention_mask, warmup)
         result = run_bench(
-            {name: model}, [self.batch], {name: settings}, BenchSettings(repeats=self.repeats, warmup=0),
+            {name: model}, [self.batch], {name: settings}, BenchSettings(repeats=count, warmup=0),
             on_call=lambda phase, _: self.progress.advance(status=f"{name}: {phase} call done"),
         )
         self.environment = result.environment
-        return statistics.median(result.models[0].repeat_s)
+        return list(result.models[0].repeat_s)
+
+    def teacher(self, name: str, model, repeats: int, share_s: float) -> list[float]:
+        """The teacher's calls: one, then up to `repeats - 1` more as far as `share_s` seconds allow
+        (a large teacher on a slow machine must not eat the whole budget)."""
+        first = self.calls(name, model, 1)
+        more = min(repeats - 1, int(share_s // first[0]))
+        return first + (self.calls(name, model, more, warm_up=False) if more > 0 else [])
 
 
 def _export(model, tokenizer, workdir: Path, name: str, quantization: str, threads: int | None):
@@ -525,20 +532,25 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
     teacher_work = planning.features(model_shape(teacher), workload)
 
     budget_s = options.budget_minutes * 60
-    timer = _Timer(batch, workload, options.repeats, options.threads, progress)
+    timer = _Timer(batch, workload, progress)
     engine_name = "ct2" if options.engine == "ctranslate2" else "torch"
     workdir = Path(tempfile.mkdtemp(prefix="nash-plan-"))
     measured: dict[Candidate, float] = {}
+    calls: dict[Candidate, int] = {}
     sizes: dict[Candidate, float] = {}
+    # The teacher's extra calls may take a fifth of the budget (split between the two engines).
+    share_s = budget_s / (5 if options.engine == "transformers" else 10)
     try:
-        references = {"transformers": timer.seconds("teacher (torch float32)", teacher)}
+        teacher_calls = {"transformers": timer.teacher("teacher (torch float32)", teacher, options.repeats, share_s)}
         teacher_size = None
         if options.engine == "ctranslate2":
             engine_teacher, teacher_size = _export(teacher, tokenizer, workdir, "teacher", options.quantization, options.threads)
-            references["engine"] = timer.seconds(f"teacher ({engine_name} {options.quantization})", engine_teacher)
+            teacher_calls["engine"] = timer.teacher(f"teacher ({engine_name} {options.quantization})", engine_teacher,
+                                                    options.repeats, share_s)
             del engine_teacher
         else:
-            references["engine"] = references["transformers"]
+            teacher_calls["engine"] = teacher_calls["transformers"]
+        references = {key: statistics.median(values) for key, values in teacher_calls.items()}
         baseline = references[options.speedup_against]
         samples = [(teacher_work, references["engine"])]
         model = planning.fit_cost_model(samples)
@@ -548,8 +560,10 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
             choice = planning.next_to_time(speedups, set(measured), options.speedup)
             if choice is None:
                 break
-            cost = model.predict(work[choice]) * options.repeats + build_s
-            if time.monotonic() - started + cost > budget_s:
+            # As many calls as the budget left allows (up to --repeats); none: stop timing.
+            left = budget_s - (time.monotonic() - started) - build_s
+            count = min(options.repeats, int(left // max(model.predict(work[choice]), 1e-9)))
+            if count < 1:
                 break
             built = time.monotonic()
             progress.update(status=f"building {choice.label}")
@@ -558,7 +572,8 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
                 candidate, sizes[choice] = _export(candidate, tokenizer, workdir, f"c{len(measured)}", options.quantization,
                                                    options.threads)
             build_s = time.monotonic() - built
-            measured[choice] = timer.seconds(choice.label, candidate)
+            measured[choice] = statistics.median(timer.calls(choice.label, candidate, count))
+            calls[choice] = count
             del candidate
             samples.append((work[choice], measured[choice]))
             model = planning.fit_cost_model(samples)
@@ -579,6 +594,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
             **c.to_dict(),
             "label": c.label,
             "timed": c in measured,
+            "timed_calls": calls.get(c, 0),
             "seconds": seconds[c],
             "predicted_s": model.predict(work[c]),
             "speedup": speedups[c],
@@ -611,7 +627,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
         engine={"engine": options.engine, "quantization": options.quantization if options.engine == "ctranslate2" else "float32",
                 "threads": torch.get_num_threads()},
         workload={**asdict(workload), **origin},
-        references=references,
+        references={**references, "calls": teacher_calls},
         candidates=rows,
         cost_model=model.to_dict(),
         recommendation={

@@ -168,7 +168,7 @@ def test_plan_times_candidates_and_writes_a_recipe_that_validates(cli, deep_deco
     assert result.exit_code == 0, result.stderr
     plan = result.json()
     rows = {(row["decoder_layers"], row["vocab_size"]): row for row in plan["candidates"]}
-    assert all(row["timed"] for row in rows.values()), "a 5-minute budget times four tiny models"
+    assert all(row["timed"] and row["timed_calls"] == 3 for row in rows.values()), "5 minutes time four tiny models"
     kept = plan["vocabulary"]["kept"]
     assert (1, kept) in rows and (6, None) in rows
     # Timings monotone in k: six decoder layers against one, where the decoder is the work.
@@ -203,6 +203,19 @@ def test_an_unreachable_target_gets_the_fastest_candidate_and_the_best_speedup(c
     assert "train.jsonl" in plan["recipe"] and "placeholder" in plan["recipe"]
 
 
+def test_a_short_budget_times_the_teacher_once_and_predicts_the_rest(cli, deep_decoder):
+    result = cli("plan", deep_decoder, "--speedup", "2", "--batch", "2", "--beams", "2", "--source-length", "8",
+                 "--new-tokens", "8", "--decoder-layers", "1,3,6", "--budget-minutes", "0.001", "--json")
+    assert result.exit_code == 0, result.stderr
+    plan = result.json()
+    assert len(plan["references"]["calls"]["transformers"]) == 1
+    assert not any(row["timed"] for row in plan["candidates"]) and plan["budget"]["timed"] == 0
+    assert plan["cost_model"]["kind"] == "proportional"
+    predicted = {row["decoder_layers"]: row["seconds"] for row in plan["candidates"] if row["encoder_sparsity"] == 0}
+    assert predicted[1] < predicted[3] < predicted[6]
+    assert any("predicted, not timed" in note for note in plan["notes"])
+
+
 def test_ctranslate2_plan_exports_each_timed_candidate(cli, make_checkpoint, tmp_path):
     pytest.importorskip("ctranslate2")
     teacher = make_checkpoint("t5", encoder_layers=2, decoder_layers=2)
@@ -211,7 +224,8 @@ def test_ctranslate2_plan_exports_each_timed_candidate(cli, make_checkpoint, tmp
                  "--decoder-layers", "1", "--sparsities", "0,0.5", "--repeats", "1", "--json")
     assert result.exit_code == 0, result.stderr
     plan = result.json()
-    assert set(plan["references"]) == {"transformers", "engine"}
+    assert set(plan["references"]) == {"transformers", "engine", "calls"}
+    assert plan["references"]["engine"] != plan["references"]["transformers"]
     assert plan["engine"]["quantization"] == "int8"
     for row in plan["candidates"]:
         assert row["timed"] and not row["weights_estimated"]
