@@ -153,10 +153,12 @@ class PlanResult:
     `new_tokens_from` say where the lengths came from."""
     references: dict[str, Any]
     """The teacher's median seconds per call: `transformers` (float32) and `engine` (the chosen
-    engine); `calls` holds every timed call."""
+    engine); `calls` holds every timed call; `reference` names the candidate every other was
+    timed beside, and `teacher_over_reference` the teacher's time over its (median of ratios)."""
     candidates: list[dict[str, Any]]
-    """Per candidate, most capacity first: configuration, `timed`, seconds per call (measured or
-    predicted), `predicted_s`, speedups against both references, parameters, weight MiB."""
+    """Per candidate, most capacity first: configuration, `timed` (and `timed_calls`), seconds per
+    call at the teacher's conditions (measured or predicted), `predicted_s`, speedups against both
+    references, parameters, weight MiB."""
     cost_model: dict[str, Any]
     """The fitted model (`nash_cli.planning.CostModel`)."""
     recommendation: dict[str, Any]
@@ -328,38 +330,43 @@ BUDGET_MARGIN = 1.25
 
 
 class _Timer:
-    """Times models one at a time with the bench core, after a short warm-up call."""
+    """Times models with the bench core, interleaved within a group, after a short warm-up call each."""
 
     def __init__(self, batch, workload: Workload, progress: Progress):
         self.batch = batch
         self.workload = workload
         self.progress = progress
         self.environment: dict[str, Any] = {}
+        self._warm: set[str] = set()
 
-    def calls(self, name: str, model, count: int, *, warm_up: bool = True) -> list[float]:
-        """Seconds of each of `count` timed calls of `model` (min new tokens = max new tokens)."""
+    def group(self, models: dict[str, Any], count: int) -> dict[str, list[float]]:
+        """Seconds of each of `count` repeats per model (min new tokens = max new tokens), the
+        models interleaved as `nash bench` runs them, so drift of the machine hits them alike."""
         from nash_cli.generation import GenerationSettings, generate, resolve_settings
         from nash_cli.timing import BenchSettings, run_bench
 
-        settings = resolve_settings(model, num_beams=self.workload.beams, fixed_length=self.workload.new_tokens)
-        if warm_up:
-            self.progress.update(status=f"warming up {name}")
-            short = min(WARMUP_TOKENS, settings.max_new_tokens)
-            warmup = GenerationSettings(num_beams=settings.num_beams, max_new_tokens=short, min_new_tokens=short)
-            generate(model, self.batch.input_ids, self.batch.attention_mask, warmup)
+        settings = {
+            name: resolve_settings(model, num_beams=self.workload.beams, fixed_length=self.workload.new_tokens)
+            for name, model in models.items()
+        }
+        for name, model in models.items():
+            if name not in self._warm:
+                self.progress.update(status=f"warming up {name}")
+                short = min(WARMUP_TOKENS, settings[name].max_new_tokens)
+                warmup = GenerationSettings(num_beams=settings[name].num_beams, max_new_tokens=short, min_new_tokens=short)
+                generate(model, self.batch.input_ids, self.batch.attention_mask, warmup)
+                self._warm.add(name)
         result = run_bench(
-            {name: model}, [self.batch], {name: settings}, BenchSettings(repeats=count, warmup=0),
-            on_call=lambda phase, _: self.progress.advance(status=f"{name}: {phase} call done"),
+            models, [self.batch], settings, BenchSettings(repeats=count, warmup=0),
+            on_call=lambda phase, name: self.progress.advance(status=f"{name}: {phase} call done"),
         )
         self.environment = result.environment
-        return list(result.models[0].repeat_s)
+        return {report.name: list(report.repeat_s) for report in result.models}
 
-    def teacher(self, name: str, model, repeats: int, share_s: float) -> list[float]:
-        """The teacher's calls: one, then up to `repeats - 1` more as far as `share_s` seconds allow
-        (a large teacher on a slow machine must not eat the whole budget)."""
-        first = self.calls(name, model, 1)
-        more = min(repeats - 1, int(share_s // first[0]))
-        return first + (self.calls(name, model, more, warm_up=False) if more > 0 else [])
+
+def ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over repeats of numerator / denominator within the same repeat (drift cancels)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
 
 
 def _export(model, tokenizer, workdir: Path, name: str, quantization: str, threads: int | None):
@@ -542,21 +549,43 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
     measured: dict[Candidate, float] = {}
     calls: dict[Candidate, int] = {}
     sizes: dict[Candidate, float] = {}
-    # The teacher's extra calls may take a fifth of the budget (split between the two engines).
-    share_s = budget_s / (5 if options.engine == "transformers" else 10)
+    # The reference is the fastest candidate (by work): cheap to run beside every other model. The
+    # teacher is timed interleaved with it once; each candidate then interleaved with it. A
+    # candidate's speedup is (teacher / reference) x (reference / candidate), each a median of
+    # ratios within the same repeats, so a machine whose speed changes between the teacher's turn
+    # and the candidate's does not move it. Its seconds are stated at the teacher's conditions.
+    scale = planning.fit_cost_model([(teacher_work, 1.0)])
+    reference = max(candidates, key=lambda c: (-scale.predict(work[c]), c.capacity_key()))
+    teacher_names = {"transformers": "teacher (torch float32)", "engine": f"teacher ({engine_name} {options.quantization})"}
     try:
-        teacher_calls = {"transformers": timer.teacher("teacher (torch float32)", teacher, options.repeats, share_s)}
+        progress.update(status=f"building {reference.label}")
+        reference_model = build_candidate(teacher, reference, masks)
+        group: dict[str, Any] = {teacher_names["transformers"]: teacher}
         teacher_size = None
         if options.engine == "ctranslate2":
-            engine_teacher, teacher_size = _export(teacher, tokenizer, workdir, "teacher", options.quantization, options.threads)
-            teacher_calls["engine"] = timer.teacher(f"teacher ({engine_name} {options.quantization})", engine_teacher,
-                                                    options.repeats, share_s)
-            del engine_teacher
+            group[teacher_names["engine"]], teacher_size = _export(teacher, tokenizer, workdir, "teacher",
+                                                                   options.quantization, options.threads)
+            reference_model, sizes[reference] = _export(reference_model, tokenizer, workdir, "reference",
+                                                        options.quantization, options.threads)
         else:
-            teacher_calls["engine"] = teacher_calls["transformers"]
+            teacher_names["engine"] = teacher_names["transformers"]
+        group[reference.label] = reference_model
+        # One repeat; more up to --repeats as far as a fifth of the budget allows (a large teacher
+        # on a slow machine must not eat the whole budget).
+        repeats_s = timer.group(group, 1)
+        per_repeat = sum(values[0] for values in repeats_s.values())
+        more = min(options.repeats - 1, int((budget_s / 5) // per_repeat))
+        if more > 0:
+            for name, values in timer.group(group, more).items():
+                repeats_s[name] += values
+        del group
+        teacher_calls = {key: repeats_s[name] for key, name in teacher_names.items()}
         references = {key: statistics.median(values) for key, values in teacher_calls.items()}
+        over_reference = {key: ratio(values, repeats_s[reference.label]) for key, values in teacher_calls.items()}
+        measured[reference] = references["engine"] / over_reference["engine"]
+        calls[reference] = len(repeats_s[reference.label])
         baseline = references[options.speedup_against]
-        samples = [(teacher_work, references["engine"])]
+        samples = [(teacher_work, references["engine"]), (work[reference], measured[reference])]
         model = planning.fit_cost_model(samples)
         build_s = 0.0
         while True:
@@ -564,10 +593,11 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
             choice = planning.next_to_time(speedups, set(measured), options.speedup)
             if choice is None:
                 break
-            # As many calls as the budget left allows (up to --repeats); none: stop timing. The
+            # As many repeats as the budget left allows (up to --repeats); none: stop timing. The
             # prediction is given a quarter more, since on a busy machine it is often that far off.
             left = budget_s - (time.monotonic() - started) - build_s
-            count = min(options.repeats, int(left // max(BUDGET_MARGIN * model.predict(work[choice]), 1e-9)))
+            repeat_cost = BUDGET_MARGIN * (model.predict(work[choice]) + model.predict(work[reference]))
+            count = min(options.repeats, int(left // max(repeat_cost, 1e-9)))
             if count < 1:
                 break
             built = time.monotonic()
@@ -577,11 +607,13 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
                 candidate, sizes[choice] = _export(candidate, tokenizer, workdir, f"c{len(measured)}", options.quantization,
                                                    options.threads)
             build_s = time.monotonic() - built
-            measured[choice] = statistics.median(timer.calls(choice.label, candidate, count))
+            pair = timer.group({reference.label: reference_model, choice.label: candidate}, count)
+            measured[choice] = measured[reference] * ratio(pair[choice.label], pair[reference.label])
             calls[choice] = count
             del candidate
             samples.append((work[choice], measured[choice]))
             model = planning.fit_cost_model(samples)
+        del reference_model
     finally:
         import shutil
 
@@ -632,7 +664,8 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
         engine={"engine": options.engine, "quantization": options.quantization if options.engine == "ctranslate2" else "float32",
                 "threads": torch.get_num_threads()},
         workload={**asdict(workload), **origin},
-        references={**references, "calls": teacher_calls},
+        references={**references, "calls": teacher_calls, "reference": reference.label,
+                    "teacher_over_reference": over_reference},
         candidates=rows,
         cost_model=model.to_dict(),
         recommendation={

@@ -209,11 +209,15 @@ def test_a_short_budget_times_the_teacher_once_and_predicts_the_rest(cli, deep_d
     assert result.exit_code == 0, result.stderr
     plan = result.json()
     assert len(plan["references"]["calls"]["transformers"]) == 1
-    assert not any(row["timed"] for row in plan["candidates"]) and plan["budget"]["timed"] == 0
-    assert plan["cost_model"]["kind"] == "proportional"
+    # only the reference (the fastest candidate), timed beside the teacher
+    timed = [row for row in plan["candidates"] if row["timed"]]
+    assert [row["label"] for row in timed] == [plan["references"]["reference"]] == ["dec 1, enc 0.50"]
+    assert plan["budget"]["timed"] == 1 and timed[0]["timed_calls"] == 1
+    assert plan["cost_model"]["timings"] == 2
     predicted = {row["decoder_layers"]: row["seconds"] for row in plan["candidates"] if row["encoder_sparsity"] == 0}
     assert predicted[1] < predicted[3] < predicted[6]
-    assert any("predicted, not timed" in note for note in plan["notes"])
+    flagged = any("predicted, not timed" in note for note in plan["notes"])
+    assert flagged == (not plan["recommendation"]["timed"])
 
 
 def test_ctranslate2_plan_exports_each_timed_candidate(cli, make_checkpoint, tmp_path):
@@ -224,7 +228,7 @@ def test_ctranslate2_plan_exports_each_timed_candidate(cli, make_checkpoint, tmp
                  "--decoder-layers", "1", "--sparsities", "0,0.5", "--repeats", "1", "--json")
     assert result.exit_code == 0, result.stderr
     plan = result.json()
-    assert set(plan["references"]) == {"transformers", "engine", "calls"}
+    assert set(plan["references"]) == {"transformers", "engine", "calls", "reference", "teacher_over_reference"}
     assert plan["references"]["engine"] != plan["references"]["transformers"]
     assert plan["engine"]["quantization"] == "int8"
     for row in plan["candidates"]:
