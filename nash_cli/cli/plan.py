@@ -151,7 +151,7 @@ def print_plan(document: dict, console) -> None:
             str(row["decoder_layers"]),
             f"{row['encoder_sparsity']:.2f}",
             vocab,
-            "timed" if row["timed"] else "predicted",
+            "timed" if row["timed"] else "pred.",
             f"{row['seconds']:.3f}",
             f"{row['speedup_vs_engine_teacher']:.2f}x",
         ]
@@ -168,7 +168,8 @@ def print_plan(document: dict, console) -> None:
     budget = document["budget"]
     console.print(
         f"[dim]timed {budget['timed']} of {budget['timed'] + budget['predicted']} candidates in {budget['used_s']:.0f} s "
-        f"(budget {budget['minutes']:g} min), median of the timed calls after a short warm-up; the rest predicted by a "
+        f"(budget {budget['minutes']:g} min), each interleaved with the reference ({document['references']['reference']}), "
+        f"itself interleaved with the teacher: speedups are products of per-repeat ratio medians; 'pred.': predicted by a "
         f"cost model ({model['kind']}, fitted to {model['timings']} timings, rms error {100 * model['relative_error']:.0f}%); "
         f"new tokens forced (min = max); '~': weight size estimated[/]"
     )
