@@ -95,7 +95,7 @@ def command(
             rich_help_panel=_SEARCH,
         ),
     ] = Options.speedup_against,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per model, after a short warm-up call.", rich_help_panel=_SEARCH)] = Options.repeats,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per model at most, after a warm-up call; fewer where the budget is short.", rich_help_panel=_SEARCH)] = Options.repeats,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs and pruning scores.", rich_help_panel=_SEARCH)] = Options.seed,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Directory for recipe.yaml and plan.json.")

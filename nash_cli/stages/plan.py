@@ -87,7 +87,7 @@ class PlanOptions(LoadOptions):
     """The target is measured against the teacher on the same engine and quantization (engine),
     or against the teacher in transformers at float32 (transformers)."""
     repeats: int = 3
-    """Timed calls per model at most (after a short warm-up call); fewer where the budget is short."""
+    """Timed calls per model at most (after a warm-up call); fewer where the budget is short."""
     seed: int = 0
     """Seed of the random inputs and of the random pruning scores."""
     output: Path | None = None
@@ -320,17 +320,17 @@ def weights_mib(model) -> float:
 # ---------------------------------------------------------------------- timing
 
 
-#: New tokens of the warm-up call: enough to run every code path (encoder, first and later
-#: decoding steps, the search) once, far cheaper than a full call on a large model.
-WARMUP_TOKENS = 2
-
-
 #: Factor on a predicted call time when deciding whether it fits in the budget left.
 BUDGET_MARGIN = 1.25
 
 
 class _Timer:
-    """Times models with the bench core, interleaved within a group, after a short warm-up call each."""
+    """Times models with the bench core, interleaved within a group, after one full warm-up call each.
+
+    The warm-up is a whole call, as `nash bench`'s: a shorter one (measured with 2 new tokens) left
+    the first timed calls of a T5-base-sized model several times slower than the later ones, while
+    the allocator grew to the full cache sizes.
+    """
 
     def __init__(self, batch, workload: Workload, progress: Progress):
         self.batch = batch
@@ -342,7 +342,7 @@ class _Timer:
     def group(self, models: dict[str, Any], count: int) -> dict[str, list[float]]:
         """Seconds of each of `count` repeats per model (min new tokens = max new tokens), the
         models interleaved as `nash bench` runs them, so drift of the machine hits them alike."""
-        from nash_cli.generation import GenerationSettings, generate, resolve_settings
+        from nash_cli.generation import generate, resolve_settings
         from nash_cli.timing import BenchSettings, run_bench
 
         settings = {
@@ -352,9 +352,7 @@ class _Timer:
         for name, model in models.items():
             if name not in self._warm:
                 self.progress.update(status=f"warming up {name}")
-                short = min(WARMUP_TOKENS, settings[name].max_new_tokens)
-                warmup = GenerationSettings(num_beams=settings[name].num_beams, max_new_tokens=short, min_new_tokens=short)
-                generate(model, self.batch.input_ids, self.batch.attention_mask, warmup)
+                generate(model, self.batch.input_ids, self.batch.attention_mask, settings[name])
                 self._warm.add(name)
         result = run_bench(
             models, [self.batch], settings, BenchSettings(repeats=count, warmup=0),
@@ -597,7 +595,8 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
             # prediction is given a quarter more, since on a busy machine it is often that far off.
             left = budget_s - (time.monotonic() - started) - build_s
             repeat_cost = BUDGET_MARGIN * (model.predict(work[choice]) + model.predict(work[reference]))
-            count = min(options.repeats, int(left // max(repeat_cost, 1e-9)))
+            warm_up = BUDGET_MARGIN * model.predict(work[choice])
+            count = min(options.repeats, int((left - warm_up) // max(repeat_cost, 1e-9)))
             if count < 1:
                 break
             built = time.monotonic()
