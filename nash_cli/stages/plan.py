@@ -327,9 +327,9 @@ BUDGET_MARGIN = 1.25
 class _Timer:
     """Times models with the bench core, interleaved within a group, after one full warm-up call each.
 
-    The warm-up is a whole call, as `nash bench`'s: a shorter one (measured with 2 new tokens) left
-    the first timed calls of a T5-base-sized model several times slower than the later ones, while
-    the allocator grew to the full cache sizes.
+    The warm-up is a whole call, as `nash bench`'s. A 2-token warm-up was tried first: in one
+    benchmark run (T5-base shape, docs/plan.md) the first timed calls of a model were then several
+    times slower than its later ones, which made the first ratios meaningless.
     """
 
     def __init__(self, batch, workload: Workload, progress: Progress):
