@@ -489,7 +489,7 @@ def weights_sha256(source: str | Path) -> str | None:
 # fails before any work; and every file and directory gets the usual permissions.
 
 #: What `--force` may replace: the kind of a nash output directory, from its manifest.
-DIRECTORY_KINDS = ("checkpoint", "export")
+DIRECTORY_KINDS = ("checkpoint", "export", "plan")
 
 #: The files nash writes outside a checkpoint, by kind (see `is_nash_file`).
 FILE_KINDS = ("metrics", "generations", "bench", "report", "figure")
@@ -502,8 +502,9 @@ SET_JOURNAL_SUFFIX = ".nash-set"
 
 
 def directory_kind(manifest: Mapping[str, Any]) -> str:
-    """The kind of a nash output directory: "export" for `nash export`'s, else "checkpoint"."""
-    return "export" if manifest.get("stage") == "export" else "checkpoint"
+    """The kind of a nash output directory: "export" or "plan" for those commands', else "checkpoint"."""
+    stage = manifest.get("stage")
+    return stage if stage in ("export", "plan") else "checkpoint"
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -614,7 +615,7 @@ def check_output(
     Args:
         output: The output directory.
         force: Replace an existing nash output of the same kind.
-        kind: "checkpoint" or "export" (what `--force` may replace); None for nash's own caches,
+        kind: "checkpoint", "export" or "plan" (what `--force` may replace); None for nash's own caches,
             which any existing directory may be replaced by.
         inputs: Label -> every path the command reads (checkpoint, teacher, data, ...).
 

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from nash_cli import __version__
-from nash_cli.cli import bench, compact, demo, distill, export, prune_encoder, prune_vocab, report, run, select_layers
+from nash_cli.cli import bench, compact, demo, distill, export, plan, prune_encoder, prune_vocab, report, run, select_layers
 from nash_cli.cli import eval as eval_
 from nash_cli.errors import NashError
 
@@ -41,6 +41,7 @@ def _root(
 
 
 app.command("demo")(demo.command)
+app.command("plan")(plan.command)
 app.command("run")(run.command)
 app.command("select-layers")(select_layers.command)
 app.command("prune-encoder")(prune_encoder.command)

@@ -16,6 +16,7 @@ calls the same `run`. Importing a stage module does not import torch.
 | `export`          | `nash export`          |
 | `bench`           | `nash bench`           |
 | `eval`            | `nash eval`            |
+| `plan`            | `nash plan`            |
 """
 
 from __future__ import annotations

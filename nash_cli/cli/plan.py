@@ -1,0 +1,188 @@
+"""`nash plan`: from a speed target on this machine to a recipe, before any training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nash_cli.cli import _common
+from nash_cli.cli._options import (
+    AllowPickleOption,
+    JsonOption,
+    MaxSourceLengthOption,
+    SourceColumnOption,
+    SourcePrefixOption,
+    SourceTemplateOption,
+    SplitOption,
+    TargetColumnOption,
+    TrustRemoteCodeOption,
+)
+from nash_cli.errors import NashError
+from nash_cli.stages.plan import PlanOptions as Options
+
+_SERVE = "Serving settings"
+_SEARCH = "Candidates and budget"
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.replace(" ", "").split(",") if part != ""]
+    except ValueError:
+        raise NashError(f"{option} {text!r} is not a list of numbers; write e.g. {option} 0,0.3,0.5") from None
+    if not values:
+        raise NashError(f"{option} is empty; write e.g. {option} 0,0.3,0.5")
+    return values
+
+
+def command(
+    checkpoint: Annotated[str, typer.Argument(help="The fine-tuned teacher (a dense checkpoint).")],
+    speedup: Annotated[float, typer.Option("--speedup", help="The speedup to reach, e.g. 3 (three times faster than the teacher).")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Real data: input lengths, the teacher's output length, and the vocabulary restriction "
+            "candidates. Without it, random inputs of --source-length.",
+            rich_help_panel="Data",
+        ),
+    ] = Options.data,
+    split: SplitOption = Options.split,
+    source_column: SourceColumnOption = Options.source_column,
+    target_column: TargetColumnOption = Options.target_column,
+    source_template: SourceTemplateOption = Options.source_template,
+    source_prefix: SourcePrefixOption = Options.source_prefix,
+    max_source_length: MaxSourceLengthOption = Options.max_source_length,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences per generate() call, as served.", rich_help_panel=_SERVE)] = Options.batch,
+    beams: Annotated[int, typer.Option("--beams", help="Beam width, as served.", rich_help_panel=_SERVE)] = Options.beams,
+    engine: Annotated[
+        str, typer.Option("--engine", help="What serves the model: transformers or ctranslate2.", rich_help_panel=_SERVE)
+    ] = Options.engine,
+    quantization: Annotated[
+        str, typer.Option("--quantization", help="CTranslate2 weight type (int8, ...); transformers runs float32.", rich_help_panel=_SERVE)
+    ] = Options.quantization,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch and CTranslate2 (default: torch's).", rich_help_panel=_SERVE)
+    ] = Options.threads,
+    source_length: Annotated[
+        int | None,
+        typer.Option("--source-length", help="Tokens per input: random inputs of this length (default 512 without --data).", rich_help_panel=_SERVE),
+    ] = Options.source_length,
+    new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--new-tokens",
+            help="Tokens generated per input (default: the teacher's own mean output length on --data, else its generation config's cap).",
+            rich_help_panel=_SERVE,
+        ),
+    ] = Options.new_tokens,
+    budget_minutes: Annotated[
+        float, typer.Option("--budget-minutes", help="Time for building and timing models; the rest is predicted.", rich_help_panel=_SEARCH)
+    ] = Options.budget_minutes,
+    decoder_layers: Annotated[
+        str | None,
+        typer.Option("--decoder-layers", help="Decoder depths to consider, e.g. 1,2,3 (default: 1 to the teacher's).", rich_help_panel=_SEARCH),
+    ] = None,
+    sparsities: Annotated[
+        str, typer.Option("--sparsities", help="Encoder sparsities to consider (0: no encoder pruning).", rich_help_panel=_SEARCH)
+    ] = "0,0.3,0.5",
+    speedup_against: Annotated[
+        str,
+        typer.Option(
+            "--speedup-against",
+            help="The target is against the teacher on the same engine and quantization (engine) or in transformers float32 (transformers).",
+            rich_help_panel=_SEARCH,
+        ),
+    ] = Options.speedup_against,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per model at most, after a warm-up call; fewer where the budget is short.", rich_help_panel=_SEARCH)] = Options.repeats,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs and pruning scores.", rich_help_panel=_SEARCH)] = Options.seed,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory for recipe.yaml and plan.json.")
+    ] = Options.output,
+    force: Annotated[bool, typer.Option("--force", help="Replace --output if it exists.")] = Options.force,
+    allow_pickle: AllowPickleOption = Options.allow_pickle,
+    trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
+    json_output: JsonOption = False,
+) -> None:
+    """Time every configuration NASH could produce on this machine and recommend the one that meets --speedup."""
+    flags = dict(locals())
+    flags["decoder_layers"] = _common.layer_list(decoder_layers, "--decoder-layers")
+    flags["sparsities"] = _floats(sparsities, "--sparsities")
+    options = _common.checked_options(Options, flags)
+
+    from nash_cli.progress import Progress
+    from nash_cli.stages.plan import run
+
+    with Progress.for_stream("plan", unit="call", transient=True) as progress:
+        result = run(options, progress=progress)
+    _common.emit(result.to_dict(), json_output, print_plan)
+    if options.output is not None:
+        _common.human(json_output).print(f"wrote {Path(options.output) / 'recipe.yaml'} and plan.json")
+
+
+def print_plan(document: dict, console) -> None:
+    """The candidates table, the recommendation and the notes."""
+    from rich.table import Table
+
+    work = document["workload"]
+    engine = document["engine"]
+    serving = f"{engine['engine']}" + (f" {engine['quantization']}" if engine["engine"] == "ctranslate2" else "")
+    env = document.get("environment") or {}
+    table = Table(
+        title=(
+            f"nash plan: {serving}, batch {work['batch']}, beams {work['beams']}, source {work['source_length']}, "
+            f"{work['new_tokens']} new tokens, {engine['threads']} threads on {env.get('device_name', 'this machine')}"
+        )
+    )
+    two = engine["engine"] == "ctranslate2"
+    columns = ["dec", "enc", "vocab", "how", "s/call", "speedup" + (" same engine" if two else "")]
+    if two:
+        columns.append("vs torch fp32")
+    columns += ["M params", "MiB", "target"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "how" else "right")
+    table.add_row("teacher", "", "", "timed", f"{document['references']['engine']:.3f}", "1.00x", *(
+        [f"{document['references']['transformers'] / document['references']['engine']:.2f}x"] if two else []), "", "", "")
+    chosen = document["recommendation"]["label"]
+    for row in document["candidates"]:
+        vocab = f"{row['vocab_size']:,}" if row["vocab_size"] is not None else "all"
+        cells = [
+            str(row["decoder_layers"]),
+            f"{row['encoder_sparsity']:.2f}",
+            vocab,
+            "timed" if row["timed"] else "pred.",
+            f"{row['seconds']:.3f}",
+            f"{row['speedup_vs_engine_teacher']:.2f}x",
+        ]
+        if two:
+            cells.append(f"{row['speedup_vs_transformers_teacher']:.2f}x")
+        cells += [
+            f"{row['parameters'] / 1e6:.1f}",
+            f"{row['weights_mib']:.0f}" + ("~" if row["weights_estimated"] else ""),
+            "meets" if row["meets_target"] else "",
+        ]
+        table.add_row(*cells, style="bold" if row["label"] == chosen else None)
+    console.print(table)
+    model = document["cost_model"]
+    budget = document["budget"]
+    console.print(
+        f"[dim]timed {budget['timed']} of {budget['timed'] + budget['predicted']} candidates in {budget['used_s']:.0f} s "
+        f"(budget {budget['minutes']:g} min), each interleaved with the reference ({document['references']['reference']}), "
+        f"itself interleaved with the teacher: speedups are products of per-repeat ratio medians; 'pred.': predicted by a "
+        f"cost model ({model['kind']}, fitted to {model['timings']} timings, rms error {100 * model['relative_error']:.0f}%); "
+        f"new tokens forced (min = max); '~': weight size estimated[/]"
+    )
+    rec = document["recommendation"]
+    against = "the teacher on the same engine" if document["speedup_against"] == "engine" else "the transformers float32 teacher"
+    if rec["meets_target"]:
+        console.print(f"[green]recommended:[/] {rec['label']}: {rec['speedup']:.2f}x against {against} "
+                      f"({'timed' if rec['timed'] else 'predicted'}); {rec['why']}")
+    else:
+        console.print(f"[red]target {document['target']:g}x not reachable:[/] the best reachable is "
+                      f"{rec['best_reachable']:.2f}x against {against}, with {rec['label']} "
+                      f"({'timed' if rec['timed'] else 'predicted'})")
+    if document.get("vocabulary"):
+        vocab = document["vocabulary"]
+        console.print(f"[dim]vocabulary restriction: {vocab['kept']:,} of {vocab['of']:,} tokens ({vocab['rule']})[/]")
+    _common.print_notes(document.get("notes", []), console)

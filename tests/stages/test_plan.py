@@ -1,0 +1,282 @@
+"""`nash plan`: candidate shapes, the cost model, the timing order, the recommendation, the recipe
+and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_user_error, snapshot
+
+from nash_cli.planning import (
+    FEATURES,
+    Candidate,
+    ModelShape,
+    Workload,
+    candidate_grid,
+    features,
+    fit_cost_model,
+    next_to_time,
+    recommend,
+)
+
+WORKLOAD = Workload(batch=8, beams=4, source_length=256, new_tokens=64)
+
+
+def _shape(k: int, *, encoder_params: int = 85_000_000, vocab: int = 32128) -> ModelShape:
+    # T5-base-like: 9.4M parameters and 768 attention units per decoder layer
+    return ModelShape(encoder_params=encoder_params, encoder_attention_width=12 * 768, decoder_layers=k,
+                      decoder_params=k * 9_437_184, decoder_attention_width=k * 768, d_model=768, vocab_size=vocab)
+
+
+# ---------------------------------------------------------------------- the cost model (pure)
+
+
+def test_cost_model_recovers_a_linear_cost_and_is_monotone_in_decoder_layers():
+    truth = {"prefill": 2e-11, "decoder": 5e-11, "head": 4e-11, "layer_steps": 1e-4, "call": 0.01}
+
+    def seconds(shape):
+        values = features(shape, WORKLOAD)
+        return sum(truth[name] * values[name] for name in FEATURES)
+
+    timed = [_shape(12), _shape(1, encoder_params=40_000_000, vocab=5000), _shape(3), _shape(6, vocab=5000),
+             _shape(2, encoder_params=60_000_000), _shape(9, encoder_params=50_000_000)]
+    model = fit_cost_model([(features(s, WORKLOAD), seconds(s)) for s in timed])
+    assert model.kind == "least-squares" and model.relative_error < 1e-6
+    for k in (4, 5, 7):
+        assert model.predict(features(_shape(k), WORKLOAD)) == pytest.approx(seconds(_shape(k)), rel=1e-6)
+    predicted = [model.predict(features(_shape(k), WORKLOAD)) for k in range(1, 13)]
+    assert predicted == sorted(predicted) and predicted[0] < predicted[-1]
+    assert all(value >= 0 for value in model.coefficients.values())
+
+
+def test_noisy_timings_still_give_a_cost_model_monotone_in_decoder_layers():
+    # A busy machine: times off by up to 30%, the deeper model even measured faster once.
+    samples = [(features(_shape(12), WORKLOAD), 20.0), (features(_shape(1), WORKLOAD), 9.0),
+               (features(_shape(6), WORKLOAD), 10.0), (features(_shape(3), WORKLOAD), 11.0)]
+    model = fit_cost_model(samples)
+    predicted = [model.predict(features(_shape(k), WORKLOAD)) for k in range(1, 13)]
+    assert predicted == sorted(predicted) and predicted[0] < predicted[-1]
+
+
+def test_one_timing_scales_by_work():
+    teacher = features(_shape(12), WORKLOAD)
+    model = fit_cost_model([(teacher, 10.0)])
+    assert model.kind == "proportional"
+    assert model.predict(teacher) == pytest.approx(10.0)
+    assert model.predict(features(_shape(3), WORKLOAD)) < 10.0
+    with pytest.raises(ValueError):
+        fit_cost_model([])
+
+
+# ---------------------------------------------------------------------- choice and order (pure)
+
+
+def test_recommendation_keeps_the_most_capacity_that_meets_the_target():
+    grid = candidate_grid([1, 2, 3], [0.0, 0.5], [None, 500])
+    assert grid[0] == Candidate(3, 0.0, None) and grid[-1] == Candidate(1, 0.5, 500)
+    speedups = {c: 1.0 + 1.0 / c.decoder_layers + c.encoder_sparsity + (0.1 if c.vocab_size else 0.0) for c in grid}
+    choice, meets = recommend(speedups, 1.5)  # k=3: 1.33, 1.43 with the vocabulary, 1.83 with the encoder pruned
+    assert meets and choice == Candidate(3, 0.5, None)
+    choice, meets = recommend(speedups, 1.9)  # k=3 tops at 1.93 only with both; k=2, pruned, reaches 2.0 without
+    assert meets and choice == Candidate(3, 0.5, 500)
+    choice, meets = recommend(speedups, 2.55)  # only k=1, pruned, with the vocabulary: 2.6
+    assert meets and choice == Candidate(1, 0.5, 500)
+    choice, meets = recommend(speedups, 10.0)
+    assert not meets and choice == Candidate(1, 0.5, 500)  # the fastest
+
+
+def test_timing_order_starts_with_the_fastest_then_the_decision_boundary():
+    grid = candidate_grid([1, 2, 3, 4], [0.0], [None])
+    speedups = {c: 5.0 / c.decoder_layers for c in grid}  # 5, 2.5, 1.67, 1.25
+    timed: set[Candidate] = set()
+    first = next_to_time(speedups, timed, 2.0)
+    assert first == Candidate(1, 0.0)
+    timed.add(first)
+    second = next_to_time(speedups, timed, 2.0)
+    assert second == Candidate(2, 0.0)  # the would-be recommendation
+    timed.add(second)
+    assert next_to_time(speedups, timed, 2.0) == Candidate(3, 0.0)  # just misses: confirms the boundary
+    timed.update(grid)
+    assert next_to_time(speedups, timed, 2.0) is None
+
+
+# ---------------------------------------------------------------------- shapes from the real surgery
+
+
+@pytest.mark.parametrize("family", ["t5", "t5-gated", "bart"])
+def test_the_empty_model_of_a_candidate_has_the_shape_the_surgery_builds(family):
+    from nash_cli.arch import count_parameters
+    from nash_cli.stages.plan import (
+        build_candidate,
+        candidate_config,
+        empty_model,
+        encoder_masks,
+        has_untied_head,
+        model_shape,
+    )
+    from nash_cli.toy import tiny_model
+
+    teacher = tiny_model(family, vocab_size=64, encoder_layers=2, decoder_layers=4, d_ff=64)
+    masks = encoder_masks(teacher, [0.3], seed=0)
+    for candidate in (Candidate(2, 0.3, 40), Candidate(4, 0.0, None), Candidate(1, 0.3, None)):
+        built = build_candidate(teacher, candidate, masks)
+        shape_only = empty_model(candidate_config(teacher, candidate, masks), untied_head=has_untied_head(teacher))
+        assert has_untied_head(built) == has_untied_head(shape_only) == (family == "t5-gated")
+        assert count_parameters(built) == count_parameters(shape_only)
+        assert model_shape(built) == model_shape(shape_only)
+        assert model_shape(built).decoder_layers == candidate.decoder_layers
+        assert model_shape(built).vocab_size == (candidate.vocab_size or 64)
+    pruned = model_shape(build_candidate(teacher, Candidate(4, 0.3, None), masks))
+    assert pruned.encoder_params < model_shape(teacher).encoder_params
+
+
+def test_vocabulary_estimate_keeps_specials_single_characters_and_target_tokens(tokenizer):
+    from nash_cli.stages.plan import estimate_kept_vocabulary
+
+    kept = estimate_kept_vocabulary(tokenizer, ["the dog .", "bob will bring coffee"], len(tokenizer))
+    vocab = tokenizer.get_vocab()
+    for token in ("<pad>", "</s>", "<unk>", "the", "dog", ".", "bob", "coffee", "a", "?"):
+        assert vocab[token] in kept, token
+    assert vocab["friday"] not in kept and vocab["meeting"] not in kept
+    assert kept == sorted(set(kept))
+
+
+# ---------------------------------------------------------------------- the command
+
+
+@pytest.fixture
+def deep_decoder(make_checkpoint):
+    # The decoder dominates: one thin encoder layer, six decoder layers.
+    return make_checkpoint("t5", encoder_layers=1, decoder_layers=6, d_model=64, d_ff=128)
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    from conftest import CORPUS
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"source": text, "target": "the dog ."}) + "\n" for text in CORPUS))
+    return path
+
+
+def test_plan_times_candidates_and_writes_a_recipe_that_validates(cli, deep_decoder, data_file, tmp_path):
+    out = tmp_path / "plan"
+    result = cli("plan", deep_decoder, "--speedup", "1.5", "--data", data_file, "--batch", "4", "--beams", "2",
+                 "--new-tokens", "24", "--decoder-layers", "1,6", "--sparsities", "0", "--budget-minutes", "5",
+                 "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    plan = result.json()
+    rows = {(row["decoder_layers"], row["vocab_size"]): row for row in plan["candidates"]}
+    assert all(row["timed"] and row["timed_calls"] == 3 for row in rows.values()), "5 minutes time four tiny models"
+    kept = plan["vocabulary"]["kept"]
+    assert (1, kept) in rows and (6, None) in rows
+    # Timings monotone in k: six decoder layers against one, where the decoder is the work.
+    assert rows[(6, None)]["seconds"] > rows[(1, None)]["seconds"]
+    assert rows[(6, kept)]["seconds"] > rows[(1, kept)]["seconds"]
+    assert plan["workload"] == {"batch": 4, "beams": 2, "source_length": plan["workload"]["source_length"],
+                                "new_tokens": 24, "source_from": plan["workload"]["source_from"],
+                                "new_tokens_from": "--new-tokens"}
+    assert rows[(1, None)]["parameters"] < rows[(6, None)]["parameters"]
+    assert {path.name for path in out.iterdir()} == {"recipe.yaml", "plan.json", "nash.json"}
+    assert json.loads((out / "nash.json").read_text())["stage"] == "plan"
+    recipe = (out / "recipe.yaml").read_text()
+    assert f"decoder_layers: {plan['recommendation']['decoder_layers']}" in recipe
+    dry = cli("run", out / "recipe.yaml", "-o", tmp_path / "run", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    stages = [stage["stage"] for stage in dry.json()["stages"]]
+    assert stages[0] == "select_layers" and "distill" in stages
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unreachable_target_gets_the_fastest_candidate_and_the_best_speedup(cli, deep_decoder, tmp_path):
+    result = cli("plan", deep_decoder, "--speedup", "1000", "--batch", "2", "--beams", "1", "--source-length", "8",
+                 "--new-tokens", "4", "--decoder-layers", "1,2", "--sparsities", "0", "--repeats", "1",
+                 "-o", tmp_path / "plan")
+    assert result.exit_code == 0, result.stderr
+    assert "target 1000x not reachable" in " ".join(result.stdout.split())
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    recommendation = plan["recommendation"]
+    assert not recommendation["meets_target"]
+    assert recommendation["speedup"] == max(row["speedup"] for row in plan["candidates"])
+    assert recommendation["best_reachable"] == recommendation["speedup"]
+    assert "no candidate reaches 1000x" in recommendation["why"]
+    assert "train.jsonl" in plan["recipe"] and "placeholder" in plan["recipe"]
+
+
+def test_a_short_budget_times_the_teacher_once_and_predicts_the_rest(cli, deep_decoder):
+    result = cli("plan", deep_decoder, "--speedup", "2", "--batch", "2", "--beams", "2", "--source-length", "8",
+                 "--new-tokens", "8", "--decoder-layers", "1,3,6", "--budget-minutes", "0.001", "--json")
+    assert result.exit_code == 0, result.stderr
+    plan = result.json()
+    assert len(plan["references"]["calls"]["transformers"]) == 1
+    # only the reference (the fastest candidate), timed beside the teacher
+    timed = [row for row in plan["candidates"] if row["timed"]]
+    assert [row["label"] for row in timed] == [plan["references"]["reference"]] == ["dec 1, enc 0.50"]
+    assert plan["budget"]["timed"] == 1 and timed[0]["timed_calls"] == 1
+    assert plan["cost_model"]["timings"] == 2
+    predicted = {row["decoder_layers"]: row["seconds"] for row in plan["candidates"] if row["encoder_sparsity"] == 0}
+    assert predicted[1] < predicted[3] < predicted[6]
+    flagged = any("predicted, not timed" in note for note in plan["notes"])
+    assert flagged == (not plan["recommendation"]["timed"])
+
+
+def test_ctranslate2_plan_exports_each_timed_candidate(cli, make_checkpoint, tmp_path):
+    pytest.importorskip("ctranslate2")
+    teacher = make_checkpoint("t5", encoder_layers=2, decoder_layers=2)
+    result = cli("plan", teacher, "--speedup", "1.2", "--engine", "ctranslate2", "--quantization", "int8",
+                 "--batch", "2", "--beams", "2", "--source-length", "8", "--new-tokens", "4",
+                 "--decoder-layers", "1", "--sparsities", "0,0.5", "--repeats", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    plan = result.json()
+    assert set(plan["references"]) == {"transformers", "engine", "calls", "reference", "teacher_over_reference"}
+    assert plan["references"]["engine"] != plan["references"]["transformers"]
+    assert plan["engine"]["quantization"] == "int8"
+    for row in plan["candidates"]:
+        assert row["timed"] and not row["weights_estimated"]
+        assert row["speedup_vs_transformers_teacher"] == pytest.approx(
+            plan["references"]["transformers"] / row["seconds"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--speedup", "1"], "--speedup must be above 1"),
+        (["--speedup", "3", "--quantization", "int8"], "--engine ctranslate2"),
+        (["--speedup", "3", "--engine", "onnx"], "unknown --engine"),
+        (["--speedup", "3", "--sparsities", "0,1.5"], "--sparsities values must be in [0, 1)"),
+        (["--speedup", "3", "--sparsities", "a,b"], "not a list of numbers"),
+        (["--speedup", "3", "--decoder-layers", "7"], "only 6 decoder layers"),
+        (["--speedup", "3", "--budget-minutes", "0"], "--budget-minutes must be above 0"),
+        (["--speedup", "3", "--source-column", "x"], "give --data too"),
+        (["--speedup", "3", "--data", "missing.jsonl"], "missing.jsonl"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(cli, deep_decoder, tmp_path, flags, fragment):
+    before = snapshot(tmp_path)
+    result = cli("plan", deep_decoder, *flags, "--source-length", "8", "--new-tokens", "2", "-o", tmp_path / "plan")
+    assert_user_error(result, fragment)
+    assert snapshot(tmp_path) == before
+
+
+def test_an_existing_output_is_kept_without_force(cli, deep_decoder, tmp_path):
+    out = tmp_path / "plan"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_user_error(cli("plan", deep_decoder, "--speedup", "2", "-o", out), "--force")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    # --force replaces nash's own plan, never a directory nash did not write
+    assert_user_error(cli("plan", deep_decoder, "--speedup", "2", "-o", out, "--force"), "no nash.json")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_force_replaces_an_earlier_plan(cli, deep_decoder, tmp_path):
+    out = tmp_path / "plan"
+    quick = ["--speedup", "2", "--batch", "2", "--beams", "1", "--source-length", "8", "--new-tokens", "4",
+             "--decoder-layers", "1", "--sparsities", "0", "--repeats", "1", "-o", out]
+    assert cli("plan", deep_decoder, *quick).exit_code == 0
+    first = (out / "plan.json").read_text()
+    result = cli("plan", deep_decoder, *quick, "--force")
+    assert result.exit_code == 0, result.stderr
+    assert (out / "plan.json").read_text() != first  # rewritten: timings and times differ
+    assert sorted(p.name for p in out.iterdir()) == ["nash.json", "plan.json", "recipe.yaml"]
