@@ -185,21 +185,20 @@ class PlanResult:
 # ---------------------------------------------------------------------- vocabulary estimate
 
 
-def estimate_kept_vocabulary(tokenizer, targets: list[str], vocab_size: int) -> list[int]:
-    """Ids a vocabulary restriction would keep: the special tokens, every single-character piece,
-    and every id the targets use under the teacher's tokenizer; sorted, all below `vocab_size`.
+def kept_vocabulary(tokenizer, config, targets: list[str], source: str) -> list[int] | None:
+    """The ids `nash prune-vocab --data` would keep for these targets (its own selection,
+    `stages.prune_vocab.choose_tokens`), sorted and below the config's `vocab_size`; None when
+    prune-vocab cannot rewrite this tokenizer (then no vocabulary candidate is planned)."""
+    from nash_cli.stages.prune_vocab import choose_tokens, tokenizer_document
+    from nash_cli.surgery import vocab
 
-    TODO(merge with issue 11): an estimate of `nash prune-vocab`'s selection, written before that
-    command existed; replace by its own selection function (nash_cli.surgery.vocab) at merge.
-    """
-    kept = {int(i) for i in tokenizer.all_special_ids}
-    for token, index in tokenizer.get_vocab().items():
-        # "▁" (SentencePiece) and "Ġ" (byte-level BPE) mark a word start; the rest is the character.
-        if len(token.lstrip("▁Ġ")) <= 1:
-            kept.add(int(index))
-    for ids in tokenizer(list(targets), add_special_tokens=True)["input_ids"]:
-        kept.update(int(i) for i in ids)
-    return sorted(i for i in kept if 0 <= i < vocab_size)
+    try:
+        document = tokenizer_document(tokenizer, source)
+    except NashError:
+        return None
+    counts = vocab.count_tokens(tokenizer(list(targets), add_special_tokens=False)["input_ids"])
+    kept = choose_tokens(document, tokenizer, config, counts).kept
+    return [i for i in kept if 0 <= i < config.vocab_size]
 
 
 # ---------------------------------------------------------------------- candidate models
@@ -394,7 +393,7 @@ def _export(model, tokenizer, workdir: Path, name: str, quantization: str, threa
 
 
 def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
-    """(batch, workload facts, targets) for the timed calls, from the flags, `data` or the teacher."""
+    """(batch, workload facts, targets, sources) for the timed calls, from the flags, `data` or the teacher."""
     import torch
 
     from nash_cli.timing import random_batches, text_batches
@@ -402,6 +401,7 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
     config = teacher.config
     origin: dict[str, Any] = {}
     targets: list[str] = []
+    sources: list[str] = []
     batch = None
     if options.data is not None:
         from nash_cli.data import load_examples
@@ -415,6 +415,7 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
             source_prefix=options.source_prefix,
         )
         targets = [reference for example in examples for reference in example.references[:1]]
+        sources = [example.source for example in examples]
         if options.source_length is None:
             (batch,) = text_batches(tokenizer, [e.source for e in examples[: options.batch]],
                                     batch_size=options.batch, max_source_length=options.max_source_length)
@@ -452,7 +453,7 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
 
         new_tokens = resolve_settings(teacher, num_beams=options.beams).max_new_tokens
         origin["new_tokens_from"] = "the teacher's generation config (its length cap)"
-    return batch, new_tokens, origin, targets
+    return batch, new_tokens, origin, targets, sources
 
 
 def _within_vocabulary(batch, kept: list[int], unk: int | None):
@@ -521,20 +522,27 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
         torch.set_num_threads(options.threads)
     progress.update(status="loading the teacher")
     teacher = artifact.load_model(options.checkpoint, config=config, dtype=torch.float32, **load)
-    batch, new_tokens, origin, targets = _inputs(options, teacher, tokenizer, progress)
+    batch, new_tokens, origin, targets, sources = _inputs(options, teacher, tokenizer, progress)
     notes: list[str] = []
 
     vocabulary = None
     vocab_sizes: list[int | None] = [None]
     if targets:
-        kept = estimate_kept_vocabulary(tokenizer, targets, config.vocab_size)
-        if len(kept) < config.vocab_size:
+        # The recipe's prune-vocab keeps the inputs' tokens too (--keep-source-tokens), so the encoder
+        # reads the pieces it was trained on; a CTranslate2 vocabulary map allows the targets' tokens
+        # always and each batch's own input tokens on top, which the targets-only size approximates.
+        texts = targets + sources if options.engine == "transformers" else targets
+        kept = kept_vocabulary(tokenizer, config, texts, options.checkpoint)
+        if kept is None:
+            notes.append("the teacher's tokenizer is not one prune-vocab can rewrite, so no vocabulary candidate is planned")
+        elif len(kept) < config.vocab_size:
             vocab_sizes.append(len(kept))
             batch = _within_vocabulary(batch, kept, tokenizer.unk_token_id)
             vocabulary = {
                 "kept": len(kept), "of": int(config.vocab_size), "targets": len(targets),
-                "rule": "special tokens + single-character pieces + every token of the targets (an estimate of "
-                        "nash prune-vocab's selection)",
+                "rule": "nash prune-vocab's selection: special and config ids, every single-character piece, every "
+                        "token of the targets" + (" and inputs" if options.engine == "transformers" else "")
+                        + ", and the BPE closure",
             }
     workload = Workload(batch=batch.size, beams=options.beams, source_length=int(batch.input_ids.shape[1]),
                         new_tokens=new_tokens)
@@ -736,6 +744,8 @@ def recipe_text(options: PlanOptions, choice: Candidate, speedup: float, timed: 
         stages["prune_encoder"] = {"target_sparsity": choice.encoder_sparsity, **PAPER_PRUNE}
         stages["compact"] = {}
     stages["distill"] = dict(PAPER_DISTILL)
+    if choice.vocab_size is not None and options.engine == "transformers":
+        stages["prune_vocab"] = {"keep_source_tokens": True}
     if options.engine == "ctranslate2":
         stages["export"] = {"quantization": options.quantization}
     bench = {"batch": options.batch, "beams": options.beams}
@@ -761,8 +771,8 @@ def recipe_text(options: PlanOptions, choice: Candidate, speedup: float, timed: 
         header.append("# data.train is a placeholder: point it at your training data (and eval at held-out data).")
     if choice.vocab_size is not None:
         header.append(
-            f"# Vocabulary: the plan counted on restricting the output vocabulary to {choice.vocab_size:,} tokens: "
-            + ("export it with a vocabulary map (nash export --vocab-map)." if options.engine == "ctranslate2"
-               else "add nash prune-vocab after distill.")
+            f"# Vocabulary: the plan counted on restricting the output vocabulary to {choice.vocab_size:,} tokens"
+            + (": after the run, export the student with `nash export --vocab-map TRAIN` (a vocabulary map)."
+               if options.engine == "ctranslate2" else " (the prune_vocab stage).")
         )
     return "\n".join(header) + "\n" + yaml.safe_dump(document, sort_keys=False)

@@ -98,6 +98,71 @@ class PruneVocabResult:
         return asdict(self)
 
 
+def tokenizer_document(tokenizer, source: str | Path) -> dict[str, Any]:
+    """The `tokenizer.json` document of a fast tokenizer that prune-vocab can rewrite.
+
+    Raises:
+        NashError: a slow tokenizer, or a model other than Unigram, BPE or WordLevel.
+    """
+    from nash_cli.surgery import tokenizer as tokenizer_surgery
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise NashError(f"the tokenizer of {source} is not a fast (tokenizers) tokenizer; prune-vocab rewrites tokenizer.json")
+    document = json.loads(backend.to_str())
+    tokenizer_surgery.model_type(document)
+    return document
+
+
+@dataclass
+class TokenChoice:
+    """Which token ids prune-vocab keeps, and why."""
+
+    required: set[int]
+    """Ids kept whatever the data: special, config and generation-config ids, single characters."""
+    chosen: list[int]
+    """`required` and the data's tokens (seen `min_count` times), sorted."""
+    kept: list[int]
+    """`chosen` and the BPE merges' closure of it, sorted: the new vocabulary in old ids."""
+
+
+def choose_tokens(
+    document: dict[str, Any],
+    tokenizer,
+    config,
+    counts,
+    *,
+    generation_config=None,
+    min_count: int = 1,
+) -> TokenChoice:
+    """prune-vocab's selection: what must stay, the data's tokens, and the BPE closure of both.
+
+    `nash plan` sizes its vocabulary candidates with this same function.
+
+    Args:
+        document: The tokenizer's `tokenizer.json` (`tokenizer_document`).
+        tokenizer: The fast tokenizer (its special ids).
+        config: The model config (pad, eos, decoder start ids).
+        generation_config: The generation config, when the checkpoint has one (its ids).
+        counts: Data token id -> occurrences (`surgery.vocab.count_tokens`).
+        min_count: A data token is kept from this many occurrences.
+
+    Returns:
+        The required, chosen and kept ids.
+    """
+    from nash_cli.surgery import tokenizer as tokenizer_surgery
+    from nash_cli.surgery import vocab
+
+    required = (
+        tokenizer_surgery.required_ids(document)
+        | set(tokenizer.all_special_ids)
+        | vocab.config_ids(config)
+        | (vocab.config_ids(generation_config) if generation_config is not None else set())
+    )
+    chosen = vocab.choose_kept_ids(required, counts, min_count)
+    return TokenChoice(required=required, chosen=chosen, kept=sorted(tokenizer_surgery.close_ids(document, chosen)))
+
+
 def _texts(examples, *, sources: bool) -> tuple[list[str], list[str]]:
     references = [reference for example in examples for reference in example.references]
     return references, [example.source for example in examples] if sources else []
@@ -150,25 +215,21 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     examples = load_examples(options.data, split=options.split, **read)
     held_out = load_examples(options.eval_data, split=options.eval_split, **read) if options.eval_data else None
     tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise NashError(f"the tokenizer of {options.checkpoint} is not a fast (tokenizers) tokenizer; prune-vocab rewrites tokenizer.json")
-    document = json.loads(backend.to_str())
-    tokenizer_surgery.model_type(document)
+    document = tokenizer_document(tokenizer, options.checkpoint)
 
     progress.advance(status="choosing tokens")
     references, sources = _texts(examples, sources=options.keep_source_tokens)
     target_ids = _encode(tokenizer, references)
     counts = vocab.count_tokens(target_ids + _encode(tokenizer, sources))
-    generation_config = _generation_config(options.checkpoint)
-    required = (
-        tokenizer_surgery.required_ids(document)
-        | set(tokenizer.all_special_ids)
-        | vocab.config_ids(config)
-        | (vocab.config_ids(generation_config) if generation_config is not None else set())
+    choice = choose_tokens(
+        document,
+        tokenizer,
+        config,
+        counts,
+        generation_config=_generation_config(options.checkpoint),
+        min_count=options.min_count,
     )
-    chosen = vocab.choose_kept_ids(required, counts, options.min_count)
-    kept = sorted(tokenizer_surgery.close_ids(document, chosen))
+    required, chosen, kept = choice.required, choice.chosen, choice.kept
     kept_set = set(kept)
     from_data = {token for token, count in counts.items() if count >= options.min_count}
 

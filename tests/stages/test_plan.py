@@ -131,15 +131,48 @@ def test_the_empty_model_of_a_candidate_has_the_shape_the_surgery_builds(family)
     assert pruned.encoder_params < model_shape(teacher).encoder_params
 
 
-def test_vocabulary_estimate_keeps_specials_single_characters_and_target_tokens(tokenizer):
-    from nash_cli.stages.plan import estimate_kept_vocabulary
+def test_the_vocabulary_candidate_keeps_what_prune_vocab_keeps(tokenizer, make_checkpoint, tmp_path, cli):
+    from nash_cli import artifact
+    from nash_cli.stages.plan import kept_vocabulary
 
-    kept = estimate_kept_vocabulary(tokenizer, ["the dog .", "bob will bring coffee"], len(tokenizer))
+    source = make_checkpoint("t5")
+    targets = ["the dog .", "bob will bring coffee"]
+    config = artifact.load_config(source)
+    kept = kept_vocabulary(artifact.load_tokenizer(source), config, targets, str(source))
     vocab = tokenizer.get_vocab()
-    for token in ("<pad>", "</s>", "<unk>", "the", "dog", ".", "bob", "coffee", "a", "?"):
+    for token in ("<pad>", "</s>", "<unk>", "the", "dog", ".", "bob", "coffee"):
         assert vocab[token] in kept, token
     assert vocab["friday"] not in kept and vocab["meeting"] not in kept
     assert kept == sorted(set(kept))
+    # the very ids `nash prune-vocab` keeps on the same targets
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"source": "x", "target": t}) + "\n" for t in targets))
+    result = cli("prune-vocab", source, "--data", data, "-o", tmp_path / "small", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "small" / "vocab_map.json").read_text())["kept_ids"] == kept
+
+
+@pytest.mark.parametrize("engine", ["transformers", "ctranslate2"])
+def test_a_restricted_vocabulary_becomes_a_prune_vocab_stage_for_transformers_only(engine):
+    import yaml
+
+    from nash_cli.recipe import parse_recipe
+    from nash_cli.stages.plan import PlanOptions, recipe_text
+
+    options = PlanOptions(checkpoint="teacher/", speedup=3, data="train.jsonl", engine=engine)
+    text = recipe_text(options, Candidate(2, 0.3, 6000), 3.2, True, WORKLOAD, "t5")
+    raw = yaml.safe_load(text)
+    recipe = parse_recipe(raw)
+    stages = list(raw["stages"])
+    if engine == "transformers":
+        assert stages.index("prune_vocab") == stages.index("distill") + 1
+        assert raw["stages"]["prune_vocab"] == {"keep_source_tokens": True}
+    else:
+        assert "prune_vocab" not in stages and "--vocab-map" in text
+    assert "6,000 tokens" in text and recipe.teacher == "teacher/"
+    # without a restricted vocabulary, no stage and no comment about one
+    plain = recipe_text(options, Candidate(2, 0.3, None), 3.2, True, WORKLOAD, "t5")
+    assert "prune_vocab" not in plain and "Vocabulary" not in plain
 
 
 # ---------------------------------------------------------------------- the command
@@ -155,8 +188,10 @@ def deep_decoder(make_checkpoint):
 def data_file(tmp_path):
     from conftest import CORPUS
 
+    # four of the six sentences: their tokens (which prune-vocab keeps with the inputs') are a part
+    # of the vocabulary, so restricting it is a candidate
     path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"source": text, "target": "the dog ."}) + "\n" for text in CORPUS))
+    path.write_text("".join(json.dumps({"source": text, "target": "the dog ."}) + "\n" for text in CORPUS[:4]))
     return path
 
 
@@ -186,6 +221,10 @@ def test_plan_times_candidates_and_writes_a_recipe_that_validates(cli, deep_deco
     assert dry.exit_code == 0, dry.stderr
     stages = [stage["stage"] for stage in dry.json()["stages"]]
     assert stages[0] == "select_layers" and "distill" in stages
+    # a restricted vocabulary was timed, so the recipe restricts it (after distill), and only then
+    assert ("prune_vocab" in stages) == (plan["recommendation"]["vocab_size"] is not None)
+    if "prune_vocab" in stages:
+        assert stages.index("prune_vocab") == stages.index("distill") + 1
     assert not (tmp_path / "run").exists()
 
 
