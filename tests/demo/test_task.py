@@ -20,7 +20,7 @@ def test_summaries_follow_from_the_reports():
     for row in train:
         goals = [NUMBER_WORDS.index(word) for _, word in re.findall(r"the (\w+) scored (\w+) goals", row["report"])]
         teams = sorted(team for team, _ in re.findall(r"the (\w+) scored (\w+) goals", row["report"]))
-        city, day = re.search(r" in (\w+)(?: on (\w+))? \.", row["report"]).groups()[0], None
+        city = re.search(r" in (\w+)(?: on (\w+))? \.", row["report"]).group(1)
         summary = row["summary"]
         assert summary.startswith(f"{teams[0]} and {teams[1]} met in {city} on ")
         assert summary.endswith(f"; final score {max(goals)} - {min(goals)} .")

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import assert_user_error, no_wordnet, snapshot
 from nash_cli.errors import NashError
