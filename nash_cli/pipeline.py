@@ -72,6 +72,18 @@ def _data_kwargs(recipe: Recipe, key: str) -> dict[str, Any]:
     return {name: getattr(data, name) for name in accepted_data_options(key) if getattr(data, name) is not None}
 
 
+def _train_and_eval_data(recipe: Recipe, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The data arguments of a stage that reads the training data, and the evaluation data if any."""
+    arguments: dict[str, Any] = {"data": inputs["train"]}
+    if recipe.data.train_split:
+        arguments["split"] = recipe.data.train_split
+    if inputs.get("eval"):
+        arguments["eval_data"] = inputs["eval"]
+        if recipe.data.eval_split:
+            arguments["eval_split"] = recipe.data.eval_split
+    return arguments
+
+
 def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[PlannedStage]:
     """Lays out the stages of `recipe` in `run_dir`.
 
@@ -95,13 +107,7 @@ def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[P
         produces = True
         calls: list[dict[str, Any]] = []
         if key in TRAINING_STAGES:
-            kwargs.update(student=current, output=directory, data=inputs["train"])
-            if recipe.data.train_split:
-                kwargs["split"] = recipe.data.train_split
-            if inputs.get("eval"):
-                kwargs["eval_data"] = inputs["eval"]
-                if recipe.data.eval_split:
-                    kwargs["eval_split"] = recipe.data.eval_split
+            kwargs.update(student=current, output=directory, **_train_and_eval_data(recipe, inputs))
             if key != "finetune_teacher":
                 kwargs["teacher"] = teacher
                 upstream.append(teacher_key)
@@ -109,13 +115,7 @@ def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[P
             kwargs.update(checkpoint=current, output=directory)
         elif key == "prune_vocab":
             # the tokens of the training targets; coverage reported on the evaluation data
-            kwargs.update(checkpoint=current, output=directory, data=inputs["train"])
-            if recipe.data.train_split:
-                kwargs["split"] = recipe.data.train_split
-            if inputs.get("eval"):
-                kwargs["eval_data"] = inputs["eval"]
-                if recipe.data.eval_split:
-                    kwargs["eval_split"] = recipe.data.eval_split
+            kwargs.update(checkpoint=current, output=directory, **_train_and_eval_data(recipe, inputs))
         elif key == "export":
             # a CTranslate2 copy of the current student; later model stages still read the student
             kwargs.update(checkpoint=current, output=directory)
