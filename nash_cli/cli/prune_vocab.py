@@ -47,8 +47,7 @@ def command(
     force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = Options.force,
     json_output: JsonOption = False,
 ) -> None:
-    """Keep only the tokens of the training targets (plus specials and every character or byte):
-    a smaller lm_head and a faster beam search, with a tokenizer to match."""
+    """Keep only the tokens the task uses (its targets, every character, the specials) in the embeddings, lm_head and tokenizer."""
     options = _common.checked_options(Options, locals())
     from nash_cli.progress import Progress
     from nash_cli.stages.prune_vocab import run
