@@ -325,6 +325,11 @@ def masked_checkpoint(make_checkpoint, tmp_path):
         ("empty data", "is empty"),
         ("min count", "--min-count"),
         ("existing output", "--force"),
+        ("force over a directory nash did not write", "no nash.json"),
+        ("output inside the checkpoint", "is inside the checkpoint"),
+        ("output over the data", "is the data"),
+        ("missing column", "answer"),
+        ("eval data missing", "does not exist"),
     ],
 )
 def test_bad_inputs_exit_2_and_write_nothing(case, fragment, make_checkpoint, masked_checkpoint, tmp_path, cli):
@@ -339,11 +344,21 @@ def test_bad_inputs_exit_2_and_write_nothing(case, fragment, make_checkpoint, ma
         args[3].write_text("")
     elif case == "min count":
         args += ["--min-count", "0"]
-    elif case == "existing output":
+    elif case in ("existing output", "force over a directory nash did not write"):
         out.mkdir()
         (out / "keep.txt").write_text("mine")
+        if case.startswith("force"):
+            args.append("--force")
+    elif case == "output inside the checkpoint":
+        args[-1] = source / "small"
+    elif case == "output over the data":
+        args[-1] = data
+    elif case == "missing column":
+        args += ["--target-column", "answer"]
+    elif case == "eval data missing":
+        args += ["--eval-data", tmp_path / "dev.jsonl"]
     before = snapshot(tmp_path)
     assert_user_error(cli(*args), fragment)
     assert snapshot(tmp_path) == before
-    if case == "existing output":
+    if case in ("existing output", "force over a directory nash did not write"):
         assert (out / "keep.txt").read_text() == "mine"
