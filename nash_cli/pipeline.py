@@ -361,14 +361,14 @@ def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
     teacher_fix = f"run `nash compact {recipe.teacher} -o DIR` and make DIR the teacher"
     current_masked, current = teacher_masked, f"the teacher {recipe.teacher}"
     for key in recipe.stages:
-        if key in ("select_layers", "finetune_teacher", "prune_encoder", "distill", "export") and current_masked:
+        if key in ("select_layers", "finetune_teacher", "prune_encoder", "distill", "prune_vocab", "export") and current_masked:
             fix = teacher_fix if current.startswith("the teacher") else "add `compact: {}` to the stages"
             raise refuse(f"stages.{key} would read a masked checkpoint ({current}); {fix}")
         if key in ("prune_encoder", "distill") and teacher_masked:
             raise refuse(f"stages.{key} would distil from a masked teacher ({recipe.teacher}); {teacher_fix}")
         if key == "compact" and not current_masked:
             raise refuse(f"stages.compact would read {current}, which has no masks; put prune_encoder before it or drop compact")
-        if key in ("select_layers", "finetune_teacher", "prune_encoder", "compact", "distill"):
+        if key in ("select_layers", "finetune_teacher", "prune_encoder", "compact", "distill", "prune_vocab"):
             current_masked, current = key == "prune_encoder", f"the output of stages.{key}"
             if key == "finetune_teacher":
                 teacher_masked = False

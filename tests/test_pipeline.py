@@ -138,6 +138,8 @@ def _bad_recipe(case: str, base: dict, tmp_path: Path) -> dict:
         del stages["compact"]
     elif case == "export-after-prune-without-compact":
         recipe["stages"] = {"prune_encoder": stages["prune_encoder"], "export": {}}
+    elif case == "prune-vocab-after-prune-without-compact":
+        recipe["stages"] = {"prune_encoder": stages["prune_encoder"], "prune_vocab": {}}
     elif case == "compact-without-masks":
         del stages["prune_encoder"]
     return recipe
@@ -153,6 +155,7 @@ BAD_RECIPES = {
     "masked-teacher": ["stages.select_layers would read a masked checkpoint", "nash compact"],
     "distill-after-prune-without-compact": ["stages.distill would read a masked checkpoint", "add `compact: {}`"],
     "export-after-prune-without-compact": ["stages.export would read a masked checkpoint", "add `compact: {}`"],
+    "prune-vocab-after-prune-without-compact": ["stages.prune_vocab would read a masked checkpoint", "add `compact: {}`"],
     "compact-without-masks": ["stages.compact would read", "has no masks"],
 }
 
