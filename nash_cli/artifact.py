@@ -114,15 +114,22 @@ def weight_files(directory: Path, *, allow_pickle: bool = False) -> list[Path]:
     )
 
 
-def _check_safetensors(path: Path) -> None:
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a readable safetensors file (only its header is read), or None."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             handle.keys()
     except Exception as error:  # safetensors raises its own SafetensorError, or OSError
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise NashError(f"{path} is not a readable safetensors file ({first}); re-save or re-copy it") from None
+        return _first_line(error)
+    return None
+
+
+def _check_safetensors(path: Path) -> None:
+    problem = safetensors_problem(path)
+    if problem is not None:
+        raise NashError(f"{path} is not a readable safetensors file ({problem}); re-save or re-copy it")
 
 
 def read_config_dict(source: str | Path) -> dict[str, Any]:

@@ -257,13 +257,18 @@ def check_data_source(data: str, flag: str = "--data") -> None:
                 offset += len(block)
             if decoder is not None:
                 decoder.decode(b"", final=True)
-    except UnicodeDecodeError as error:
-        raise NashError(
-            f"{flag} {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+    except (UnicodeDecodeError, OSError) as error:
+        raise _unreadable(path, error, prefix=f"{flag} ", offset=offset) from None
+
+
+def _unreadable(path: Path, error: UnicodeDecodeError | OSError, *, prefix: str = "", offset: int = 0) -> NashError:
+    """The one line for a data file that is not UTF-8 (the first bad byte and where) or cannot be read."""
+    if isinstance(error, UnicodeDecodeError):
+        return NashError(
+            f"{prefix}{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
             f"{offset + error.start}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        ) from None
-    except OSError as error:
-        raise NashError(f"cannot read data file {path} ({error.strerror or error}); check its permissions") from None
+        )
+    return NashError(f"cannot read data file {path} ({error.strerror or error}); check its permissions")
 
 
 def _read_records(data: str, *, split: str | None, limit: int | None) -> tuple[list[Any], str]:
@@ -285,13 +290,8 @@ def _read_records(data: str, *, split: str | None, limit: int | None) -> tuple[l
             return _read_parquet(path, limit=limit), str(path)
         try:
             return reader(path, split=split, limit=limit), str(path)
-        except UnicodeDecodeError as error:
-            raise NashError(
-                f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
-                "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-            ) from None
-        except OSError as error:
-            raise NashError(f"cannot read data file {path} ({error.strerror or error}); check its permissions") from None
+        except (UnicodeDecodeError, OSError) as error:
+            raise _unreadable(path, error) from None
     if local_data_path(data) is not None:
         raise NashError(f"data file {data} does not exist; check the path")
     return _read_hub(data, split=split, limit=limit), f"hub dataset {data!r}"

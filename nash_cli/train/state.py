@@ -156,16 +156,13 @@ def check_state(state: Path, *, fsdp: bool = False, extension: bool = False) -> 
 
 
 def _check_safetensors(path: Path, damaged) -> None:
-    from safetensors import safe_open
+    from nash_cli.artifact import safetensors_problem
 
     if not path.is_file():
         raise damaged(path, "is missing")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            handle.keys()
-    except Exception as error:  # safetensors raises its own SafetensorError, or OSError
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise damaged(path, f"is not a readable safetensors file ({first})") from None
+    problem = safetensors_problem(path)
+    if problem is not None:
+        raise damaged(path, f"is not a readable safetensors file ({problem})")
 
 
 def prune_states(partial: Path, keep: set[str]) -> None:
