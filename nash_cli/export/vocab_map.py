@@ -16,7 +16,7 @@ in, ids and text out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 #: The file CTranslate2 reads the map from, inside the model directory.
@@ -57,10 +57,6 @@ class VocabularyMap:
             "source_entries": len(self.source_entries),
             "unwritable": len(self.unwritable),
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict, id lists included."""
-        return asdict(self)
 
 
 def build_vocabulary_map(
