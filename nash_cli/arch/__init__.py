@@ -192,14 +192,15 @@ class ArchFamily:
 def family_of(model_or_config) -> ArchFamily:
     """Returns the family of a model or config, or raises NashError naming the model type."""
     from nash_cli.arch import bart, t5
+    from nash_cli.modeling import LEGACY_MODEL_TYPES
 
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
+    if isinstance(model_type, str):
+        model_type = LEGACY_MODEL_TYPES.get(model_type, model_type)  # compact outputs of earlier nash versions
     for family in (t5.FAMILY, bart.FAMILY):
         if model_type in family.model_types:
             return family
-    if model_type in ("nash_t5", "nash_bart"):  # compact outputs of earlier nash versions
-        return t5.FAMILY if model_type == "nash_t5" else bart.FAMILY
     supported = "nash works on encoder-decoder T5, FLAN-T5, T5-efficient, mT5 and BART checkpoints"
     if not model_type:
         raise NashError(f"the checkpoint's config has no model_type, so its architecture is unknown; {supported}")
