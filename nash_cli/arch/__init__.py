@@ -211,6 +211,8 @@ def _kind(config, model_type: str) -> str:
     """What a model type nash does not support is, with its article ("an encoder-only model")."""
     if getattr(config, "is_encoder_decoder", False):
         return "an encoder-decoder model nash does not support"
+    if not isinstance(model_type, str):  # a hand-edited config (a list, a number): no lookup
+        return "not an encoder-decoder model"
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
