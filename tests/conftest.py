@@ -147,6 +147,31 @@ def assert_user_error(result: CliResult, *fragments: str) -> None:
         assert fragment in lines[0], (fragment, lines[0])
 
 
+def write_masked(path: Path, source: Path) -> Path:
+    """A masked checkpoint as prune-encoder writes it: `source`'s weights and a masks file
+    (head 0 of layer 0 and every other FFN unit masked)."""
+    import torch
+
+    from nash_cli import artifact
+    from nash_cli.masking import MASKS_FILE, encoder_shape, write_mask_file
+
+    model = artifact.load_model(str(source))
+    shape = encoder_shape(model)
+    heads = torch.ones(shape.num_layers, shape.num_heads)
+    heads[0, 0] = 0
+    ffn = torch.ones(shape.num_layers, shape.d_ff)
+    ffn[:, ::2] = 0
+
+    def masks(directory: Path) -> None:
+        write_mask_file(
+            directory / MASKS_FILE, heads_log_alpha=heads * 8 - 4, ffn_log_alpha=ffn * 8 - 4, heads_mask=heads, ffn_mask=ffn
+        )
+
+    return artifact.save_checkpoint(
+        model, path, source=source, stage="prune-encoder", arguments={}, state="masked", extra_files={MASKS_FILE: masks}
+    )
+
+
 def snapshot(directory: Path) -> set[str]:
     """Every path under `directory` (for "nothing was written" checks)."""
     return {str(p.relative_to(directory)) for p in directory.rglob("*")}

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import CORPUS, assert_user_error, kill_when, latest_step, snapshot, write_checkpoint
+from conftest import CORPUS, assert_user_error, kill_when, latest_step, snapshot, write_checkpoint, write_masked
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = sorted({w for line in CORPUS for w in line.split() if w.isalpha()})
@@ -90,28 +90,6 @@ def test_distill_and_fine_tune_end_to_end(setup, tmp_path, cli):
     plain = cli("distill", out, "--data", setup["train"], "-o", tmp_path / "ft", "--max-steps", "2", "--json")
     assert plain.exit_code == 0, plain.stderr
     assert plain.json()["objective"]["teacher"] is False and "kl" not in plain.json()["final_train"]
-
-
-def write_masked(path: Path, source: Path) -> Path:
-    """A masked checkpoint as prune-encoder writes it: `source`'s weights and a masks file."""
-    from nash_cli import artifact
-    from nash_cli.masking import MASKS_FILE, encoder_shape, write_mask_file
-
-    model = artifact.load_model(str(source))
-    shape = encoder_shape(model)
-    heads = torch.ones(shape.num_layers, shape.num_heads)
-    heads[0, 0] = 0
-    ffn = torch.ones(shape.num_layers, shape.d_ff)
-    ffn[:, ::2] = 0
-
-    def masks(directory: Path) -> None:
-        write_mask_file(
-            directory / MASKS_FILE, heads_log_alpha=heads * 8 - 4, ffn_log_alpha=ffn * 8 - 4, heads_mask=heads, ffn_mask=ffn
-        )
-
-    return artifact.save_checkpoint(
-        model, path, source=source, stage="prune-encoder", arguments={}, state="masked", extra_files={MASKS_FILE: masks}
-    )
 
 
 @pytest.mark.parametrize(

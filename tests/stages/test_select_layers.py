@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import assert_user_error, snapshot
+from conftest import assert_user_error, snapshot, write_masked
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -218,28 +218,6 @@ def test_real_t5_vocabulary_round_trips_text(shared_dir, tmp_path, cli):
     model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "s")
     out = model.generate(**reloaded([text], return_tensors="pt"), num_beams=4, max_new_tokens=4)
     assert isinstance(reloaded.batch_decode(out, skip_special_tokens=True)[0], str)
-
-
-def write_masked(path: Path, teacher: Path) -> Path:
-    """A masked checkpoint as prune-encoder writes it: the teacher's weights and a masks file."""
-    from nash_cli import artifact
-    from nash_cli.masking import MASKS_FILE, encoder_shape, write_mask_file
-
-    model = artifact.load_model(str(teacher))
-    shape = encoder_shape(model)
-    heads = torch.ones(shape.num_layers, shape.num_heads)
-    heads[0, 0] = 0
-    ffn = torch.ones(shape.num_layers, shape.d_ff)
-    ffn[:, ::2] = 0
-
-    def masks(directory: Path) -> None:
-        write_mask_file(
-            directory / MASKS_FILE, heads_log_alpha=heads * 8 - 4, ffn_log_alpha=ffn * 8 - 4, heads_mask=heads, ffn_mask=ffn
-        )
-
-    return artifact.save_checkpoint(
-        model, path, source=teacher, stage="prune-encoder", arguments={}, state="masked", extra_files={MASKS_FILE: masks}
-    )
 
 
 def test_a_masked_checkpoint_is_refused_naming_compact(make_checkpoint, tmp_path, cli):
