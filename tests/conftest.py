@@ -172,6 +172,21 @@ def write_masked(path: Path, source: Path) -> Path:
     )
 
 
+def make_unreadable(path: Path, monkeypatch, *, method: str) -> None:
+    """Makes `path` unreadable: mode 0, and where that does not stop this process (root reads
+    anything), `Path.<method>` refusing it as the system refuses a user."""
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+        real = getattr(Path, method)
+
+        def refuse(self, *args, **kwargs):
+            if self.name == path.name:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, method, refuse)
+
+
 def snapshot(directory: Path) -> set[str]:
     """Every path under `directory` (for "nothing was written" checks)."""
     return {str(p.relative_to(directory)) for p in directory.rglob("*")}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-from pathlib import Path
 
 import pytest
+from conftest import make_unreadable
 
 from nash_cli.data import (
     Example,
@@ -175,16 +174,7 @@ def test_non_utf8_data_is_one_line_naming_the_file_and_the_fix(tmp_path):
 
 def test_unreadable_data_file_is_one_line(tmp_path, monkeypatch):
     path = write_jsonl(tmp_path / "secret.jsonl", RECORDS)
-    path.chmod(0)
-    if os.access(path, os.R_OK):  # root reads anything: make the read fail as it does for a user
-        real_open = Path.open
-
-        def refuse(self, *args, **kwargs):
-            if self.name == path.name:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real_open(self, *args, **kwargs)
-
-        monkeypatch.setattr(Path, "open", refuse)
+    make_unreadable(path, monkeypatch, method="open")
     try:
         for check in (lambda: load_examples(str(path)), lambda: check_data_source(str(path))):
             with pytest.raises(NashError, match="cannot read data file .*secret.jsonl .*Permission denied.*permissions"):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import assert_user_error, snapshot
+from conftest import assert_user_error, make_unreadable, snapshot
 from nash_cli.errors import NashError
 from nash_cli.recipe import STAGES, load_recipe, parse_recipe, stage_model
 
@@ -131,16 +130,7 @@ def test_unreadable_recipes_are_one_line(tmp_path, cli, monkeypatch):
 def test_a_recipe_that_cannot_be_read_is_one_line(tmp_path, cli, monkeypatch):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(BASE))
-    recipe.chmod(0)
-    if os.access(recipe, os.R_OK):  # root reads anything: make the read fail as it does for a user
-        real_read = Path.read_text
-
-        def refuse(self, *args, **kwargs):
-            if self.name == recipe.name:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real_read(self, *args, **kwargs)
-
-        monkeypatch.setattr(Path, "read_text", refuse)
+    make_unreadable(recipe, monkeypatch, method="read_text")
     try:
         assert_user_error(cli("run", recipe, "--dry-run"), "cannot read recipe", "Permission denied")
     finally:
