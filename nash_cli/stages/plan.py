@@ -417,7 +417,7 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
         targets = [reference for example in examples for reference in example.references[:1]]
         sources = [example.source for example in examples]
         if options.source_length is None:
-            (batch,) = text_batches(tokenizer, [e.source for e in examples[: options.batch]],
+            (batch,) = text_batches(tokenizer, sources[: options.batch],
                                     batch_size=options.batch, max_source_length=options.max_source_length)
             if batch.size < options.batch:
                 raise NashError(f"{options.data} has {batch.size} examples; --batch {options.batch} needs that many")
