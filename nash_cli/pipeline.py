@@ -117,8 +117,12 @@ def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[P
             # the tokens of the training targets; coverage reported on the evaluation data
             kwargs.update(checkpoint=current, output=directory, **_train_and_eval_data(recipe, inputs))
         elif key == "export":
-            # a CTranslate2 copy of the current student; later model stages still read the student
+            # a CTranslate2 copy of the current student; later model stages still read the student.
+            # `vocab_map: true`: the map from the training data, its coverage on the evaluation data
             kwargs.update(checkpoint=current, output=directory)
+            if kwargs.pop("vocab_map"):
+                data = _train_and_eval_data(recipe, inputs)
+                kwargs.update(vocab_map=data.pop("data"), **data)
             produces = False
         elif key == "bench":
             # real inputs from the evaluation data: natural output lengths, as the paper measured

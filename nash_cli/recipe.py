@@ -22,7 +22,8 @@ stages:
   prune_encoder: {target_sparsity: 0.3, epochs: 20, sparsity_warmup: 0.8, lr: 3.0e-5, batch_size: 4}
   compact: {}
   distill: {epochs: 20, lr: 3.0e-4, batch_size: 4}
-  export: {quantization: int8}       # optional: a CTranslate2 model, benched and evaluated too
+  export: {quantization: int8, vocab_map: true}  # optional: a CTranslate2 model (with a vocabulary
+                                     # map from data.train), benched and evaluated too
   bench: {beams: 4, batch: 32}
   eval: {metric: [rouge], beams: 4}
 ```
@@ -85,6 +86,11 @@ DATA_OPTIONS = (
     "max_source_length",
     "max_target_length",
 )
+
+#: Stage options that, in a recipe, are a switch for the recipe's own data rather than a path:
+#: `export: {vocab_map: true}` is `nash export --vocab-map <data.train> --eval-data <data.eval>`
+#: (the runner fills the paths in, as it does for the training stages' `--data`).
+DATA_SWITCHES: dict[str, tuple[str, ...]] = {"export": ("vocab_map",)}
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -156,6 +162,9 @@ def stage_model(stage: str) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for field in dataclasses.fields(options):
         if field.name in RUNNER_OWNED or field.name in DATA_OPTIONS:
+            continue
+        if field.name in DATA_SWITCHES.get(stage, ()):
+            fields[field.name] = (bool, Field(False))
             continue
         if field.default is not dataclasses.MISSING:
             default = field.default
@@ -239,6 +248,7 @@ def check_stage(stage: str, options: dict[str, Any]) -> None:
         NashError: for an impossible value (e.g. `--eval-every 0`, `--target-sparsity 1.5`).
     """
     cls = options_class(stage)
+    options = {**options, **{name: "." if options.get(name) else None for name in DATA_SWITCHES.get(stage, ())}}
     placeholders: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING

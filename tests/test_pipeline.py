@@ -181,3 +181,28 @@ def test_the_check_passes_good_and_hub_inputs(tiny_recipe, tmp_path, cli):
     path.write_text(yaml.safe_dump(hub))
     result = cli("run", path, "-o", tmp_path / "hub-run", "--dry-run")
     assert result.exit_code == 0, result.stderr
+
+
+def test_an_export_stage_builds_its_vocabulary_map_from_the_recipe_data(tiny_recipe, tmp_path, cli):
+    pytest.importorskip("ctranslate2")
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    train = recipe["data"]["train"]
+    recipe["stages"] = {"select_layers": {"decoder_layers": 2}, "export": {"quantization": "int8", "vocab_map": True},
+                        "bench": recipe["stages"]["bench"]}
+    path = tmp_path / "vmap.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run_dir = tmp_path / "run"
+    dry = cli("run", path, "-o", run_dir, "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    (command,) = next(stage for stage in dry.json()["stages"] if stage["stage"] == "export")["commands"]
+    assert f"--vocab-map {train}" in command and f"--eval-data {train}" in command
+    result = cli("run", path, "-o", run_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    written = json.loads((run_dir / "02-export" / "nash.json").read_text())
+    vocabulary_map = written["ctranslate2"]["vocabulary_map"]
+    assert (run_dir / "02-export" / "vmap.txt").is_file() and vocabulary_map["data"] == train
+    assert vocabulary_map["coverage"]["data"] == train
+    # the recipe's switch is a boolean: a path there would be a second, unchecked source of data
+    recipe["stages"]["export"]["vocab_map"] = "train.jsonl"
+    path.write_text(yaml.safe_dump(recipe))
+    assert_user_error(cli("run", path, "-o", tmp_path / "other", "--dry-run"), "stages.export.vocab_map")

@@ -151,7 +151,7 @@ def print_plan(document: dict, console) -> None:
             str(row["decoder_layers"]),
             f"{row['encoder_sparsity']:.2f}",
             vocab,
-            "timed" if row["timed"] else "pred.",
+            "confirmed" if row.get("confirmed") else "timed" if row["timed"] else "pred.",
             f"{row['seconds']:.3f}",
             f"{row['speedup_vs_engine_teacher']:.2f}x",
         ]
@@ -169,20 +169,29 @@ def print_plan(document: dict, console) -> None:
     console.print(
         f"[dim]timed {budget['timed']} of {budget['timed'] + budget['predicted']} candidates in {budget['used_s']:.0f} s "
         f"(budget {budget['minutes']:g} min), each interleaved with the reference ({document['references']['reference']}), "
-        f"itself interleaved with the teacher: speedups are products of per-repeat ratio medians; 'pred.': predicted by a "
-        f"cost model ({model['kind']}, fitted to {model['timings']} timings, rms error {100 * model['relative_error']:.0f}%); "
-        f"new tokens forced (min = max); '~': weight size estimated[/]"
+        f"itself interleaved with the teacher: speedups are products of per-repeat ratio medians; 'confirmed': timed "
+        f"beside the teacher, as nash bench does; 'pred.': predicted by a cost model ({model['kind']}, fitted to "
+        f"{model['timings']} timings, rms error {100 * model['relative_error']:.0f}%); new tokens forced (min = max); "
+        f"'~': weight size estimated[/]"
     )
     rec = document["recommendation"]
     against = "the teacher on the same engine" if document["speedup_against"] == "engine" else "the transformers float32 teacher"
+    how = _how(rec)
     if rec["meets_target"]:
-        console.print(f"[green]recommended:[/] {rec['label']}: {rec['speedup']:.2f}x against {against} "
-                      f"({'timed' if rec['timed'] else 'predicted'}); {rec['why']}")
+        console.print(f"[green]recommended:[/] {rec['label']}: {rec['speedup']:.2f}x against {against} ({how}); {rec['why']}")
     else:
         console.print(f"[red]target {document['target']:g}x not reachable:[/] the best reachable is "
-                      f"{rec['best_reachable']:.2f}x against {against}, with {rec['label']} "
-                      f"({'timed' if rec['timed'] else 'predicted'})")
+                      f"{rec['best_reachable']:.2f}x against {against}, with {rec['label']} ({how})")
     if document.get("vocabulary"):
         vocab = document["vocabulary"]
         console.print(f"[dim]vocabulary restriction: {vocab['kept']:,} of {vocab['of']:,} tokens ({vocab['rule']})[/]")
     _common.print_notes(document.get("notes", []), console)
+
+
+def _how(recommendation: dict) -> str:
+    """How the recommendation's speedup was measured, in a few words."""
+    if not recommendation.get("confirmed"):
+        return "timed beside the reference" if recommendation["timed"] else "predicted"
+    spread = recommendation["per_repeat"]
+    return (f"timed beside the teacher, per-repeat ratios {spread['min']:.2f} to {spread['max']:.2f}; "
+            f"estimated {recommendation['estimate']:.2f}x before")

@@ -12,6 +12,7 @@ the target with the most capacity, and a `nash run` recipe for it is written.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import tempfile
 import time
@@ -155,7 +156,8 @@ class PlanResult:
     references: dict[str, Any]
     """The teacher's median seconds per call: `transformers` (float32) and `engine` (the chosen
     engine); `calls` holds every timed call; `reference` names the candidate every other was
-    timed beside, and `teacher_over_reference` the teacher's time over its (median of ratios)."""
+    timed beside, and `teacher_over_reference` the teacher's time over its (median of ratios);
+    `calibration` the factor on every unconfirmed candidate's speedup (confirmed / estimated)."""
     candidates: list[dict[str, Any]]
     """Per candidate, most capacity first: configuration, `timed` (and `timed_calls`), seconds per
     call at the teacher's conditions (measured or predicted), `predicted_s`, speedups against both
@@ -343,6 +345,10 @@ class _Timer:
         self.environment: dict[str, Any] = {}
         self._warm: set[str] = set()
 
+    def forget(self, name: str) -> None:
+        """The next group warms `name` up again (a new model under a name timed before)."""
+        self._warm.discard(name)
+
     def group(self, models: dict[str, Any], count: int) -> dict[str, list[float]]:
         """Seconds of each of `count` repeats per model (min new tokens = max new tokens), the
         models interleaved as `nash bench` runs them, so drift of the machine hits them alike."""
@@ -369,6 +375,87 @@ class _Timer:
 def ratio(numerator: list[float], denominator: list[float]) -> float:
     """Median over repeats of numerator / denominator within the same repeat (drift cancels)."""
     return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+@dataclass
+class _Timings:
+    """What the plan has timed, and the speedup it gives every candidate.
+
+    Three kinds of timing: the teacher(s) beside the reference (`beside_teacher`, calls by model
+    name, the same repeats for each), a candidate beside the reference (`relative`), and a
+    confirmed candidate beside the teacher(s) and the reference (`direct`, bench's speedup).
+    """
+
+    teacher_names: dict[str, str]
+    """Model name of the teacher per key: "transformers" (torch float32) and "engine"."""
+    reference: Candidate
+    """The candidate every other is timed beside."""
+    work: dict[Candidate, dict[str, float]]
+    """Cost-model features of every candidate."""
+    teacher_work: dict[str, float]
+    """Cost-model features of the teacher."""
+    beside_teacher: dict[str, list[float]] = field(default_factory=dict)
+    """Seconds per repeat of the teacher(s) and the reference, timed together."""
+    relative: dict[Candidate, float] = field(default_factory=dict)
+    """A candidate's seconds over the reference's, in the same repeats (median of ratios)."""
+    direct: dict[Candidate, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """Per confirmed candidate and teacher key, `nash_cli.timing.speedup_stats` beside that teacher."""
+    model: Any = None
+    """The cost model (`planning.CostModel`) fitted to the reference's frame: teacher and `relative`."""
+
+    def teacher_seconds(self) -> dict[str, float]:
+        """Median seconds per call of the teacher, per key."""
+        return {key: statistics.median(self.beside_teacher[name]) for key, name in self.teacher_names.items()}
+
+    def estimate_seconds(self, c: Candidate) -> float:
+        """Seconds per call at the teacher's conditions in the reference's frame: timed beside the
+        reference, or predicted by the cost model fitted to those timings."""
+        if c in self.relative:
+            engine = self.teacher_names["engine"]
+            over = ratio(self.beside_teacher[engine], self.beside_teacher[self.reference.label])
+            return self.teacher_seconds()["engine"] / over * self.relative[c]
+        return self.model.predict(self.work[c])
+
+    def calibration(self, against: str) -> float:
+        """What the confirmations measured over what the reference's frame estimates for the same
+        candidates (geometric mean; 1 before any). Its error lies mostly in the teacher-to-reference
+        factor, which every candidate shares, so the unconfirmed ones are scaled by it."""
+        factors = [self.direct[c][against]["value"] * self.estimate_seconds(c) / self.teacher_seconds()[against]
+                   for c in self.direct]
+        return math.exp(statistics.fmean(math.log(f) for f in factors)) if factors else 1.0
+
+    def speedup(self, c: Candidate, against: str) -> float:
+        """Measured beside the teacher where confirmed; otherwise the estimate, calibrated."""
+        if c in self.direct:
+            return self.direct[c][against]["value"]
+        return self.teacher_seconds()[against] / self.estimate_seconds(c) * self.calibration(against)
+
+    def seconds(self, c: Candidate) -> float:
+        """Seconds per call at the teacher's conditions (on the engine), from `speedup`."""
+        return self.teacher_seconds()["engine"] / self.speedup(c, "engine")
+
+    def timed(self) -> set[Candidate]:
+        """Candidates timed in any way."""
+        return set(self.relative) | set(self.direct)
+
+    def refit(self) -> None:
+        """Fits the cost model to the teacher and the candidates timed beside the reference."""
+        from nash_cli import planning
+
+        samples = [(self.teacher_work, self.teacher_seconds()["engine"])]
+        samples += [(self.work[c], self.estimate_seconds(c)) for c in sorted(self.relative, key=Candidate.capacity_key)]
+        self.model = planning.fit_cost_model(samples)
+
+
+def _build(teacher, candidate: Candidate, masks, tokenizer, workdir: Path, options: PlanOptions, sizes, progress):
+    """The candidate, built by the real surgery and, for CTranslate2, exported (its size in `sizes`)."""
+    progress.update(status=f"building {candidate.label}")
+    model = build_candidate(teacher, candidate, masks)
+    if options.engine == "ctranslate2":
+        # a directory of its own: the confirmation may build a candidate timed before
+        own = Path(tempfile.mkdtemp(prefix="candidate-", dir=workdir))
+        model, sizes[candidate] = _export(model, tokenizer, own, "candidate", options.quantization, options.threads)
+    return model
 
 
 def _export(model, tokenizer, workdir: Path, name: str, quantization: str, threads: int | None):
@@ -516,7 +603,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
 
     import torch
 
-    from nash_cli import planning
+    from nash_cli import planning, timing
 
     if options.threads is not None:
         torch.set_num_threads(options.threads)
@@ -562,82 +649,109 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
     timer = _Timer(batch, workload, progress)
     engine_name = "ct2" if options.engine == "ctranslate2" else "torch"
     workdir = Path(tempfile.mkdtemp(prefix="nash-plan-"))
-    measured: dict[Candidate, float] = {}
+    estimates: dict[Candidate, float] = {}  # a confirmed candidate's speedup before its confirmation
     calls: dict[Candidate, int] = {}
     sizes: dict[Candidate, float] = {}
     # The reference is the fastest candidate (by work): cheap to run beside every other model. The
-    # teacher is timed interleaved with it once; each candidate then interleaved with it. A
-    # candidate's speedup is (teacher / reference) x (reference / candidate), each a median of
-    # ratios within the same repeats, so a machine whose speed changes between the teacher's turn
-    # and the candidate's does not move it. Its seconds are stated at the teacher's conditions.
+    # teacher is timed interleaved with it, and each candidate then interleaved with it, so a
+    # candidate's speedup is (teacher / reference) x (reference / candidate), each a median of ratios
+    # within the same repeats, and the teacher is not re-timed for every candidate. That product of
+    # two noisy ratios was 16% above what `nash bench` then measured (docs/plan.md, run F), so the
+    # recommendation is confirmed at the end: timed beside the teacher as `nash bench` times it, and
+    # its speedup is that measurement. Seconds are stated at the teacher's conditions.
     scale = planning.fit_cost_model([(teacher_work, 1.0)])
     reference = max(candidates, key=lambda c: (-scale.predict(work[c]), c.capacity_key()))
     teacher_names = {"transformers": "teacher (torch float32)", "engine": f"teacher ({engine_name} {options.quantization})"}
+    if options.engine != "ctranslate2":
+        teacher_names["engine"] = teacher_names["transformers"]
+    timings = _Timings(teacher_names, reference, work, teacher_work)
+    build_s = 0.0
+
+    def confirmation_cost(c: Candidate, repeats: int) -> float:
+        """Predicted seconds to confirm `c`: its build and warm-up call, then `repeats` repeats of the
+        teacher(s), the reference and `c`, with the margin."""
+        per_repeat = sum(statistics.median(timings.beside_teacher[name]) for name in set(teacher_names.values()))
+        per_repeat += timings.seconds(reference)
+        if c == reference:
+            return BUDGET_MARGIN * repeats * per_repeat
+        return build_s + BUDGET_MARGIN * (repeats * (per_repeat + timings.seconds(c)) + timings.seconds(c))
+
+    def speedups_now() -> dict[Candidate, float]:
+        return {c: timings.speedup(c, options.speedup_against) for c in candidates}
+
     try:
         progress.update(status=f"building {reference.label}")
         reference_model = build_candidate(teacher, reference, masks)
-        group: dict[str, Any] = {teacher_names["transformers"]: teacher}
+        teachers: dict[str, Any] = {teacher_names["transformers"]: teacher}
         teacher_size = None
         if options.engine == "ctranslate2":
-            group[teacher_names["engine"]], teacher_size = _export(teacher, tokenizer, workdir, "teacher",
-                                                                   options.quantization, options.threads)
+            teachers[teacher_names["engine"]], teacher_size = _export(teacher, tokenizer, workdir, "teacher",
+                                                                      options.quantization, options.threads)
             reference_model, sizes[reference] = _export(reference_model, tokenizer, workdir, "reference",
                                                         options.quantization, options.threads)
-        else:
-            teacher_names["engine"] = teacher_names["transformers"]
-        group[reference.label] = reference_model
-        # One repeat; more up to --repeats as far as a fifth of the budget allows (a large teacher
-        # on a slow machine must not eat the whole budget).
-        repeats_s = timer.group(group, 1)
-        per_repeat = sum(values[0] for values in repeats_s.values())
-        more = min(options.repeats - 1, int((budget_s / 5) // per_repeat))
-        if more > 0:
-            for name, values in timer.group(group, more).items():
-                repeats_s[name] += values
-        del group
-        teacher_calls = {key: repeats_s[name] for key, name in teacher_names.items()}
-        references = {key: statistics.median(values) for key, values in teacher_calls.items()}
-        over_reference = {key: ratio(values, repeats_s[reference.label]) for key, values in teacher_calls.items()}
-        measured[reference] = references["engine"] / over_reference["engine"]
-        calls[reference] = len(repeats_s[reference.label])
-        baseline = references[options.speedup_against]
-        samples = [(teacher_work, references["engine"]), (work[reference], measured[reference])]
-        model = planning.fit_cost_model(samples)
-        build_s = 0.0
+        # One repeat steers the search; the confirmation adds the teacher's other repeats.
+        timings.beside_teacher = timer.group({**teachers, reference.label: reference_model}, 1)
+        timings.relative[reference], calls[reference] = 1.0, 1
+        timings.refit()
         while True:
-            speedups = {c: baseline / measured.get(c, model.predict(work[c])) for c in candidates}
-            choice = planning.next_to_time(speedups, set(measured), options.speedup)
+            speedups = speedups_now()
+            choice = planning.next_to_time(speedups, set(timings.relative), options.speedup)
             if choice is None:
                 break
-            # As many repeats as the budget left allows (up to --repeats); none: stop timing. The
-            # prediction is given a quarter more, since on a busy machine it is often that far off.
-            left = budget_s - (time.monotonic() - started) - build_s
-            repeat_cost = BUDGET_MARGIN * (model.predict(work[choice]) + model.predict(work[reference]))
-            warm_up = BUDGET_MARGIN * model.predict(work[choice])
-            count = min(options.repeats, int((left - warm_up) // max(repeat_cost, 1e-9)))
+            # As many repeats as the budget allows (up to --repeats) once the confirmation of the
+            # current recommendation is set aside; none: stop timing. Predicted times get a quarter
+            # more, since on a busy machine they are often that far off.
+            recommended, _ = planning.recommend(speedups, options.speedup)
+            left = budget_s - (time.monotonic() - started) - build_s - confirmation_cost(recommended, options.repeats)
+            repeat_cost = BUDGET_MARGIN * (timings.seconds(choice) + timings.seconds(reference))
+            count = min(options.repeats, int((left - BUDGET_MARGIN * timings.seconds(choice)) // max(repeat_cost, 1e-9)))
             if count < 1:
                 break
             built = time.monotonic()
-            progress.update(status=f"building {choice.label}")
-            candidate = build_candidate(teacher, choice, masks)
-            if options.engine == "ctranslate2":
-                candidate, sizes[choice] = _export(candidate, tokenizer, workdir, f"c{len(measured)}", options.quantization,
-                                                   options.threads)
+            candidate = _build(teacher, choice, masks, tokenizer, workdir, options, sizes, progress)
             build_s = time.monotonic() - built
             pair = timer.group({reference.label: reference_model, choice.label: candidate}, count)
-            measured[choice] = measured[reference] * ratio(pair[choice.label], pair[reference.label])
-            calls[choice] = count
+            timings.relative[choice], calls[choice] = ratio(pair[choice.label], pair[reference.label]), count
             del candidate
-            samples.append((work[choice], measured[choice]))
-            model = planning.fit_cost_model(samples)
-        del reference_model
+            timings.refit()
+
+        # The confirmation: the recommendation beside the teacher(s) and the reference, with as many
+        # repeats as the budget left allows (up to --repeats). One that misses the target there
+        # hands over to the next recommendation, confirmed in turn while the budget lasts.
+        while True:
+            choice, _ = planning.recommend(speedups_now(), options.speedup)
+            left = budget_s - (time.monotonic() - started)
+            count = next((n for n in range(options.repeats, 0, -1) if confirmation_cost(choice, n) <= left), 0)
+            if choice in timings.direct or count < 1:
+                break
+            estimates[choice] = timings.speedup(choice, options.speedup_against)
+            group = {**teachers, reference.label: reference_model}
+            if choice != reference:
+                group[choice.label] = _build(teacher, choice, masks, tokenizer, workdir, options, sizes, progress)
+                timer.forget(choice.label)  # a new object under a name timed before: warm it up again
+            repeats_s = timer.group(group, count)
+            for name in (*teachers, reference.label):
+                timings.beside_teacher[name] += repeats_s[name]
+            timings.direct[choice] = {key: timing.speedup_stats(repeats_s[name], repeats_s[choice.label])
+                                      for key, name in teacher_names.items()}
+            calls[choice] = calls.get(choice, 0) + count
+            if choice != reference:
+                calls[reference] += count
+            del group
+            timings.refit()
+        del reference_model, teachers
     finally:
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)
 
-    seconds = {c: measured.get(c, model.predict(work[c])) for c in candidates}
-    speedups = {c: baseline / seconds[c] for c in candidates}
+    references = timings.teacher_seconds()
+    calibrations = {key: timings.calibration(key) for key in teacher_names}
+    teacher_calls = {key: timings.beside_teacher[name] for key, name in teacher_names.items()}
+    over_reference = {key: ratio(values, timings.beside_teacher[reference.label]) for key, values in teacher_calls.items()}
+    timed, direct, model = timings.timed(), timings.direct, timings.model
+    seconds = {c: timings.seconds(c) for c in candidates}
+    speedups = speedups_now()
     choice, meets = planning.recommend(speedups, options.speedup)
     bytes_per_param = None
     if options.engine == "ctranslate2" and teacher_size is not None:
@@ -647,13 +761,14 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
         row = {
             **c.to_dict(),
             "label": c.label,
-            "timed": c in measured,
+            "timed": c in timed,
+            "confirmed": c in direct,
             "timed_calls": calls.get(c, 0),
             "seconds": seconds[c],
             "predicted_s": model.predict(work[c]),
             "speedup": speedups[c],
-            "speedup_vs_engine_teacher": references["engine"] / seconds[c],
-            "speedup_vs_transformers_teacher": references["transformers"] / seconds[c],
+            "speedup_vs_engine_teacher": timings.speedup(c, "engine"),
+            "speedup_vs_transformers_teacher": timings.speedup(c, "transformers"),
             "parameters": parameters[c]["total"],
             "meets_target": speedups[c] >= options.speedup,
         }
@@ -666,14 +781,25 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
         rows.append(row)
     best = max(speedups.values())
     why = _why(choice, meets, speedups, options.speedup, candidates)
-    if choice not in measured:
+    for c, estimate in estimates.items():
+        if c != choice:
+            notes.append(f"{c.label} was estimated at {estimate:.2f}x but measured {speedups[c]:.2f}x beside the teacher, "
+                         f"below the target, so it is not the recommendation")
+    if direct and len(direct) < len(candidates) and abs(calibrations[options.speedup_against] - 1) > 0.005:
+        notes.append(f"the other candidates' speedups are scaled by {calibrations[options.speedup_against]:.2f}: what "
+                     f"timing {', '.join(c.label for c in direct)} beside the teacher measured over its estimate")
+    if choice not in timed:
         notes.append(f"the recommended configuration ({choice.label}) was predicted, not timed: the budget ran out; "
                      "give a larger --budget-minutes to time it")
+    elif choice not in direct:
+        notes.append(f"the recommended configuration ({choice.label}) was timed beside the reference only, not beside "
+                     "the teacher: the budget ran out; its speedup is a product of two ratios, which can be 15% off; "
+                     "give a larger --budget-minutes to confirm it")
     if vocabulary is not None:
         notes.append("vocabulary candidates are timed with a model of the reduced vocabulary size"
                      + (" (a CTranslate2 vocabulary map restricts per batch; the reduced size approximates it)"
                         if options.engine == "ctranslate2" else ""))
-    recipe = recipe_text(options, choice, speedups[choice], choice in measured, workload, family.name)
+    recipe = recipe_text(options, choice, speedups[choice], choice in timed, workload, family.name)
     result = PlanResult(
         teacher=options.checkpoint,
         target=options.speedup,
@@ -682,16 +808,18 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
                 "threads": torch.get_num_threads()},
         workload={**asdict(workload), **origin},
         references={**references, "calls": teacher_calls, "reference": reference.label,
-                    "teacher_over_reference": over_reference},
+                    "teacher_over_reference": over_reference, "calibration": calibrations},
         candidates=rows,
         cost_model=model.to_dict(),
         recommendation={
             **choice.to_dict(), "label": choice.label, "speedup": speedups[choice], "meets_target": meets,
-            "timed": choice in measured, "best_reachable": best, "why": why,
+            "timed": choice in timed, "confirmed": choice in direct, "best_reachable": best, "why": why,
+            **({"estimate": estimates[choice], "per_repeat": direct[choice][options.speedup_against]["per_repeat"]}
+               if choice in direct else {}),
         },
         vocabulary=vocabulary,
-        budget={"minutes": options.budget_minutes, "used_s": time.monotonic() - started, "timed": len(measured),
-                "predicted": len(candidates) - len(measured)},
+        budget={"minutes": options.budget_minutes, "used_s": time.monotonic() - started, "timed": len(timed),
+                "predicted": len(candidates) - len(timed)},
         recipe=recipe,
         environment=timer.environment,
         notes=notes,
@@ -748,6 +876,8 @@ def recipe_text(options: PlanOptions, choice: Candidate, speedup: float, timed: 
         stages["prune_vocab"] = {"keep_source_tokens": True}
     if options.engine == "ctranslate2":
         stages["export"] = {"quantization": options.quantization}
+        if choice.vocab_size is not None:
+            stages["export"]["vocab_map"] = True
     bench = {"batch": options.batch, "beams": options.beams}
     if options.threads is not None:
         bench["threads"] = options.threads
@@ -772,7 +902,7 @@ def recipe_text(options: PlanOptions, choice: Candidate, speedup: float, timed: 
     if choice.vocab_size is not None:
         header.append(
             f"# Vocabulary: the plan counted on restricting the output vocabulary to {choice.vocab_size:,} tokens"
-            + (": after the run, export the student with `nash export --vocab-map TRAIN` (a vocabulary map)."
+            + (" (the export stage's vocabulary map, built from data.train)."
                if options.engine == "ctranslate2" else " (the prune_vocab stage).")
         )
     return "\n".join(header) + "\n" + yaml.safe_dump(document, sort_keys=False)

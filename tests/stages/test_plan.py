@@ -168,11 +168,12 @@ def test_a_restricted_vocabulary_becomes_a_prune_vocab_stage_for_transformers_on
         assert stages.index("prune_vocab") == stages.index("distill") + 1
         assert raw["stages"]["prune_vocab"] == {"keep_source_tokens": True}
     else:
-        assert "prune_vocab" not in stages and "--vocab-map" in text
+        # CTranslate2 restricts the vocabulary with the export's map, built from the recipe's data
+        assert "prune_vocab" not in stages and raw["stages"]["export"] == {"quantization": "float32", "vocab_map": True}
     assert "6,000 tokens" in text and recipe.teacher == "teacher/"
     # without a restricted vocabulary, no stage and no comment about one
     plain = recipe_text(options, Candidate(2, 0.3, None), 3.2, True, WORKLOAD, "t5")
-    assert "prune_vocab" not in plain and "Vocabulary" not in plain
+    assert "prune_vocab" not in plain and "Vocabulary" not in plain and "vocab_map" not in plain
 
 
 # ---------------------------------------------------------------------- the command
@@ -203,7 +204,14 @@ def test_plan_times_candidates_and_writes_a_recipe_that_validates(cli, deep_deco
     assert result.exit_code == 0, result.stderr
     plan = result.json()
     rows = {(row["decoder_layers"], row["vocab_size"]): row for row in plan["candidates"]}
-    assert all(row["timed"] and row["timed_calls"] == 3 for row in rows.values()), "5 minutes time four tiny models"
+    assert all(row["timed"] and row["timed_calls"] >= 3 for row in rows.values()), "5 minutes time four tiny models"
+    # the recommendation is confirmed beside the teacher: three more repeats of the teacher, and
+    # its speedup is bench's (ratio of medians), which lies within its per-repeat ratios
+    recommendation = plan["recommendation"]
+    assert recommendation["confirmed"] and len(plan["references"]["calls"]["transformers"]) == 1 + 3
+    assert [row["label"] for row in plan["candidates"] if row["confirmed"]] == [recommendation["label"]]
+    spread = recommendation["per_repeat"]
+    assert spread["min"] <= recommendation["speedup"] <= spread["max"]
     kept = plan["vocabulary"]["kept"]
     assert (1, kept) in rows and (6, None) in rows
     # Timings monotone in k: six decoder layers against one, where the decoder is the work.
@@ -226,6 +234,48 @@ def test_plan_times_candidates_and_writes_a_recipe_that_validates(cli, deep_deco
     if "prune_vocab" in stages:
         assert stages.index("prune_vocab") == stages.index("distill") + 1
     assert not (tmp_path / "run").exists()
+
+
+def test_the_recommendation_is_the_one_confirmed_beside_the_teacher(cli, deep_decoder, monkeypatch):
+    """Beside the reference, dec 3 looks like 3.33x (the teacher's first repeat is slow); beside the
+    teacher it is 2.13x, below the target. That scales every unconfirmed estimate by 0.8, so dec 2
+    (4x in the reference's frame) is confirmed next, at 3.2x, and recommended."""
+    from nash_cli.stages import plan as stage
+
+    groups = []
+
+    def fake_group(self, models, count):
+        # seconds per call: the teacher 10 in its first group and 8 after; dec k: k, and a quarter
+        # more for a candidate other than the reference when the teacher is in the group
+        groups.append(list(models))
+
+        def seconds(name):
+            if name.startswith("teacher"):
+                return 10.0 if len(groups) == 1 else 8.0
+            k = float(name.split(",")[0].removeprefix("dec "))
+            return k * 1.25 if k > 1 and any(m.startswith("teacher") for m in models) else k
+
+        return {name: [seconds(name)] * count for name in models}
+
+    monkeypatch.setattr(stage._Timer, "group", fake_group)
+    result = cli("plan", deep_decoder, "--speedup", "3", "--batch", "2", "--beams", "2", "--source-length", "8",
+                 "--new-tokens", "4", "--decoder-layers", "1,2,3,6", "--sparsities", "0", "--json")
+    assert result.exit_code == 0, result.stderr
+    plan = result.json()
+    recommendation = plan["recommendation"]
+    assert (recommendation["label"], recommendation["confirmed"]) == ("dec 2, enc 0.00", True)
+    assert recommendation["speedup"] == pytest.approx(3.2) and recommendation["estimate"] == pytest.approx(3.2)
+    rows = {row["label"]: row for row in plan["candidates"]}
+    assert rows["dec 3, enc 0.00"]["confirmed"] and rows["dec 3, enc 0.00"]["speedup"] == pytest.approx(8 / 3.75)
+    assert not rows["dec 3, enc 0.00"]["meets_target"]
+    # the reference (dec 1, never beside the teacher but in the first group) is scaled too: 8 x 0.8
+    assert plan["references"]["calibration"]["transformers"] == pytest.approx(0.8)
+    assert rows["dec 1, enc 0.00"]["speedup"] == pytest.approx(6.4) and not rows["dec 1, enc 0.00"]["confirmed"]
+    assert any("dec 3, enc 0.00 was estimated at 3.33x but measured 2.13x" in note for note in plan["notes"])
+    assert any("scaled by 0.80" in note for note in plan["notes"])
+    # the two confirmations timed the teacher, the reference and the candidate together
+    assert groups[-2:] == [["teacher (torch float32)", "dec 1, enc 0.00", "dec 3, enc 0.00"],
+                           ["teacher (torch float32)", "dec 1, enc 0.00", "dec 2, enc 0.00"]]
 
 
 def test_an_unreachable_target_gets_the_fastest_candidate_and_the_best_speedup(cli, deep_decoder, tmp_path):
@@ -268,13 +318,20 @@ def test_ctranslate2_plan_exports_each_timed_candidate(cli, make_checkpoint, tmp
                  "--decoder-layers", "1", "--sparsities", "0,0.5", "--repeats", "1", "--json")
     assert result.exit_code == 0, result.stderr
     plan = result.json()
-    assert set(plan["references"]) == {"transformers", "engine", "calls", "reference", "teacher_over_reference"}
+    assert set(plan["references"]) == {"transformers", "engine", "calls", "reference", "teacher_over_reference",
+                                       "calibration"}
     assert plan["references"]["engine"] != plan["references"]["transformers"]
     assert plan["engine"]["quantization"] == "int8"
     for row in plan["candidates"]:
         assert row["timed"] and not row["weights_estimated"]
-        assert row["speedup_vs_transformers_teacher"] == pytest.approx(
-            plan["references"]["transformers"] / row["seconds"])
+        assert row["speedup_vs_engine_teacher"] == pytest.approx(plan["references"]["engine"] / row["seconds"])
+        if not row["confirmed"]:  # a confirmed row has its own measurement beside the torch teacher
+            calibration = plan["references"]["calibration"]
+            assert row["speedup_vs_transformers_teacher"] == pytest.approx(
+                plan["references"]["transformers"] / row["seconds"] * calibration["transformers"] / calibration["engine"])
+    # the confirmation timed both teachers again, beside the export of the recommendation
+    assert plan["recommendation"]["confirmed"]
+    assert len(plan["references"]["calls"]["engine"]) == len(plan["references"]["calls"]["transformers"]) == 2
 
 
 @pytest.mark.parametrize(
