@@ -57,7 +57,7 @@ plan = json.load(open(f"{work}/plan/plan.json"))
 bench = json.load(open(f"{work}/bench.json"))
 rec = plan["recommendation"]
 speedup = next(m for m in bench["models"] if m["speedup"])["speedup"]
-print(f"plan: {rec['label']} {rec['speedup']:.2f}x ({'timed' if rec['timed'] else 'predicted'}); "
+print(f"plan: {rec['label']} {rec['speedup']:.2f}x ({'confirmed' if rec.get('confirmed') else 'timed' if rec['timed'] else 'predicted'}); "
       f"{plan['budget']['used_s']:.0f} s of {60 * plan['budget']['minutes']:.0f}; teacher {plan['references']['engine']:.2f} s/call")
 print(f"bench: {speedup['value']:.2f}x, per repeat {[round(r, 2) for r in speedup['ratios']]}; "
       f"{100 * (speedup['value'] / rec['speedup'] - 1):+.1f}% against the plan")
