@@ -151,7 +151,7 @@ def print_plan(document: dict, console) -> None:
             str(row["decoder_layers"]),
             f"{row['encoder_sparsity']:.2f}",
             vocab,
-            "confirmed" if row.get("confirmed") else "timed" if row["timed"] else "pred.",
+            "conf." if row.get("confirmed") else "timed" if row["timed"] else "pred.",
             f"{row['seconds']:.3f}",
             f"{row['speedup_vs_engine_teacher']:.2f}x",
         ]
@@ -169,8 +169,8 @@ def print_plan(document: dict, console) -> None:
     console.print(
         f"[dim]timed {budget['timed']} of {budget['timed'] + budget['predicted']} candidates in {budget['used_s']:.0f} s "
         f"(budget {budget['minutes']:g} min), each interleaved with the reference ({document['references']['reference']}), "
-        f"itself interleaved with the teacher: speedups are products of per-repeat ratio medians; 'confirmed': timed "
-        f"beside the teacher, as nash bench does; 'pred.': predicted by a cost model ({model['kind']}, fitted to "
+        f"itself interleaved with the teacher: speedups are products of per-repeat ratio medians; 'conf.': confirmed, "
+        f"timed beside the teacher as nash bench does; 'pred.': predicted by a cost model ({model['kind']}, fitted to "
         f"{model['timings']} timings, rms error {100 * model['relative_error']:.0f}%); new tokens forced (min = max); "
         f"'~': weight size estimated[/]"
     )

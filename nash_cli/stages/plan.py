@@ -781,10 +781,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
         rows.append(row)
     best = max(speedups.values())
     why = _why(choice, meets, speedups, options.speedup, candidates)
-    for c, estimate in estimates.items():
-        if c != choice:
-            notes.append(f"{c.label} was estimated at {estimate:.2f}x but measured {speedups[c]:.2f}x beside the teacher, "
-                         f"below the target, so it is not the recommendation")
+    notes += confirmation_notes(estimates, speedups, choice, options.speedup)
     if direct and len(direct) < len(candidates) and abs(calibrations[options.speedup_against] - 1) > 0.005:
         notes.append(f"the other candidates' speedups are scaled by {calibrations[options.speedup_against]:.2f}: what "
                      f"timing {', '.join(c.label for c in direct)} beside the teacher measured over its estimate")
@@ -837,6 +834,23 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
                 staging / artifact.MANIFEST: artifact.json_text(manifest),
             })
     return result
+
+
+def confirmation_notes(estimates: dict[Candidate, float], speedups: dict[Candidate, float], choice: Candidate,
+                       target: float) -> list[str]:
+    """One line per confirmed candidate that is not the recommendation: it missed the target beside
+    the teacher, or it met it and the recommendation keeps more capacity on its (calibrated) estimate."""
+    notes = []
+    for c, estimate in estimates.items():
+        if c == choice:
+            continue
+        measured = f"{c.label} was estimated at {estimate:.2f}x and measured {speedups[c]:.2f}x beside the teacher"
+        if speedups[c] < target:
+            notes.append(f"{measured}, below the target, so it is not the recommendation")
+        else:
+            notes.append(f"{measured}; the recommendation, {choice.label}, keeps more capacity and reaches the target on "
+                         "its estimate")
+    return notes
 
 
 def _why(choice: Candidate, meets: bool, speedups, target: float, candidates) -> str:

@@ -271,11 +271,25 @@ def test_the_recommendation_is_the_one_confirmed_beside_the_teacher(cli, deep_de
     # the reference (dec 1, never beside the teacher but in the first group) is scaled too: 8 x 0.8
     assert plan["references"]["calibration"]["transformers"] == pytest.approx(0.8)
     assert rows["dec 1, enc 0.00"]["speedup"] == pytest.approx(6.4) and not rows["dec 1, enc 0.00"]["confirmed"]
-    assert any("dec 3, enc 0.00 was estimated at 3.33x but measured 2.13x" in note for note in plan["notes"])
+    assert any("dec 3, enc 0.00 was estimated at 3.33x and measured 2.13x beside the teacher, below the target" in note
+               for note in plan["notes"])
     assert any("scaled by 0.80" in note for note in plan["notes"])
     # the two confirmations timed the teacher, the reference and the candidate together
     assert groups[-2:] == [["teacher (torch float32)", "dec 1, enc 0.00", "dec 3, enc 0.00"],
                            ["teacher (torch float32)", "dec 1, enc 0.00", "dec 2, enc 0.00"]]
+
+
+def test_a_confirmed_candidate_is_named_for_what_it_measured():
+    from nash_cli.stages.plan import confirmation_notes
+
+    missed, met, chosen = Candidate(4, 0.3), Candidate(1, 0.0), Candidate(2, 0.3)
+    notes = confirmation_notes({missed: 2.42, met: 3.24, chosen: 2.1}, {missed: 1.49, met: 3.96, chosen: 2.13}, chosen, 2)
+    assert notes == [
+        "dec 4, enc 0.30 was estimated at 2.42x and measured 1.49x beside the teacher, below the target, so it is not "
+        "the recommendation",
+        "dec 1, enc 0.00 was estimated at 3.24x and measured 3.96x beside the teacher; the recommendation, dec 2, enc "
+        "0.30, keeps more capacity and reaches the target on its estimate",
+    ]
 
 
 def test_an_unreachable_target_gets_the_fastest_candidate_and_the_best_speedup(cli, deep_decoder, tmp_path):
