@@ -227,6 +227,10 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe") -> Recipe:
         options = stages_raw[name] if stages_raw[name] is not None else {}
         if not isinstance(options, dict):
             raise NashError(f"{source}: stages.{name} must be a mapping of options (or {{}})")
+        for switch in DATA_SWITCHES.get(name, ()):
+            if switch in options and not isinstance(options[switch], bool):
+                raise NashError(f"{source}: stages.{name}.{switch} is true or false in a recipe (got "
+                                f"{options[switch]!r}); true reads data.train, so put the file there")
         try:
             stages[name] = stage_model(name).model_validate(options)
         except ValidationError as error:

@@ -205,4 +205,5 @@ def test_an_export_stage_builds_its_vocabulary_map_from_the_recipe_data(tiny_rec
     # the recipe's switch is a boolean: a path there would be a second, unchecked source of data
     recipe["stages"]["export"]["vocab_map"] = "train.jsonl"
     path.write_text(yaml.safe_dump(recipe))
-    assert_user_error(cli("run", path, "-o", tmp_path / "other", "--dry-run"), "stages.export.vocab_map")
+    assert_user_error(cli("run", path, "-o", tmp_path / "other", "--dry-run"), "stages.export.vocab_map is true or false",
+                      "data.train")
