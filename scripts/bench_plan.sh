@@ -3,6 +3,8 @@
 # of its recommendation made by the real stages, benched against the teacher.
 #
 #   scripts/bench_plan.sh WORK_DIR            # the issue's workload: batch 8, beams 4, source 256, 64 new tokens
+#   PLANFLAGS="--batch 8 --beams 4 --source-length 256 --new-tokens 64 --engine ctranslate2 --quantization int8" \
+#     scripts/bench_plan.sh WORK_DIR          # on CTranslate2: the stand-in and the teacher are exported too
 #   PLANFLAGS="--batch 2 --beams 4 --source-length 64 --new-tokens 16" \
 #   BENCHFLAGS="--batch 2 --beams 4 --source-length 64 --fixed-length 16" scripts/bench_plan.sh WORK_DIR
 #
@@ -47,8 +49,18 @@ if [ "$S" != "0.0" ]; then
   $NASH compact "$WORK/s2" -o "$WORK/s3" --json > /dev/null
   STUDENT=$WORK/s3
 fi
+BASELINE=$WORK/teacher
+read -r ENGINE Q <<< "$($PY -c "import json; e = json.load(open('$WORK/plan/plan.json'))['engine']; print(e['engine'], e['quantization'])")"
+if [ "$ENGINE" = "ctranslate2" ]; then
+  # the plan chose the engine: the stand-in and the teacher are exported as nash export writes them
+  rm -rf "$WORK/s-ct2" "$WORK/teacher-ct2"
+  $NASH export "$STUDENT" -o "$WORK/s-ct2" --quantization "$Q" --json > /dev/null
+  $NASH export "$WORK/teacher" -o "$WORK/teacher-ct2" --quantization "$Q" --json > /dev/null
+  STUDENT=$WORK/s-ct2
+  BASELINE=$WORK/teacher-ct2
+fi
 echo "load before bench: $(uptime)"
-$NASH bench "$STUDENT" --baseline "$WORK/teacher" $BENCHFLAGS --threads 2 --repeats 3 --json > "$WORK/bench.json"
+$NASH bench "$STUDENT" --baseline "$BASELINE" $BENCHFLAGS --threads 2 --repeats 3 --json > "$WORK/bench.json"
 echo "load after bench: $(uptime)"
 $PY - "$WORK" <<'PYEOF'
 import json, sys

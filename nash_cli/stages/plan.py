@@ -382,8 +382,9 @@ class _Timings:
     """What the plan has timed, and the speedup it gives every candidate.
 
     Three kinds of timing: the teacher(s) beside the reference (`beside_teacher`, calls by model
-    name, the same repeats for each), a candidate beside the reference (`relative`), and a
-    confirmed candidate beside the teacher(s) and the reference (`direct`, bench's speedup).
+    name; a teacher left out of a later group pairs with the reference's first repeats, since
+    groups only ever drop it after the first), a candidate beside the reference (`relative`), and
+    a confirmed candidate beside the teacher(s) and the reference (`direct`, bench's speedup).
     """
 
     teacher_names: dict[str, str]
@@ -399,7 +400,8 @@ class _Timings:
     relative: dict[Candidate, float] = field(default_factory=dict)
     """A candidate's seconds over the reference's, in the same repeats (median of ratios)."""
     direct: dict[Candidate, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    """Per confirmed candidate and teacher key, `nash_cli.timing.speedup_stats` beside that teacher."""
+    """Per confirmed candidate and teacher key, `nash_cli.timing.speedup_stats` beside that teacher
+    ("engine" always; "transformers" when that teacher was in the group)."""
     model: Any = None
     """The cost model (`planning.CostModel`) fitted to the reference's frame: teacher and `relative`."""
 
@@ -416,23 +418,28 @@ class _Timings:
             return self.teacher_seconds()["engine"] / over * self.relative[c]
         return self.model.predict(self.work[c])
 
-    def calibration(self, against: str) -> float:
+    def calibration(self) -> float:
         """What the confirmations measured over what the reference's frame estimates for the same
-        candidates (geometric mean; 1 before any). Its error lies mostly in the teacher-to-reference
-        factor, which every candidate shares, so the unconfirmed ones are scaled by it."""
-        factors = [self.direct[c][against]["value"] * self.estimate_seconds(c) / self.teacher_seconds()[against]
-                   for c in self.direct]
+        candidates, on the engine (geometric mean; 1 before any). The estimate's error lies mostly
+        in the teacher-to-reference factor, which every candidate shares, so the unconfirmed
+        candidates' estimated seconds are divided by it."""
+        teacher_s = self.teacher_seconds()["engine"]
+        factors = [self.direct[c]["engine"]["value"] * self.estimate_seconds(c) / teacher_s for c in self.direct]
         return math.exp(statistics.fmean(math.log(f) for f in factors)) if factors else 1.0
 
-    def speedup(self, c: Candidate, against: str) -> float:
-        """Measured beside the teacher where confirmed; otherwise the estimate, calibrated."""
-        if c in self.direct:
-            return self.direct[c][against]["value"]
-        return self.teacher_seconds()[against] / self.estimate_seconds(c) * self.calibration(against)
-
     def seconds(self, c: Candidate) -> float:
-        """Seconds per call at the teacher's conditions (on the engine), from `speedup`."""
-        return self.teacher_seconds()["engine"] / self.speedup(c, "engine")
+        """Seconds per call on the engine at the teacher's conditions: from the confirmation where
+        confirmed, otherwise the estimate, calibrated."""
+        if c in self.direct:
+            return self.teacher_seconds()["engine"] / self.direct[c]["engine"]["value"]
+        return self.estimate_seconds(c) / self.calibration()
+
+    def speedup(self, c: Candidate, against: str) -> float:
+        """Against the teacher of `against`: measured beside it where confirmed there, otherwise its
+        seconds over the candidate's."""
+        if against in self.direct.get(c, {}):
+            return self.direct[c][against]["value"]
+        return self.teacher_seconds()[against] / self.seconds(c)
 
     def timed(self) -> set[Candidate]:
         """Candidates timed in any way."""
@@ -670,7 +677,8 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
     def confirmation_cost(c: Candidate, repeats: int) -> float:
         """Predicted seconds to confirm `c`: its build and warm-up call, then `repeats` repeats of the
         teacher(s), the reference and `c`, with the margin."""
-        per_repeat = sum(statistics.median(timings.beside_teacher[name]) for name in set(teacher_names.values()))
+        names = {teacher_names["engine"], teacher_names[options.speedup_against]}
+        per_repeat = sum(statistics.median(timings.beside_teacher[name]) for name in names)
         per_repeat += timings.seconds(reference)
         if c == reference:
             return BUDGET_MARGIN * repeats * per_repeat
@@ -725,15 +733,19 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
             if choice in timings.direct or count < 1:
                 break
             estimates[choice] = timings.speedup(choice, options.speedup_against)
-            group = {**teachers, reference.label: reference_model}
+            # the teacher the target is measured against, and the engine's (the torch teacher, the
+            # slowest model by far, only when the target is against it)
+            names = {teacher_names["engine"], teacher_names[options.speedup_against]}
+            group = {name: model for name, model in teachers.items() if name in names}
+            group[reference.label] = reference_model
             if choice != reference:
                 group[choice.label] = _build(teacher, choice, masks, tokenizer, workdir, options, sizes, progress)
                 timer.forget(choice.label)  # a new object under a name timed before: warm it up again
             repeats_s = timer.group(group, count)
-            for name in (*teachers, reference.label):
+            for name in (*names, reference.label):
                 timings.beside_teacher[name] += repeats_s[name]
             timings.direct[choice] = {key: timing.speedup_stats(repeats_s[name], repeats_s[choice.label])
-                                      for key, name in teacher_names.items()}
+                                      for key, name in teacher_names.items() if name in names}
             calls[choice] = calls.get(choice, 0) + count
             if choice != reference:
                 calls[reference] += count
@@ -746,7 +758,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
         shutil.rmtree(workdir, ignore_errors=True)
 
     references = timings.teacher_seconds()
-    calibrations = {key: timings.calibration(key) for key in teacher_names}
+    calibration = timings.calibration()
     teacher_calls = {key: timings.beside_teacher[name] for key, name in teacher_names.items()}
     over_reference = {key: ratio(values, timings.beside_teacher[reference.label]) for key, values in teacher_calls.items()}
     timed, direct, model = timings.timed(), timings.direct, timings.model
@@ -782,8 +794,8 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
     best = max(speedups.values())
     why = _why(choice, meets, speedups, options.speedup, candidates)
     notes += confirmation_notes(estimates, speedups, choice, options.speedup)
-    if direct and len(direct) < len(candidates) and abs(calibrations[options.speedup_against] - 1) > 0.005:
-        notes.append(f"the other candidates' speedups are scaled by {calibrations[options.speedup_against]:.2f}: what "
+    if direct and len(direct) < len(candidates) and abs(calibration - 1) > 0.005:
+        notes.append(f"the other candidates' speedups are scaled by {calibration:.2f}: what "
                      f"timing {', '.join(c.label for c in direct)} beside the teacher measured over its estimate")
     if choice not in timed:
         notes.append(f"the recommended configuration ({choice.label}) was predicted, not timed: the budget ran out; "
@@ -805,7 +817,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
                 "threads": torch.get_num_threads()},
         workload={**asdict(workload), **origin},
         references={**references, "calls": teacher_calls, "reference": reference.label,
-                    "teacher_over_reference": over_reference, "calibration": calibrations},
+                    "teacher_over_reference": over_reference, "calibration": calibration},
         candidates=rows,
         cost_model=model.to_dict(),
         recommendation={
