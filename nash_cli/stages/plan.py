@@ -672,13 +672,15 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
     if options.engine != "ctranslate2":
         teacher_names["engine"] = teacher_names["transformers"]
     timings = _Timings(teacher_names, reference, work, teacher_work)
+    # The teachers a confirmation times: the one the target is measured against, and the engine's
+    # (the torch teacher, the slowest model by far, only when the target is against it).
+    confirming = {teacher_names["engine"], teacher_names[options.speedup_against]}
     build_s = 0.0
 
     def confirmation_cost(c: Candidate, repeats: int) -> float:
         """Predicted seconds to confirm `c`: its build and warm-up call, then `repeats` repeats of the
         teacher(s), the reference and `c`, with the margin."""
-        names = {teacher_names["engine"], teacher_names[options.speedup_against]}
-        per_repeat = sum(statistics.median(timings.beside_teacher[name]) for name in names)
+        per_repeat = sum(statistics.median(timings.beside_teacher[name]) for name in confirming)
         per_repeat += timings.seconds(reference)
         if c == reference:
             return BUDGET_MARGIN * repeats * per_repeat
@@ -733,19 +735,16 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
             if choice in timings.direct or count < 1:
                 break
             estimates[choice] = timings.speedup(choice, options.speedup_against)
-            # the teacher the target is measured against, and the engine's (the torch teacher, the
-            # slowest model by far, only when the target is against it)
-            names = {teacher_names["engine"], teacher_names[options.speedup_against]}
-            group = {name: model for name, model in teachers.items() if name in names}
+            group = {name: model for name, model in teachers.items() if name in confirming}
             group[reference.label] = reference_model
             if choice != reference:
                 group[choice.label] = _build(teacher, choice, masks, tokenizer, workdir, options, sizes, progress)
                 timer.forget(choice.label)  # a new object under a name timed before: warm it up again
             repeats_s = timer.group(group, count)
-            for name in (*names, reference.label):
+            for name in (*confirming, reference.label):
                 timings.beside_teacher[name] += repeats_s[name]
             timings.direct[choice] = {key: timing.speedup_stats(repeats_s[name], repeats_s[choice.label])
-                                      for key, name in teacher_names.items() if name in names}
+                                      for key, name in teacher_names.items() if name in confirming}
             calls[choice] = calls.get(choice, 0) + count
             if choice != reference:
                 calls[reference] += count
