@@ -32,6 +32,13 @@ def command(
     min_count: Annotated[
         int, typer.Option("--min-count", help="Keep a data token only if it occurs at least N times.")
     ] = Options.min_count,
+    multiple_of: Annotated[
+        int,
+        typer.Option(
+            "--multiple-of",
+            help="Round the kept count up to a multiple of N with more real tokens (faster kernels); 1 keeps exactly the chosen ones.",
+        ),
+    ] = Options.multiple_of,
     eval_data: Annotated[
         Optional[str],
         typer.Option("--eval-data", help="Held-out data: report the share of its references whose tokens are all kept."),
@@ -78,6 +85,11 @@ def print_result(result: dict, console) -> None:
     console.print(
         f"kept: {vocabulary['required']:,} always (specials, characters, bytes), {vocabulary['from_data']:,} from the data, "
         f"{vocabulary['closure']:,} to build them (BPE merges)"
+        + (
+            f", {vocabulary['filled']:,} more to make a multiple of {vocabulary['multiple_of']}"
+            if vocabulary["multiple_of"] > 1
+            else ""
+        )
     )
     training = result["training"]
     console.print(

@@ -187,10 +187,11 @@ class PlanResult:
 # ---------------------------------------------------------------------- vocabulary estimate
 
 
-def kept_vocabulary(tokenizer, config, targets: list[str], source: str) -> list[int] | None:
+def kept_vocabulary(tokenizer, config, targets: list[str], source: str, *, multiple_of: int = 1) -> list[int] | None:
     """The ids `nash prune-vocab --data` would keep for these targets (its own selection,
-    `stages.prune_vocab.choose_tokens`), sorted and below the config's `vocab_size`; None when
-    prune-vocab cannot rewrite this tokenizer (then no vocabulary candidate is planned)."""
+    `stages.prune_vocab.choose_tokens`, rounded up to `multiple_of`), sorted and below the
+    config's `vocab_size`; None when prune-vocab cannot rewrite this tokenizer (then no
+    vocabulary candidate is planned)."""
     from nash_cli.stages.prune_vocab import choose_tokens, tokenizer_document
     from nash_cli.surgery import vocab
 
@@ -199,7 +200,7 @@ def kept_vocabulary(tokenizer, config, targets: list[str], source: str) -> list[
     except NashError:
         return None
     counts = vocab.count_tokens(tokenizer(list(targets), add_special_tokens=False)["input_ids"])
-    kept = choose_tokens(document, tokenizer, config, counts).kept
+    kept = choose_tokens(document, tokenizer, config, counts, multiple_of=multiple_of).kept
     return [i for i in kept if 0 <= i < config.vocab_size]
 
 
@@ -624,20 +625,27 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
     if targets:
         # The recipe's prune-vocab keeps the inputs' tokens too (--keep-source-tokens), so the encoder
         # reads the pieces it was trained on; a CTranslate2 vocabulary map allows the targets' tokens
-        # always and each batch's own input tokens on top, which the targets-only size approximates.
-        texts = targets + sources if options.engine == "transformers" else targets
-        kept = kept_vocabulary(tokenizer, config, texts, options.checkpoint)
+        # always and each batch's own input tokens on top, which the targets-only size approximates
+        # (and is not rounded up, as prune-vocab's output is).
+        from nash_cli.stages.prune_vocab import PruneVocabOptions
+
+        transformers = options.engine == "transformers"
+        kept = kept_vocabulary(
+            tokenizer, config, targets + sources if transformers else targets, options.checkpoint,
+            multiple_of=PruneVocabOptions.multiple_of if transformers else 1,
+        )
         if kept is None:
             notes.append("the teacher's tokenizer is not one prune-vocab can rewrite, so no vocabulary candidate is planned")
         elif len(kept) < config.vocab_size:
             vocab_sizes.append(len(kept))
             batch = _within_vocabulary(batch, kept, tokenizer.unk_token_id)
-            vocabulary = {
-                "kept": len(kept), "of": int(config.vocab_size), "targets": len(targets),
-                "rule": "nash prune-vocab's selection: special and config ids, every single-character piece, every "
-                        "token of the targets" + (" and inputs" if options.engine == "transformers" else "")
-                        + ", and the BPE closure",
-            }
+            rule = (
+                "nash prune-vocab's selection: special and config ids, every single-character piece, every token "
+                "of the targets" + (" and inputs" if transformers else "") + ", and the BPE closure"
+            )
+            if transformers:
+                rule += f", rounded up to a multiple of {PruneVocabOptions.multiple_of} tokens"
+            vocabulary = {"kept": len(kept), "of": int(config.vocab_size), "targets": len(targets), "rule": rule}
     workload = Workload(batch=batch.size, beams=options.beams, source_length=int(batch.input_ids.shape[1]),
                         new_tokens=new_tokens)
     sparsities = sorted({float(s) for s in options.sparsities})

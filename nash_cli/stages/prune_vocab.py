@@ -52,6 +52,10 @@ class PruneVocabOptions(LoadOptions):
     """Also keep the tokens of the inputs (tasks that copy from the input: names, numbers)."""
     min_count: int = 1
     """Keep a data token only if it occurs at least this many times."""
+    multiple_of: int = 64
+    """Round the kept count up to a multiple of this with more whole tokens (the data's rarer
+    ones, then the lowest ids): matrix kernels run faster on aligned sizes. 1 keeps exactly the
+    chosen tokens."""
     eval_data: str | None = None
     """Held-out data: report the share of its references whose tokens are all kept."""
     eval_split: str | None = None
@@ -63,6 +67,8 @@ class PruneVocabOptions(LoadOptions):
         """NashError for an impossible setting (before anything is read)."""
         if self.min_count < 1:
             raise NashError(f"--min-count must be at least 1, got {self.min_count}")
+        if self.multiple_of < 1:
+            raise NashError(f"--multiple-of must be at least 1 (1 = no rounding), got {self.multiple_of}")
 
 
 @dataclass
@@ -74,7 +80,8 @@ class PruneVocabResult:
     vocabulary: dict[str, Any]
     """`before` (the model's rows), `tokenizer_before` (the tokenizer's tokens), `kept`, `share`
     (kept / before), `required` (specials, single characters, bytes: kept whatever the data),
-    `from_data` (data tokens at or above `min_count`), `closure` (BPE parts added)."""
+    `from_data` (data tokens at or above `min_count`), `closure` (BPE parts added), `filled`
+    (added to reach a multiple of `multiple_of`), `multiple_of`."""
     parameters: dict[str, dict[str, int]]
     """`{"before"|"after": nash_cli.arch.count_parameters(...)}`."""
     file_size: dict[str, int]
@@ -122,8 +129,11 @@ class TokenChoice:
     """Ids kept whatever the data: special, config and generation-config ids, single characters."""
     chosen: list[int]
     """`required` and the data's tokens (seen `min_count` times), sorted."""
+    closed: list[int]
+    """`chosen` and the BPE merges' closure of it, sorted."""
     kept: list[int]
-    """`chosen` and the BPE merges' closure of it, sorted: the new vocabulary in old ids."""
+    """`closed` and the tokens that round its count up to `multiple_of`, sorted: the new
+    vocabulary in old ids."""
 
 
 def choose_tokens(
@@ -134,8 +144,10 @@ def choose_tokens(
     *,
     generation_config=None,
     min_count: int = 1,
+    multiple_of: int = 1,
 ) -> TokenChoice:
-    """prune-vocab's selection: what must stay, the data's tokens, and the BPE closure of both.
+    """prune-vocab's selection: what must stay, the data's tokens, the BPE closure of both, and
+    enough further tokens to make the count a multiple of `multiple_of`.
 
     `nash plan` sizes its vocabulary candidates with this same function.
 
@@ -146,9 +158,11 @@ def choose_tokens(
         generation_config: The generation config, when the checkpoint has one (its ids).
         counts: Data token id -> occurrences (`surgery.vocab.count_tokens`).
         min_count: A data token is kept from this many occurrences.
+        multiple_of: Round the kept count up to a multiple of this (the data's rarer tokens
+            first, by count); never beyond the config's `vocab_size` rows.
 
     Returns:
-        The required, chosen and kept ids.
+        The required, chosen, closed and kept ids.
     """
     from nash_cli.surgery import tokenizer as tokenizer_surgery
     from nash_cli.surgery import vocab
@@ -160,7 +174,12 @@ def choose_tokens(
         | (vocab.config_ids(generation_config) if generation_config is not None else set())
     )
     chosen = vocab.choose_kept_ids(required, counts, min_count)
-    return TokenChoice(required=required, chosen=chosen, kept=sorted(tokenizer_surgery.close_ids(document, chosen)))
+    closed = tokenizer_surgery.close_ids(document, chosen)
+    rarer = sorted((token for token, count in counts.items() if count < min_count), key=lambda t: (-counts[t], t))
+    kept = tokenizer_surgery.fill_to_multiple(
+        document, closed, multiple_of, preferred=rarer, below=getattr(config, "vocab_size", None)
+    )
+    return TokenChoice(required=required, chosen=chosen, closed=sorted(closed), kept=sorted(kept))
 
 
 def _texts(examples, *, sources: bool) -> tuple[list[str], list[str]]:
@@ -228,6 +247,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
         counts,
         generation_config=_generation_config(options.checkpoint),
         min_count=options.min_count,
+        multiple_of=options.multiple_of,
     )
     required, chosen, kept = choice.required, choice.chosen, choice.kept
     kept_set = set(kept)
@@ -241,6 +261,12 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     after = count_parameters(pruned)
     del model
     notes = []
+    if options.multiple_of > 1 and len(kept) % options.multiple_of:
+        every_token = len(kept) >= min(len(tokenizer), original_rows)
+        notes.append(
+            f"{len(kept):,} tokens are kept, not a multiple of {options.multiple_of}: "
+            + ("the tokenizer has no more" if every_token else "no further token fits without its BPE parts overshooting")
+        )
     if original_rows > len(tokenizer):
         notes.append(
             f"the model had {original_rows - len(tokenizer)} vocabulary rows with no token in its tokenizer "
@@ -289,6 +315,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
                 "vocab_size_before": original_rows,
                 "id_map": ID_MAP_FILE,
                 "min_count": options.min_count,
+                "multiple_of": options.multiple_of,
                 "keep_source_tokens": options.keep_source_tokens,
                 "coverage": coverage,
             }
@@ -318,7 +345,9 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
             "share": len(kept) / original_rows,
             "required": len(required),
             "from_data": len(from_data),
-            "closure": len(kept) - len(chosen),
+            "closure": len(choice.closed) - len(chosen),
+            "filled": len(kept) - len(choice.closed),
+            "multiple_of": options.multiple_of,
         },
         parameters={"before": before, "after": after},
         file_size={"before": size_before, "after": size_after},

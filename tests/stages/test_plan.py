@@ -144,12 +144,17 @@ def test_the_vocabulary_candidate_keeps_what_prune_vocab_keeps(tokenizer, make_c
         assert vocab[token] in kept, token
     assert vocab["friday"] not in kept and vocab["meeting"] not in kept
     assert kept == sorted(set(kept))
-    # the very ids `nash prune-vocab` keeps on the same targets
+    # the very ids `nash prune-vocab` keeps on the same targets, rounded up or not
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"source": "x", "target": t}) + "\n" for t in targets))
-    result = cli("prune-vocab", source, "--data", data, "-o", tmp_path / "small", "--json")
-    assert result.exit_code == 0, result.stderr
-    assert json.loads((tmp_path / "small" / "vocab_map.json").read_text())["kept_ids"] == kept
+    for multiple_of in (1, 8):
+        expected = kept_vocabulary(artifact.load_tokenizer(source), config, targets, str(source), multiple_of=multiple_of)
+        out = tmp_path / f"small-{multiple_of}"
+        result = cli("prune-vocab", source, "--data", data, "-o", out, "--multiple-of", str(multiple_of), "--json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads((out / "vocab_map.json").read_text())["kept_ids"] == expected
+        assert len(expected) % multiple_of == 0
+    assert len(expected) > len(kept)
 
 
 @pytest.mark.parametrize("engine", ["transformers", "ctranslate2"])
@@ -179,10 +184,17 @@ def test_a_restricted_vocabulary_becomes_a_prune_vocab_stage_for_transformers_on
 # ---------------------------------------------------------------------- the command
 
 
-@pytest.fixture
-def deep_decoder(make_checkpoint):
-    # The decoder dominates: one thin encoder layer, six decoder layers.
-    return make_checkpoint("t5", encoder_layers=1, decoder_layers=6, d_model=64, d_ff=128)
+@pytest.fixture(scope="module")
+def deep_decoder(tmp_path_factory):
+    # The decoder dominates: one thin encoder layer, six decoder layers. Its vocabulary has 200 words
+    # the data never uses, so that prune-vocab's selection, rounded up to a multiple of 64, is smaller.
+    from conftest import CORPUS, write_checkpoint
+
+    from nash_cli.toy import tiny_model, train_word_tokenizer
+
+    tokenizer = train_word_tokenizer(CORPUS + [f"unused{i}" for i in range(200)], vocab_size=300)
+    model = tiny_model("t5", vocab_size=len(tokenizer), encoder_layers=1, decoder_layers=6, d_model=64, d_ff=128)
+    return write_checkpoint(tmp_path_factory.mktemp("deep-decoder"), model, tokenizer)
 
 
 @pytest.fixture

@@ -79,11 +79,14 @@ def _generate(model, ids, mask, beams):
         return model.generate(input_ids=ids, attention_mask=mask, num_beams=beams, do_sample=False, max_new_tokens=10)
 
 
-def _prune(cli, source, tmp_path, *extra):
+def _prune(cli, source, tmp_path, *extra, multiple_of: int | None = 8):
+    """Runs prune-vocab; the tiny vocabularies here are rounded to multiples of 8 (the default, 64,
+    would keep all of them), so the filled tokens are part of every exactness check."""
     data = _write_jsonl(tmp_path / "train.jsonl", TRAIN)
     held = _write_jsonl(tmp_path / "held.jsonl", HELD_OUT)
     out = tmp_path / "small-vocab"
-    result = cli("prune-vocab", source, "--data", data, "--eval-data", held, "-o", out, "--json", *extra)
+    rounding = () if multiple_of is None else ("--multiple-of", str(multiple_of))
+    result = cli("prune-vocab", source, "--data", data, "--eval-data", held, "-o", out, "--json", *rounding, *extra)
     assert result.exit_code == 0, result.stderr
     return out, result.json()
 
@@ -165,7 +168,7 @@ def test_real_t5_vocabulary(shared_dir, tmp_path, cli):
     tiny_model("t5", vocab_size=32128, d_model=16, num_heads=2, d_ff=32, encoder_layers=1, decoder_layers=1).save_pretrained(source)
     for path in vocab_dir.iterdir():
         shutil.copy(path, source / path.name)
-    out, report = _prune(cli, source, tmp_path)
+    out, report = _prune(cli, source, tmp_path, multiple_of=None)
     assert not (out / "spiece.model").exists()
     original, original_tokenizer = _load(source)
     pruned, tokenizer = _load(out)
@@ -173,6 +176,8 @@ def test_real_t5_vocabulary(shared_dir, tmp_path, cli):
     kept = json.loads((out / "vocab_map.json").read_text())["kept_ids"]
     mapping = {old: new for new, old in enumerate(kept)}
     assert len(tokenizer) == len(kept) == pruned.config.vocab_size < 1000
+    # the default rounds the count up to a multiple of 64 with whole tokens
+    assert len(kept) % 64 == 0 and report["vocabulary"]["multiple_of"] == 64 and 0 < report["vocabulary"]["filled"] < 64
     assert report["training"]["exact"] == len(TRAIN)
     assert any("28 vocabulary rows with no token" in note for note in report["notes"])
     sentinels = [f"<extra_id_{i}>" for i in range(100)]
@@ -278,7 +283,7 @@ def test_keep_source_tokens_and_min_count(make_checkpoint, tmp_path, tokenizer, 
     seven, the, cat = tokenizer.convert_tokens_to_ids(["seven", "the", "cat"])
 
     def kept(name, *flags):
-        result = cli("prune-vocab", source, "--data", data, "-o", tmp_path / name, "--json", *flags)
+        result = cli("prune-vocab", source, "--data", data, "-o", tmp_path / name, "--json", "--multiple-of", "1", *flags)
         assert result.exit_code == 0, result.stderr
         return set(json.loads((tmp_path / name / "vocab_map.json").read_text())["kept_ids"])
 
@@ -287,6 +292,30 @@ def test_keep_source_tokens_and_min_count(make_checkpoint, tmp_path, tokenizer, 
     assert seven in kept("sources", "--keep-source-tokens")
     frequent = kept("frequent", "--min-count", "2")
     assert the in frequent and cat not in frequent
+
+
+def test_multiple_of_rounds_up_with_the_data_rarer_tokens_first(make_checkpoint, tmp_path, tokenizer, cli):
+    source = make_checkpoint("t5")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"source": CORPUS[5], "target": t}) + "\n" for t in CORPUS[:2]))
+    data_ids = {i for text in CORPUS[:2] for i in tokenizer(text, add_special_tokens=False)["input_ids"]}
+
+    def prune(name, *flags):
+        result = cli("prune-vocab", source, "--data", data, "-o", tmp_path / name, "--min-count", "2", "--json", *flags)
+        assert result.exit_code == 0, result.stderr
+        kept = json.loads((tmp_path / name / "vocab_map.json").read_text())["kept_ids"]
+        return kept, result.json()["vocabulary"]
+
+    exact, report = prune("exact", "--multiple-of", "1")
+    rarer = data_ids - set(exact)  # the data's tokens seen once, below --min-count 2
+    assert report["filled"] == 0 and rarer
+    rounded, report = prune("rounded", "--multiple-of", "8")
+    assert len(rounded) % 8 == 0 and set(exact) < set(rounded) and report["filled"] == len(rounded) - len(exact) > 0
+    # the rounding takes the data's rarer tokens before any other
+    added = set(rounded) - set(exact)
+    assert added <= rarer if len(rarer) >= len(added) else rarer <= added
+    _, report = prune("all", "--multiple-of", "1000")
+    assert report["kept"] == len(tokenizer)
 
 
 def test_recipe_plans_prune_vocab_on_the_student(tmp_path):
@@ -324,6 +353,7 @@ def masked_checkpoint(make_checkpoint, tmp_path):
         ("missing data", "does not exist"),
         ("empty data", "is empty"),
         ("min count", "--min-count"),
+        ("multiple of", "--multiple-of"),
         ("existing output", "--force"),
         ("force over a directory nash did not write", "no nash.json"),
         ("output inside the checkpoint", "is inside the checkpoint"),
@@ -344,6 +374,8 @@ def test_bad_inputs_exit_2_and_write_nothing(case, fragment, make_checkpoint, ma
         args[3].write_text("")
     elif case == "min count":
         args += ["--min-count", "0"]
+    elif case == "multiple of":
+        args += ["--multiple-of", "0"]
     elif case in ("existing output", "force over a directory nash did not write"):
         out.mkdir()
         (out / "keep.txt").write_text("mine")

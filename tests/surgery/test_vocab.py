@@ -67,6 +67,33 @@ def test_merge_closure_keeps_every_way_to_build_a_token():
     assert tokenizer_surgery.merge_closure({"xy", "q"}, merges) == {"xy", "x", "y", "q"}
 
 
+def _bpe_document(tokens, merges):
+    return {"model": {"type": "BPE", "vocab": {t: i for i, t in enumerate(tokens)}, "merges": [" ".join(m) for m in merges]}}
+
+
+def test_fill_to_multiple_adds_whole_tokens_with_their_merge_parts():
+    # ids: a0 b1 c2 x3 y4 ab5 abc6 xy7
+    document = _bpe_document(["a", "b", "c", "x", "y", "ab", "abc", "xy"], [("a", "b"), ("ab", "c"), ("x", "y")])
+    fill = tokenizer_surgery.fill_to_multiple
+    assert fill(document, {0, 1, 2}, 1) == {0, 1, 2}
+    assert fill(document, {0, 1, 2, 5}, 4) == {0, 1, 2, 5}  # already a multiple
+    # the lowest ids first: x (3)
+    assert fill(document, {0, 1, 2, 5, 6}, 2) == {0, 1, 2, 3, 5, 6}
+    # the preferred first: "xy" needs x and y, three tokens, too many for one free place; "abc" fits
+    assert fill(document, {0, 1, 2, 5}, 5, preferred=[7, 6]) == {0, 1, 2, 5, 6}
+    assert fill(document, {0, 1, 2}, 6, preferred=[7]) == {0, 1, 2, 3, 4, 7}
+    # never beyond the tokenizer, nor beyond `below`
+    assert fill(document, {0}, 64) == set(range(8))
+    assert fill(document, {0}, 64, below=3) == {0, 1, 2}
+
+
+def test_fill_to_multiple_takes_any_token_of_a_unigram_or_wordlevel_model():
+    unigram = {"model": {"type": "Unigram", "vocab": [[p, -float(i)] for i, p in enumerate("abcdefgh")], "unk_id": 0}}
+    assert tokenizer_surgery.fill_to_multiple(unigram, {0, 5}, 4, preferred=[7]) == {0, 1, 5, 7}
+    words = {"model": {"type": "WordLevel", "vocab": {w: i for i, w in enumerate(["<unk>", "the", "cat", "sat"])}}}
+    assert tokenizer_surgery.fill_to_multiple(words, {0, 3}, 3) == {0, 1, 3}
+
+
 def test_slice_vocabulary_keeps_shared_tensors_shared():
     shared = torch.arange(12.0).reshape(6, 2)
     bias = torch.arange(6.0).reshape(1, 6)
