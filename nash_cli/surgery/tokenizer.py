@@ -146,7 +146,7 @@ def fill_to_multiple(
     """`kept` grown with whole tokens until it holds a multiple of `multiple_of` ids.
 
     Matrix kernels run faster on aligned sizes (on the CPU this was built on, an lm_head of
-    14,889 rows took 1.4 times as long as one of 14,912), so a vocabulary is rounded up the way
+    14,889 rows took 1.3 to 1.4 times as long as one of 14,912), so a vocabulary is rounded up the way
     T5's 32,100 tokens were given 32,128 rows, but with real tokens rather than empty rows: every
     id stays a token the tokenizer can produce and decode, and a kept superset keeps the
     reduction exact. Candidates are taken from `preferred` first (e.g. the data's rarer tokens),
