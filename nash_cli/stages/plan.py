@@ -12,7 +12,6 @@ the target with the most capacity, and a `nash run` recipe for it is written.
 from __future__ import annotations
 
 import copy
-import math
 import statistics
 import tempfile
 import time
@@ -426,7 +425,7 @@ class _Timings:
         candidates' estimated seconds are divided by it."""
         teacher_s = self.teacher_seconds()["engine"]
         factors = [self.direct[c]["engine"]["value"] * self.estimate_seconds(c) / teacher_s for c in self.direct]
-        return math.exp(statistics.fmean(math.log(f) for f in factors)) if factors else 1.0
+        return statistics.geometric_mean(factors) if factors else 1.0
 
     def seconds(self, c: Candidate) -> float:
         """Seconds per call on the engine at the teacher's conditions: from the confirmation where
