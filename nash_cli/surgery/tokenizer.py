@@ -180,12 +180,11 @@ def fill_to_multiple(
         if candidate in kept or candidate not in tokens:
             continue
         if bpe:
-            trial = set(closed)
-            added = {int(vocab[token]) for token in _close([tokens[candidate]], made_by, trial) if token in vocab}
-            added.add(candidate)
+            new_tokens = _close([tokens[candidate]], made_by, closed)
+            added = {int(vocab[token]) for token in new_tokens if token in vocab} | {candidate}
             if len(kept | added) > target or any(index not in tokens for index in added):
+                closed -= new_tokens  # not taken: undo what the trial closure added
                 continue
-            closed = trial
         else:
             added = {candidate}
         kept |= added
