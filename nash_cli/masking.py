@@ -268,24 +268,3 @@ def apply_checkpoint_masks(model: nn.Module, source: str | Path) -> MaskHooks | 
         return None
     masks = load_masks(Path(source), encoder_shape(model))
     return attach_fixed(model, masks.heads_mask, masks.ffn_mask)
-
-
-def refuse_masked(source: str | Path, *, user: str, role: str) -> None:
-    """NashError when `source` is a `masked` checkpoint, which `user` cannot take as it is.
-
-    A masked checkpoint's weights are the unpruned trained ones; its masks live beside them in
-    `masks.safetensors`. A stage that reads only the weights (select-layers, training) would
-    silently work on the unpruned model, so it refuses and names the stage that applies the masks.
-
-    Args:
-        source: The checkpoint given to the stage.
-        user: What would read it, for the message: "select-layers", "distillation", ...
-        role: How the user passed it, for the message: "the checkpoint", "--student", ...
-    """
-    from nash_cli.artifact import read_manifest
-
-    if (read_manifest(source) or {}).get("state") == "masked":
-        raise NashError(
-            f"{source} is a masked checkpoint (prune-encoder's output): {user} would use its weights without "
-            f"the masks; run `nash compact {source} -o DIR` first and pass DIR as {role}"
-        )

@@ -22,11 +22,12 @@ from typing import Any
 import yaml
 
 from nash_cli.errors import NashError
-from nash_cli.recipe import STAGES, Recipe, accepted_data_options, options_class, stage_module
+from nash_cli.recipe import Recipe, accepted_data_options
+from nash_cli.stages import Stage, checkpoint_state, output_state, recipe_stages, state_refusal
+from nash_cli.stages import stage as declared_stage
 
 RUN_STATE = "run.json"
 RESOLVED_RECIPE = "recipe.yaml"
-TRAINING_STAGES = ("finetune_teacher", "prune_encoder", "distill")
 
 
 @dataclass
@@ -49,6 +50,11 @@ class PlannedStage:
     """sha256 of the options and the upstream fingerprints."""
     calls: list[dict[str, Any]] = field(default_factory=list)
     """For stages run on several models (eval): one kwargs dict per call."""
+
+    @property
+    def declared(self) -> Stage:
+        """The stage's declaration."""
+        return declared_stage(self.key)
 
 
 def stage_directory(index: int, key: str) -> str:
@@ -84,8 +90,22 @@ def _train_and_eval_data(recipe: Recipe, inputs: dict[str, Any]) -> dict[str, An
     return arguments
 
 
+def _measured_data(recipe: Recipe, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The data a measuring stage reads: the evaluation data, else the training data."""
+    if inputs.get("eval"):
+        data, split = inputs["eval"], recipe.data.eval_split
+    else:
+        data, split = inputs["train"], recipe.data.train_split
+    return {"data": data, **({"split": split} if split else {})}
+
+
 def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[PlannedStage]:
-    """Lays out the stages of `recipe` in `run_dir`.
+    """Lays out the stages of `recipe` in `run_dir`, each as its declaration (`Stage`) says.
+
+    A "transform" stage reads the current checkpoint and its output becomes the current one (a
+    "teacher" stage's becomes the teacher too); a "branch" stage (export) reads the current
+    checkpoint, and its output is measured beside it; a "measure" stage reads the models and
+    writes its result file (all models in one call when it takes a list, else one call each).
 
     Args:
         recipe: The validated recipe.
@@ -93,81 +113,58 @@ def plan_run(recipe: Recipe, run_dir: Path, *, inputs: dict[str, str]) -> list[P
         inputs: Resolved external inputs: "teacher", "train", "eval" (paths or hub ids).
     """
     stages: list[PlannedStage] = []
-    teacher = inputs["teacher"]
-    current = teacher  # the checkpoint the next model stage reads
-    current_key = "inputs"
-    teacher_key = "inputs"
-    exported: str | None = None  # the export stage's output: benched and evaluated beside the student
+    teacher, teacher_key = inputs["teacher"], "inputs"
+    current, current_key = teacher, "inputs"  # the checkpoint the next stage reads
+    branches: list[tuple[str, str]] = []  # (key, directory) of outputs measured beside the student
     for index, key in enumerate(recipe.stages, start=1):
-        options = recipe.stages[key].model_dump()
-        command, _ = STAGES[key]
+        declared = declared_stage(key)
         directory = run_dir / stage_directory(index, key)
-        kwargs = {**options, **_data_kwargs(recipe, key)}
+        kwargs = {**recipe.stages[key].model_dump(), **_data_kwargs(recipe, key)}
         upstream = [current_key]
-        produces = True
         calls: list[dict[str, Any]] = []
-        if key in TRAINING_STAGES:
-            kwargs.update(student=current, output=directory, **_train_and_eval_data(recipe, inputs))
-            if key != "finetune_teacher":
-                kwargs["teacher"] = teacher
+        if declared.role == "measure":
+            upstream.append(teacher_key)
+            upstream.extend(branch for branch, _ in branches)
+            data = _measured_data(recipe, inputs)
+            if declared.takes_list:  # bench: every model in one interleaved run, against the teacher
+                kwargs.update({declared.model_input: [current] + [path for _, path in branches]})
+                kwargs.update({declared.teacher_input: teacher, "output": directory / declared.result_file, **data})
+            else:  # eval: one call per model, each into its own folder
+                models = [("teacher", teacher), ("student", current)] + [("exported", path) for _, path in branches]
+                for label, model in models:
+                    call = {**kwargs, declared.model_input: model, "data": data["data"]}
+                    call["output"] = directory / label / declared.result_file
+                    calls.append({**call, **data})
+        else:
+            kwargs.update({declared.model_input: current, "output": directory})
+            if declared.data == "train":
+                kwargs.update(_train_and_eval_data(recipe, inputs))
+            for switch in declared.data_switches:  # `vocab_map: true` stands for the recipe's data
+                if kwargs.pop(switch):
+                    data = _train_and_eval_data(recipe, inputs)
+                    kwargs.update({switch: data.pop("data")}, **data)
+            if declared.teacher_input and declared.role == "transform":
+                kwargs[declared.teacher_input] = teacher
                 upstream.append(teacher_key)
-        elif key in ("select_layers", "compact"):
-            kwargs.update(checkpoint=current, output=directory)
-        elif key == "prune_vocab":
-            # the tokens of the training targets; coverage reported on the evaluation data
-            kwargs.update(checkpoint=current, output=directory, **_train_and_eval_data(recipe, inputs))
-        elif key == "export":
-            # a CTranslate2 copy of the current student; later model stages still read the student.
-            # `vocab_map: true`: the map from the training data, its coverage on the evaluation data
-            kwargs.update(checkpoint=current, output=directory)
-            if kwargs.pop("vocab_map"):
-                data = _train_and_eval_data(recipe, inputs)
-                kwargs.update(vocab_map=data.pop("data"), **data)
-            produces = False
-        elif key == "bench":
-            # real inputs from the evaluation data: natural output lengths, as the paper measured
-            models = [current] + ([exported] if exported else [])
-            kwargs.update(models=models, baseline=teacher, output=directory / "bench.json")
-            kwargs["data"] = inputs.get("eval") or inputs["train"]
-            split = recipe.data.eval_split if inputs.get("eval") else recipe.data.train_split
-            if split:
-                kwargs["split"] = split
-            upstream.append(teacher_key)
-            if exported:
-                upstream.append("export")
-            produces = False
-        elif key == "eval":
-            data = inputs.get("eval") or inputs["train"]
-            split = recipe.data.eval_split if inputs.get("eval") else recipe.data.train_split
-            models = [("teacher", teacher), ("student", current)] + ([("exported", exported)] if exported else [])
-            for label, model in models:
-                call = {**kwargs, "checkpoint": model, "data": data, "output": directory / label / "metrics.json"}
-                if split:
-                    call["split"] = split
-                calls.append(call)
-            upstream.append(teacher_key)
-            if exported:
-                upstream.append("export")
-            produces = False
-        stage = PlannedStage(key, command, directory, kwargs, upstream, produces, calls=calls)
-        stages.append(stage)
-        if key == "export":
-            exported = str(directory)
+        produces = declared.role in ("transform", "teacher")
+        stages.append(PlannedStage(key, declared.command, directory, kwargs, upstream, produces, calls=calls))
+        if declared.role == "branch":
+            branches.append((key, str(directory)))
         if produces:
             current, current_key = str(directory), key
-            if key == "finetune_teacher":
-                teacher, teacher_key = str(directory), key
+        if declared.role == "teacher":
+            teacher, teacher_key = str(directory), key
     fingerprints = {"inputs": hashlib.sha256(
         json.dumps({name: _input_fingerprint(value) for name, value in sorted(inputs.items()) if value}).encode()
     ).hexdigest()}
-    for stage in stages:
+    for planned in stages:
         payload = {
-            "stage": stage.key,
-            "kwargs": _portable(stage.calls or stage.kwargs, run_dir),
-            "upstream": [fingerprints[name] for name in stage.upstream],
+            "stage": planned.key,
+            "kwargs": _portable(planned.calls or planned.kwargs, run_dir),
+            "upstream": [fingerprints[name] for name in planned.upstream],
         }
-        stage.fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-        fingerprints[stage.key] = stage.fingerprint
+        planned.fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        fingerprints[planned.key] = planned.fingerprint
     return stages
 
 
@@ -186,7 +183,7 @@ def _portable(value: Any, run_dir: Path) -> Any:
 def _stage_done(stage: PlannedStage) -> bool:
     if stage.calls:
         return all(Path(call["output"]).is_file() for call in stage.calls)
-    if stage.key == "bench":
+    if stage.declared.result_file:
         return Path(stage.kwargs["output"]).is_file()
     return (stage.directory / "nash.json").is_file()
 
@@ -217,8 +214,8 @@ def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
 
 def _call(stage: PlannedStage, kwargs: dict[str, Any]) -> Any:
     """Runs one call of a stage: its options from the planned arguments, then its `run`."""
-    options = options_class(stage.key)(**kwargs)
-    return stage_module(stage.key).run(options)
+    declared = stage.declared
+    return declared.run(declared.options(**kwargs))
 
 
 def execute_run(
@@ -260,7 +257,7 @@ def execute_run(
             summary.append({"stage": stage.key, "status": "skipped", "directory": str(stage.directory)})
             continue
         resume = (
-            stage.key in TRAINING_STAGES
+            stage.declared.resumable
             and record.get("fingerprint") == stage.fingerprint
             and _has_saved_state(stage)
             and not stage.directory.exists()
@@ -273,8 +270,8 @@ def execute_run(
         for kwargs in stage.calls or [stage.kwargs]:
             kwargs = dict(kwargs)
             target = Path(kwargs["output"])
-            kwargs["force"] = target.exists() or (stage.key in TRAINING_STAGES and not resume)
-            if stage.key in TRAINING_STAGES:
+            kwargs["force"] = target.exists() or (stage.declared.resumable and not resume)
+            if stage.declared.resumable:
                 kwargs["resume"] = resume
             result = _call(stage, kwargs)
             if on_result is not None:
@@ -332,9 +329,10 @@ def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
 
     The teacher must be a readable checkpoint of a supported family and the data files must exist
     and be readable (hub names are left to the stages: checking them needs the network). Outputs
-    of earlier stages do not exist yet; what is checked for them is their kind: a stage that
-    refuses a masked checkpoint (prune-encoder's output) must not follow prune_encoder without
-    compact between them, and compact must follow something masked.
+    of earlier stages do not exist yet; what is checked for them is their state, walked through
+    the stages as each declaration says (what it `reads`, what it `writes`), with the same
+    `state_refusal` the stages apply to the real checkpoint: a recipe that passes here is not
+    refused half-way for what it feeds a stage.
 
     Raises:
         NashError: naming the recipe, the input and the fix.
@@ -346,14 +344,14 @@ def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
     def refuse(message: str) -> NashError:
         return NashError(f"{source}: {message}")
 
-    teacher_masked = False
+    teacher_state = "dense"  # a hub teacher, or the built-in one
     if not is_builtin(recipe.teacher) and artifact.is_local(recipe.teacher):
         allow_pickle = any(getattr(options, "allow_pickle", False) for options in recipe.stages.values())
         try:
-            artifact.check_checkpoint(recipe.teacher, allow_pickle=allow_pickle)
+            config = artifact.check_checkpoint(recipe.teacher, allow_pickle=allow_pickle)
         except NashError as error:
             raise refuse(f"teacher: {error}") from None
-        teacher_masked = (artifact.read_manifest(recipe.teacher) or {}).get("state") == "masked"
+        teacher_state = checkpoint_state(artifact.read_manifest(recipe.teacher), config)
     for name, data in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
         if data is not None and not is_builtin(data):
             try:
@@ -361,21 +359,27 @@ def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
             except NashError as error:
                 raise refuse(str(error)) from None
 
-    # Walk the stages as plan_run chains them: is the checkpoint each stage reads masked?
+    def writing(state: str) -> str:
+        return " or ".join(key for key, other in recipe_stages().items() if other.writes == state)
+
     teacher_fix = f"run `nash compact {recipe.teacher} -o DIR` and make DIR the teacher"
-    current_masked, current = teacher_masked, f"the teacher {recipe.teacher}"
+    state, current = teacher_state, f"the teacher {recipe.teacher}"
     for key in recipe.stages:
-        if key in ("select_layers", "finetune_teacher", "prune_encoder", "distill", "prune_vocab", "export") and current_masked:
-            fix = teacher_fix if current.startswith("the teacher") else "add `compact: {}` to the stages"
-            raise refuse(f"stages.{key} would read a masked checkpoint ({current}); {fix}")
-        if key in ("prune_encoder", "distill") and teacher_masked:
-            raise refuse(f"stages.{key} would distil from a masked teacher ({recipe.teacher}); {teacher_fix}")
-        if key == "compact" and not current_masked:
-            raise refuse(f"stages.compact would read {current}, which has no masks; put prune_encoder before it or drop compact")
-        if key in ("select_layers", "finetune_teacher", "prune_encoder", "compact", "distill", "prune_vocab"):
-            current_masked, current = key == "prune_encoder", f"the output of stages.{key}"
-            if key == "finetune_teacher":
-                teacher_masked = False
+        declared = declared_stage(key)
+        if state_refusal(declared, current, state, role="checkpoint"):
+            if state == "masked" and "compact" in declared.reads:
+                fix = teacher_fix if current.startswith("the teacher") else f"add `{writing('compact')}: {{}}` to the stages"
+                raise refuse(f"stages.{key} would read a masked checkpoint ({current}); {fix}")
+            if "masked" in declared.reads:
+                raise refuse(f"stages.{key} would read {current}, which has no masks; put {writing('masked')} before it or drop {key}")
+            raise refuse(f"stages.{key} would read {current}, a {state} checkpoint; {declared.refusal}")
+        distils = declared.teacher_input and declared.role == "transform"
+        if distils and state_refusal(declared, recipe.teacher, teacher_state, role="teacher"):
+            raise refuse(f"stages.{key} would distil from a {teacher_state} teacher ({recipe.teacher}); {teacher_fix}")
+        if declared.role in ("transform", "teacher"):
+            state, current = output_state(declared, state), f"the output of stages.{key}"
+            if declared.role == "teacher":
+                teacher_state = state
 
 
 def _check_run_directory(run_dir: Path, recipe: Recipe, recipe_path: str | Path) -> None:
@@ -390,12 +394,13 @@ def _check_run_directory(run_dir: Path, recipe: Recipe, recipe_path: str | Path)
     check_writable(run_dir)
 
 
-def _flag_lines(command: str, kwargs: dict[str, Any], defaults: dict[str, Any]) -> str:
+def _flag_lines(declared: Stage, kwargs: dict[str, Any], defaults: dict[str, Any]) -> str:
     """The command line equivalent to `kwargs`, leaving out options at their defaults."""
     import shlex
 
-    positional = ("checkpoint", "student", "models")
-    words = ["nash", command]
+    positional = (declared.model_input,)  # the command's argument
+    comma_lists = _integer_lists(declared.options)  # the CLI reads them as one word: 0,5,11
+    words = ["nash", declared.command]
     for name in positional:
         if name in kwargs:
             value = kwargs[name]
@@ -409,7 +414,7 @@ def _flag_lines(command: str, kwargs: dict[str, Any], defaults: dict[str, Any]) 
         flag = "--" + name.replace("_", "-")
         if flag == "--json-output":
             flag = "--json"
-        if name in ("layers", "decoder_layer_map", "encoder_layer_map") and isinstance(value, list):
+        if name in comma_lists and isinstance(value, list):
             words.extend([flag, ",".join(str(v) for v in value)])
         elif value is True:
             words.append(flag)
@@ -419,6 +424,15 @@ def _flag_lines(command: str, kwargs: dict[str, Any], defaults: dict[str, Any]) 
         else:
             words.extend([flag, str(value)])
     return " ".join(shlex.quote(w) for w in words)
+
+
+def _integer_lists(options: type) -> set[str]:
+    """The fields of an options type that hold a list of integers (layer indices and maps)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(options)
+    return {f.name for f in dataclasses.fields(options) if "list[int]" in str(hints[f.name])}
 
 
 def _defaults(key: str) -> dict[str, Any]:
@@ -443,7 +457,7 @@ def describe_plan(prepared: PreparedRun) -> dict[str, Any]:
         )
         stale = stale or not up_to_date
         status = "skip (up to date)" if up_to_date else "run"
-        if not up_to_date and stage.key in TRAINING_STAGES and _has_saved_state(stage):
+        if not up_to_date and stage.declared.resumable and _has_saved_state(stage):
             status = "resume" if record.get("fingerprint") == stage.fingerprint else "run (restart)"
         described.append(
             {
@@ -452,7 +466,7 @@ def describe_plan(prepared: PreparedRun) -> dict[str, Any]:
                 "status": status,
                 "fingerprint": stage.fingerprint,
                 "commands": [
-                    _flag_lines(stage.command, call, _defaults(stage.key)) for call in (stage.calls or [stage.kwargs])
+                    _flag_lines(stage.declared, call, _defaults(stage.key)) for call in (stage.calls or [stage.kwargs])
                 ],
             }
         )

@@ -32,7 +32,6 @@ stages:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import typing
 from functools import cache
 from pathlib import Path
@@ -41,40 +40,15 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from nash_cli import stages
 from nash_cli.errors import NashError
+from nash_cli.stages import Stage
 
-#: Stages in pipeline order: recipe key -> (command name, module under nash_cli.stages).
-STAGES: dict[str, tuple[str, str]] = {
-    "finetune_teacher": ("distill", "distill"),
-    "select_layers": ("select-layers", "select_layers"),
-    "prune_encoder": ("prune-encoder", "prune_encoder"),
-    "compact": ("compact", "compact"),
-    "distill": ("distill", "distill"),
-    "prune_vocab": ("prune-vocab", "prune_vocab"),
-    "export": ("export", "export"),
-    "bench": ("bench", "bench"),
-    "eval": ("eval", "eval"),
-}
-
-#: Stage options the runner fills in from the run itself; a recipe may not set them.
+#: Options the runner fills in for every stage from the run itself (paths, data, run control);
+#: a recipe may not set them. A stage's own model and teacher inputs (`Stage.model_input`,
+#: `Stage.teacher_input`) are the runner's too.
 RUNNER_OWNED = frozenset(
-    {
-        "show_progress",
-        "checkpoint",
-        "checkpoints",
-        "models",
-        "student",
-        "output",
-        "teacher",
-        "baseline",
-        "force",
-        "json_output",
-        "resume",
-        "data",
-        "eval_data",
-        "split",
-        "eval_split",
-    }
+    {"output", "force", "resume", "json_output", "show_progress", "data", "eval_data", "split", "eval_split"}
 )
 
 #: Data options: set once under `data:` and passed to every stage that takes them.
@@ -86,11 +60,6 @@ DATA_OPTIONS = (
     "max_source_length",
     "max_target_length",
 )
-
-#: Stage options that, in a recipe, are a switch for the recipe's own data rather than a path:
-#: `export: {vocab_map: true}` is `nash export --vocab-map <data.train> --eval-data <data.eval>`
-#: (the runner fills the paths in, as it does for the training stages' `--data`).
-DATA_SWITCHES: dict[str, tuple[str, ...]] = {"export": ("vocab_map",)}
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -138,32 +107,23 @@ def _plain(annotation):
     return annotation
 
 
-def stage_module(stage: str):
-    """The `nash_cli.stages` module of a recipe stage (its `Options` and `run`)."""
-    _, module = STAGES[stage]
-    return importlib.import_module(f"nash_cli.stages.{module}")
-
-
-def options_class(stage: str) -> type:
-    """The options dataclass of a recipe stage (the one with `run` beside it)."""
-    module = stage_module(stage)
-    return next(
-        value
-        for name, value in vars(module).items()
-        if name.endswith("Options") and dataclasses.is_dataclass(value) and value.__module__ == module.__name__
-    )
+def runner_owned(stage: Stage) -> frozenset[str]:
+    """The options of `stage` that a recipe may not set: the runner fills them in."""
+    return RUNNER_OWNED | {name for name in (stage.model_input, stage.teacher_input) if name}
 
 
 @cache
 def stage_model(stage: str) -> type[BaseModel]:
     """A strict pydantic model of the options a recipe may give `stage`, from its options type."""
-    options = options_class(stage)
+    declared = stages.stage(stage)
+    options = declared.options
     hints = typing.get_type_hints(options)
+    owned = runner_owned(declared)
     fields: dict[str, Any] = {}
     for field in dataclasses.fields(options):
-        if field.name in RUNNER_OWNED or field.name in DATA_OPTIONS:
+        if field.name in owned or field.name in DATA_OPTIONS:
             continue
-        if field.name in DATA_SWITCHES.get(stage, ()):
+        if field.name in declared.data_switches:
             fields[field.name] = (bool, Field(False))
             continue
         if field.default is not dataclasses.MISSING:
@@ -181,7 +141,7 @@ def stage_model(stage: str) -> type[BaseModel]:
 
 def accepted_data_options(stage: str) -> tuple[str, ...]:
     """The data options (`DATA_OPTIONS`) the stage takes."""
-    names = {field.name for field in dataclasses.fields(options_class(stage))}
+    names = {field.name for field in dataclasses.fields(stages.stage(stage).options)}
     return tuple(name for name in DATA_OPTIONS if name in names)
 
 
@@ -217,29 +177,30 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe") -> Recipe:
         recipe = Recipe.model_validate({**raw, "stages": {}})
     except ValidationError as error:
         raise NashError(f"{source}: {_first_problem(error)}") from None
-    stages: dict[str, Any] = {}
+    declared = stages.recipe_stages()
+    parsed: dict[str, Any] = {}
     for name in stages_raw:
-        if name not in STAGES:
-            raise NashError(f"{source}: stages.{name} is not a stage; use {', '.join(STAGES)}")
-    for name in STAGES:  # pipeline order, whatever order the file uses
+        if name not in declared:
+            raise NashError(f"{source}: stages.{name} is not a stage; use {', '.join(declared)}")
+    for name, stage in declared.items():  # run order, whatever order the file uses
         if name not in stages_raw or stages_raw[name] is False:  # `bench: false` turns a stage off
             continue
         options = stages_raw[name] if stages_raw[name] is not None else {}
         if not isinstance(options, dict):
             raise NashError(f"{source}: stages.{name} must be a mapping of options (or {{}})")
-        for switch in DATA_SWITCHES.get(name, ()):
+        for switch in stage.data_switches:
             if switch in options and not isinstance(options[switch], bool):
                 raise NashError(f"{source}: stages.{name}.{switch} is true or false in a recipe (got "
                                 f"{options[switch]!r}); true reads data.train, so put the file there")
         try:
-            stages[name] = stage_model(name).model_validate(options)
+            parsed[name] = stage_model(name).model_validate(options)
         except ValidationError as error:
             raise NashError(f"{source}: {_first_problem(error, prefix=f'stages.{name}')}") from None
         try:
-            check_stage(name, stages[name].model_dump())
+            check_stage(name, parsed[name].model_dump())
         except NashError as error:
             raise NashError(f"{source}: stages.{name}: {error}") from None
-    recipe.stages = stages
+    recipe.stages = parsed
     return recipe
 
 
@@ -251,8 +212,9 @@ def check_stage(stage: str, options: dict[str, Any]) -> None:
     Raises:
         NashError: for an impossible value (e.g. `--eval-every 0`, `--target-sparsity 1.5`).
     """
-    cls = options_class(stage)
-    options = {**options, **{name: "." if options.get(name) else None for name in DATA_SWITCHES.get(stage, ())}}
+    declared = stages.stage(stage)
+    cls = declared.options
+    options = {**options, **{name: "." if options.get(name) else None for name in declared.data_switches}}
     placeholders: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
@@ -288,7 +250,7 @@ def apply_overrides(raw: Any, overrides: list[str], *, source: str = "the recipe
         if not sep or not key:
             raise NashError(f"--set {override!r} is not KEY=VALUE; write e.g. --set prune_encoder.target_sparsity=0.4")
         parts = key.split(".")
-        if parts[0] in STAGES:
+        if parts[0] in stages.recipe_stages():
             parts = ["stages", *parts]
         node = raw
         for part in parts[:-1]:

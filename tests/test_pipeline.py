@@ -105,12 +105,13 @@ def test_an_interrupted_training_stage_resumes(tiny_recipe, tmp_path):
     assert manifest["stage"] == "distill"
 
 
-def _masked_copy(source: Path, destination: Path) -> Path:
-    """`source` with a manifest saying `masked` (all the recipe check reads)."""
+def _masked_copy(source: Path, destination: Path, *, state: str = "masked") -> Path:
+    """`source` with a manifest saying `masked` (all the recipe check reads), or another state."""
     import shutil
 
     shutil.copytree(source, destination)
-    (destination / "nash.json").write_text(json.dumps({"stage": "prune-encoder", "state": "masked"}))
+    stage = {"masked": "prune-encoder", "compact": "compact"}[state]
+    (destination / "nash.json").write_text(json.dumps({"stage": stage, "state": state}))
     return destination
 
 
@@ -134,6 +135,8 @@ def _bad_recipe(case: str, base: dict, tmp_path: Path) -> dict:
         recipe["data"]["train"] = str(tmp_path / "folder")
     elif case == "masked-teacher":
         recipe["teacher"] = str(_masked_copy(Path(recipe["teacher"]), tmp_path / "masked-teacher"))
+    elif case == "compact-teacher-then-prune":  # select-layers keeps it compact; prune-encoder reads dense only
+        recipe["teacher"] = str(_masked_copy(Path(recipe["teacher"]), tmp_path / "compact-teacher", state="compact"))
     elif case == "distill-after-prune-without-compact":
         del stages["compact"]
     elif case == "export-after-prune-without-compact":
@@ -153,6 +156,9 @@ BAD_RECIPES = {
     "latin1-train": ["data.train", "latin1.jsonl is not UTF-8 text"],
     "folder-train": ["data.train", "is a directory but not a saved dataset"],
     "masked-teacher": ["stages.select_layers would read a masked checkpoint", "nash compact"],
+    "compact-teacher-then-prune": [
+        "stages.prune_encoder would read the output of stages.select_layers, a compact checkpoint", "dense student"
+    ],
     "distill-after-prune-without-compact": ["stages.distill would read a masked checkpoint", "add `compact: {}`"],
     "export-after-prune-without-compact": ["stages.export would read a masked checkpoint", "add `compact: {}`"],
     "prune-vocab-after-prune-without-compact": ["stages.prune_vocab would read a masked checkpoint", "add `compact: {}`"],

@@ -9,7 +9,8 @@ import yaml
 
 from conftest import assert_user_error, make_unreadable, snapshot
 from nash_cli.errors import NashError
-from nash_cli.recipe import STAGES, load_recipe, parse_recipe, stage_model
+from nash_cli.recipe import load_recipe, parse_recipe, stage_model
+from nash_cli.stages import recipe_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -28,7 +29,7 @@ def test_there_are_recipes_for_the_papers_settings():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_recipe_validates_and_plans(path, tmp_path, cli):
     recipe, resolved = load_recipe(path)
-    assert list(recipe.stages) == [key for key in STAGES if key in recipe.stages]
+    assert list(recipe.stages) == [key for key in recipe_stages() if key in recipe.stages]
     result = cli("run", path, "-o", tmp_path / "run", "--dry-run", "--json")
     assert result.exit_code == 0, result.stderr
     plan = result.json()

@@ -89,7 +89,7 @@ def command(
     from nash_cli.progress import Progress
 
     with Progress.for_stream("generating", unit="example", every=options.batch) as progress:
-        document = run(options, progress=progress)
+        document = run(options, progress=progress).to_dict()
     _common.emit(document, json_output, print_table)
     if document.get("files"):
         _common.human(json_output).print(f"wrote {document['files']['metrics']} and {document['files']['generations']}")

@@ -88,9 +88,11 @@ def command(
 
     from nash_cli.stages.export import run
 
-    console = _common.human(json_output)
-    with console.status("exporting") as status:
-        result = run(options, progress=lambda step: status.update(step))
+    from nash_cli.progress import Progress
+
+    # a bar on a terminal (the steps take seconds to minutes), plain lines in a log
+    with Progress.for_stream("export", transient=True, disable=not _common.stderr.is_terminal) as progress:
+        result = run(options, progress=progress)
     _common.emit(result.to_dict(), json_output, print_result)
 
 

@@ -60,17 +60,14 @@ def _print_plan(plan: dict, console) -> None:
 
 
 def print_stage_result(stage: str, result, console) -> None:
-    """A finished stage's tables, as its own command prints them (on stderr: progress of the run)."""
-    from nash_cli.cli import bench, compact, distill, eval, export, prune_encoder, select_layers
+    """A finished stage's tables, as its own command prints them (on stderr: progress of the run).
 
-    printers = {
-        "finetune_teacher": distill.print_summary,
-        "select_layers": select_layers.print_table,
-        "prune_encoder": prune_encoder.print_summary,
-        "compact": compact.print_result,
-        "distill": distill.print_summary,
-        "export": export.print_result,
-        "bench": bench.print_tables,
-        "eval": eval.print_table,
-    }
-    printers[stage](result.to_dict() if hasattr(result, "to_dict") else result, console)
+    Each stage's command module (`nash_cli.cli.<its stage module>`) prints its result with
+    `print_result`; a recipe's `finetune_teacher` is `distill`'s.
+    """
+    import importlib
+
+    from nash_cli.stages import stage as declared_stage
+
+    module = declared_stage(stage).run.__module__.rsplit(".", 1)[-1]
+    importlib.import_module(f"nash_cli.cli.{module}").print_result(result.to_dict(), console)

@@ -15,6 +15,7 @@ from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions
 from nash_cli.errors import NashError
 from nash_cli.progress import Progress
+from nash_cli.stages import ANY_STATE, Stage, declare
 
 if TYPE_CHECKING:
     from nash_cli.timing import BenchResult
@@ -337,3 +338,22 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
     if options.output is not None:
         artifact.write_files_atomic({options.output: artifact.json_text(staged.to_dict())})
     return staged
+
+
+STAGE = declare(
+    Stage(
+        name="bench",
+        command="bench",
+        options=BenchOptions,
+        run=run,
+        order=80,
+        role="measure",
+        reads=ANY_STATE,
+        writes=None,
+        model_input="models",
+        teacher_input="baseline",
+        teacher_reads=ANY_STATE,
+        data="eval",
+        result_file="bench.json",
+    )
+)

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from nash_cli.artifact import releases_outputs
-from nash_cli.errors import NashError
 from nash_cli.progress import Progress
-from nash_cli.stages import arguments
+from nash_cli.stages import Stage, arguments, declare, open_input
 
 
 @dataclass(kw_only=True)
@@ -63,21 +62,6 @@ class CompactResult:
         return asdict(self)
 
 
-def check_masked(source: str | Path) -> dict[str, Any]:
-    """The manifest of a masked checkpoint; NashError for a dense or compact input."""
-    from nash_cli import artifact
-
-    artifact.check_checkpoint(source)
-    manifest = artifact.read_manifest(source)
-    state = (manifest or {}).get("state", "dense")
-    if state != "masked":
-        raise NashError(
-            f"{source} is a {state} checkpoint with no masks: nothing to compact; compact the output of "
-            "nash prune-encoder"
-        )
-    return manifest
-
-
 @releases_outputs
 def run(options: CompactOptions, *, progress: Progress | None = None) -> CompactResult:
     """Loads a masked checkpoint, removes the pruned units, writes a compact checkpoint.
@@ -98,7 +82,7 @@ def run(options: CompactOptions, *, progress: Progress | None = None) -> Compact
     started = time.perf_counter()
     options.check()
     artifact.check_output(options.output, options.force, inputs={"checkpoint": options.checkpoint})
-    manifest = check_masked(options.checkpoint)
+    manifest = open_input(STAGE, options.checkpoint).manifest
     progress.update(total=3, status="loading")
     config = artifact.load_config(options.checkpoint, trust_remote_code=options.trust_remote_code)
     model = artifact.load_model(options.checkpoint, config=config, trust_remote_code=options.trust_remote_code)
@@ -147,3 +131,16 @@ def run(options: CompactOptions, *, progress: Progress | None = None) -> Compact
         seconds=time.perf_counter() - started,
     )
 
+
+STAGE = declare(
+    Stage(
+        name="compact",
+        command="compact",
+        options=CompactOptions,
+        run=run,
+        order=40,
+        reads=frozenset({"masked"}),
+        refusal="nothing to compact; compact the output of nash prune-encoder",
+        writes="compact",
+    )
+)

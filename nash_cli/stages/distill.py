@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nash_cli.artifact import releases_outputs
-from nash_cli.stages import arguments
+from nash_cli.stages import Stage, arguments, declare, output_state
 from nash_cli.train.inputs import TrainingOptions
 
 
@@ -74,17 +74,16 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
         options.force,
         inputs={"student": options.student, "teacher": options.teacher, "data": options.data, "eval data": options.eval_data},
     )
-    inputs = load_training_inputs(options)
+    inputs = load_training_inputs(options, STAGE)
     recorded = arguments(options)
     result = train_with(options, inputs, run_info=recorded, progress=progress)
-    manifest = artifact.read_manifest(options.student) or {}
     save_output(
         result,
         options.output,
         source=options.student,
         stage="distill",
         arguments=recorded,
-        state=manifest.get("state", "dense"),
+        state=output_state(STAGE, inputs.student_input.state),
         extra={"teacher_checkpoint": teacher_reference(options)},
         force=options.force,
     )
@@ -95,3 +94,33 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
         training=result.summary(),
         notes=inputs.notes + result.notes,
     )
+
+
+STAGE = declare(
+    Stage(
+        name="distill",
+        command="distill",
+        options=DistillOptions,
+        run=run,
+        order=50,
+        model_input="student",
+        teacher_input="teacher",
+        data="train",
+    )
+)
+
+#: A recipe's first stage when the teacher is not fine-tuned yet: `distill` without a teacher
+#: (cross-entropy alone); its output is the teacher of every later stage.
+FINETUNE_TEACHER = declare(
+    Stage(
+        name="finetune_teacher",
+        command="distill",
+        options=DistillOptions,
+        run=run,
+        order=10,
+        role="teacher",
+        model_input="student",
+        teacher_input="teacher",
+        data="train",
+    )
+)

@@ -22,6 +22,7 @@ from nash_cli.data import DataOptions, Example
 from nash_cli.errors import NashError
 from nash_cli.metrics import MetricScores, check_metrics
 from nash_cli.progress import Progress
+from nash_cli.stages import ANY_STATE, Stage, declare
 
 if TYPE_CHECKING:
     from nash_cli.generation import GenerationSettings
@@ -220,8 +221,20 @@ def write_results(document: dict[str, Any], records: list[dict[str, Any]], metri
     write_files_atomic({metrics_path: json_text(document), generations_path: jsonl_text(records)})
 
 
+@dataclass
+class EvalReport:
+    """What `run` did, for printing and JSON."""
+
+    document: dict[str, Any]
+    """The metrics document: what metrics.json holds, plus `files` (the written paths) and `notes`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready result: the metrics document."""
+        return self.document
+
+
 @releases_outputs
-def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, Any]:
+def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport:
     """Reads the data, loads the model, generates, scores and writes the results.
 
     Args:
@@ -229,7 +242,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, 
         progress: Told the number of examples, then advanced after each generated batch.
 
     Returns:
-        The metrics document (what metrics.json holds, plus `files` and `notes`).
+        The report; its `document` is what metrics.json holds, plus `files` and `notes`.
 
     Raises:
         NashError: bad options or data, an existing output without `force`, METEOR without WordNet.
@@ -303,4 +316,20 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> dict[str, 
         write_results(document, generation_records(result, examples), *paths)
         document["files"] = {"metrics": str(paths[0]), "generations": str(paths[1])}
     document["notes"] = notes
-    return document
+    return EvalReport(document)
+
+
+STAGE = declare(
+    Stage(
+        name="eval",
+        command="eval",
+        options=EvalOptions,
+        run=run,
+        order=90,
+        role="measure",
+        reads=ANY_STATE,
+        writes=None,
+        data="eval",
+        result_file="metrics.json",
+    )
+)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions
 from nash_cli.errors import NashError
 from nash_cli.export import QUANTIZATIONS
-from nash_cli.stages import arguments
+from nash_cli.progress import Progress
+from nash_cli.stages import Stage, arguments, declare, open_input
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -123,25 +124,6 @@ class ExportResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready result."""
         return asdict(self)
-
-
-def check_exportable(source: str, options: LoadOptions) -> dict[str, Any]:
-    """The source's manifest; NashError for a masked checkpoint or a family nash does not support."""
-    from nash_cli import artifact
-
-    if artifact.is_local(source):
-        from nash_cli.export.runtime import is_ctranslate2_dir
-
-        if is_ctranslate2_dir(source):
-            raise NashError(f"{source} is already a CTranslate2 model; export its source checkpoint instead")
-        artifact.check_checkpoint(source, allow_pickle=options.allow_pickle)
-    manifest = artifact.read_manifest(source) or {}
-    if manifest.get("state") == "masked":
-        raise NashError(
-            f"{source} is a masked checkpoint (prune-encoder's output): its pruned heads and units are still in "
-            "the weights; run nash compact first and export its output"
-        )
-    return manifest
 
 
 def _resolve_device(name: str, ct2) -> str:
@@ -302,12 +284,12 @@ def verify_export(model, directory: Path, *, device: str, quantization: str, bat
 
 
 @releases_outputs
-def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None) -> ExportResult:
+def run(options: ExportOptions, *, progress: Progress | None = None) -> ExportResult:
     """Converts a checkpoint to a CTranslate2 model directory.
 
     Args:
         options: The stage's options.
-        progress: Called with a short description of each step.
+        progress: Advanced through the steps (load, build, map, write, check), each named.
 
     Raises:
         NashError: a bad option, an existing output without `force`, ctranslate2 missing, a masked
@@ -315,7 +297,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     """
     from nash_cli.export import require_ctranslate2
 
-    notify = progress or (lambda step: None)
+    progress = progress or Progress("export")
     started = time.perf_counter()
     options.check()
     from nash_cli import artifact
@@ -328,7 +310,12 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     )
     ct2 = require_ctranslate2()
     device = _resolve_device(options.device, ct2)
-    manifest = check_exportable(options.checkpoint, options)
+    if artifact.is_local(options.checkpoint):
+        from nash_cli.export.runtime import is_ctranslate2_dir
+
+        if is_ctranslate2_dir(options.checkpoint):
+            raise NashError(f"{options.checkpoint} is already a CTranslate2 model; export its source checkpoint instead")
+    manifest = open_input(STAGE, options.checkpoint, allow_pickle=options.allow_pickle).manifest
     map_data = _map_data(options) if options.vocab_map is not None else None
 
     import torch
@@ -341,10 +328,11 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     config = artifact.load_config(options.checkpoint, **load)
     family = family_of(config)
     tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
-    notify("loading")
+    steps = 3 + (map_data is not None) + options.verify
+    progress.update(total=steps, status="loading")
     model = artifact.load_model(options.checkpoint, config=config, dtype=torch.float32, **load)
     activation_of(family.anatomy(model).activation)  # an unsupported activation fails before writing
-    notify("building the CTranslate2 model")
+    progress.advance(status="building the CTranslate2 model")
     size = model.get_input_embeddings().weight.shape[0]
     tokens = vocabulary(tokenizer, size)
     special = _special_ids(model, tokenizer)
@@ -357,7 +345,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     notes = []
     vocab_map = map_report = None
     if map_data is not None:
-        notify("building the vocabulary map")
+        progress.advance(status="building the vocabulary map")
         vocab_map, map_report = _build_map(options, tokenizer, tokens, _control_ids(model, special), *map_data)
         if vocab_map.unwritable:
             notes.append(
@@ -381,7 +369,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
     )
     check = None
     with artifact.staged_output(options.output, force=options.force, kind="export") as staging, quiet_transformers():
-        notify("writing")
+        progress.advance(status="writing")
         spec.save(str(staging))
         del spec
         if vocab_map is not None:
@@ -392,7 +380,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
         artifact.save_generation_config(options.checkpoint, model, staging)
         artifact.write_files_atomic({staging / artifact.MANIFEST: artifact.json_text(new_manifest)})
         if options.verify:
-            notify("checking the export against transformers")
+            progress.advance(status="checking the export against transformers")
             check = verify_export(model, staging, device=device, quantization=options.quantization)
             new_manifest["ctranslate2"]["check"] = check
             artifact.write_files_atomic({staging / artifact.MANIFEST: artifact.json_text(new_manifest)})
@@ -401,6 +389,7 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
                     "the float32 export's greedy output differs from transformers' on random inputs: please report "
                     "this as a nash bug, with the checkpoint's config.json"
                 )
+    progress.advance(status="written")
     return ExportResult(
         output=str(options.output),
         family=family.name,
@@ -415,3 +404,17 @@ def run(options: ExportOptions, *, progress: Callable[[str], None] | None = None
         seconds=time.perf_counter() - started,
         notes=notes,
     )
+
+
+STAGE = declare(
+    Stage(
+        name="export",
+        command="export",
+        options=ExportOptions,
+        run=run,
+        order=70,
+        role="branch",
+        writes=None,
+        data_switches=("vocab_map",),
+    )
+)

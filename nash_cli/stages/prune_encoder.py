@@ -13,7 +13,7 @@ from typing import Literal
 
 from nash_cli.artifact import releases_outputs
 from nash_cli.errors import NashError
-from nash_cli.stages import arguments
+from nash_cli.stages import Stage, arguments, declare
 from nash_cli.stages.distill import TrainingStageResult
 from nash_cli.train.config import PruneSettings
 from nash_cli.train.inputs import TrainingOptions
@@ -37,7 +37,7 @@ class PruneEncoderOptions(TrainingOptions, PruneSettings):
 # --- the stage ------------------------------------------------------------------------------
 
 
-def _reference_non_embedding(teacher, student_source: str) -> tuple[int | None, str | None]:
+def _reference_non_embedding(teacher, student_manifest: dict) -> tuple[int | None, str | None]:
     """Non-embedding parameters of the full original teacher, and where they were counted.
 
     The paper's whole-model sparsity divides by the full teacher, so the lineage's root (the
@@ -47,7 +47,7 @@ def _reference_non_embedding(teacher, student_source: str) -> tuple[int | None, 
     from nash_cli import artifact
     from nash_cli.arch import count_parameters
 
-    root = (artifact.read_manifest(student_source) or {}).get("teacher")
+    root = student_manifest.get("teacher")
     if root and Path(root).is_dir() and (Path(root) / "config.json").is_file():
         try:
             config = artifact.load_config(root)
@@ -89,22 +89,9 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
         options.force,
         inputs={"student": options.student, "teacher": options.teacher, "data": options.data, "eval data": options.eval_data},
     )
-    manifest = artifact.read_manifest(options.student) or {}
-    if manifest.get("state", "dense") != "dense":
-        raise NashError(
-            f"{options.student} is a {manifest['state']} checkpoint; prune-encoder needs a dense student "
-            "(e.g. the output of select-layers)"
-        )
-    load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
-    student_config = artifact.load_config(options.student, **load)
-    if getattr(student_config, "encoder_heads", None) is not None:
-        raise NashError(
-            f"{options.student} is already compacted (per-layer widths); prune-encoder needs a dense student "
-            "(e.g. the output of select-layers)"
-        )
-    inputs = load_training_inputs(options, student_config=student_config)
+    inputs = load_training_inputs(options, STAGE)
     notes = inputs.notes
-    reference, reference_origin = _reference_non_embedding(inputs.teacher, options.student)
+    reference, reference_origin = _reference_non_embedding(inputs.teacher, inputs.student_input.manifest)
     extension = L0Extension(inputs.student, options, teacher_non_embedding=reference, seed=options.seed)
     recorded = arguments(options)
 
@@ -147,3 +134,20 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
         notes=notes + result.notes,
         pruning=pruning,
     )
+
+
+STAGE = declare(
+    Stage(
+        name="prune_encoder",
+        command="prune-encoder",
+        options=PruneEncoderOptions,
+        run=run,
+        order=30,
+        reads=frozenset({"dense"}),
+        refusal="prune-encoder needs a dense student (an encoder not pruned yet, e.g. select-layers' output)",
+        writes="masked",
+        model_input="student",
+        teacher_input="teacher",
+        data="train",
+    )
+)

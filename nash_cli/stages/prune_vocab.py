@@ -22,7 +22,7 @@ from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions
 from nash_cli.errors import NashError
 from nash_cli.progress import Progress
-from nash_cli.stages import arguments
+from nash_cli.stages import Stage, arguments, declare, open_input, output_state
 
 #: The id map written beside the weights: `{"kept_ids": [...]}`, new id i = kept_ids[i].
 ID_MAP_FILE = "vocab_map.json"
@@ -208,7 +208,6 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     from nash_cli import artifact
     from nash_cli.arch import count_parameters
     from nash_cli.data import load_examples
-    from nash_cli.masking import refuse_masked
     from nash_cli.surgery import tokenizer as tokenizer_surgery
     from nash_cli.surgery import vocab
 
@@ -220,7 +219,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
         options.force,
         inputs={"checkpoint": options.checkpoint, "data": options.data, "eval data": options.eval_data},
     )
-    refuse_masked(options.checkpoint, user="prune-vocab", role="the checkpoint")
+    source = open_input(STAGE, options.checkpoint, allow_pickle=options.allow_pickle)
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     config = artifact.load_config(options.checkpoint, **load)
     progress.update(total=4, status="reading data")
@@ -327,7 +326,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
             source=options.checkpoint,
             stage="prune-vocab",
             arguments=arguments(options),
-            state=(artifact.read_manifest(options.checkpoint) or {}).get("state", "dense"),
+            state=output_state(STAGE, source.state),
             extra=extra,
             extra_files={ID_MAP_FILE: lambda directory: (directory / ID_MAP_FILE).write_text(map_text)},
             force=options.force,
@@ -407,3 +406,6 @@ def _write_tokenizer(tokenizer, document: dict[str, Any], mapping: dict[int, int
             "its class rebuilds the vocabulary differently (please report this)"
         )
     return reloaded
+
+
+STAGE = declare(Stage(name="prune_vocab", command="prune-vocab", options=PruneVocabOptions, run=run, order=60, data="train"))

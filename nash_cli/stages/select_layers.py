@@ -14,7 +14,7 @@ from typing import Any
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.errors import NashError
 from nash_cli.progress import Progress
-from nash_cli.stages import arguments
+from nash_cli.stages import Stage, arguments, declare, open_input, output_state
 
 STRATEGIES = ("uniform", "low", "high")
 
@@ -122,13 +122,12 @@ def run(options: SelectLayersOptions, *, progress: Progress | None = None) -> Se
     """
     from nash_cli import artifact
     from nash_cli.arch import count_parameters, family_of
-    from nash_cli.masking import refuse_masked
     from nash_cli.surgery.layers import select_layers
 
     progress = progress or Progress("select-layers")
     options.check()
     artifact.check_output(options.output, options.force, inputs={"checkpoint": options.checkpoint})
-    refuse_masked(options.checkpoint, user="select-layers", role="the checkpoint")
+    source = open_input(STAGE, options.checkpoint, allow_pickle=options.allow_pickle)
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     config = artifact.load_config(options.checkpoint, **load)
     plan = plan_selection(config, options)
@@ -140,8 +139,7 @@ def run(options: SelectLayersOptions, *, progress: Progress | None = None) -> Se
     del teacher
     after = count_parameters(student)
 
-    parent = artifact.read_manifest(options.checkpoint) or {}
-    parent_map = parent.get("layer_map") or {}
+    parent_map = source.manifest.get("layer_map") or {}
     layer_map = {
         "decoder": _compose(parent_map.get("decoder"), plan.decoder),
         "encoder": _compose(parent_map.get("encoder"), plan.encoder)
@@ -174,7 +172,7 @@ def run(options: SelectLayersOptions, *, progress: Progress | None = None) -> Se
         stage="select-layers",
         arguments=arguments(options),
         # a compact parent's narrow encoder is kept as it is: the student is compact too
-        state="compact" if parent.get("state") == "compact" else "dense",
+        state=output_state(STAGE, source.state),
         layer_map=layer_map,
         extra={"select_layers": {"kept": result.kept, "parameters": result.parameters}},
         force=options.force,
@@ -190,3 +188,6 @@ def _compose(parent: list[int] | None, kept: list[int] | None) -> list[int] | No
     if parent is None:
         return list(kept)
     return [parent[i] for i in kept]
+
+
+STAGE = declare(Stage(name="select_layers", command="select-layers", options=SelectLayersOptions, run=run, order=20))

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions
 from nash_cli.data import DataOptions
 from nash_cli.errors import NashError
 from nash_cli.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from nash_cli.stages import Stage, StageInput
 
 
 @dataclass(kw_only=True)
@@ -200,29 +203,30 @@ class TrainingInputs:
     """Teacher decoder layer per student decoder layer, or None."""
     notes: list[str]
     """Notes for the user (e.g. a loss turned off)."""
+    student_input: StageInput
+    """The student checkpoint as opened: its manifest and state."""
 
 
-def load_training_inputs(options: TrainingOptions, *, student_config: Any = None) -> TrainingInputs:
+def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInputs:
     """Checks and loads the student, the teacher, the tokenizer, the data and the layer maps.
 
-    Every check that needs no weights (options, configs, vocabularies, data) runs before the
-    models are loaded.
+    Every check that needs no weights (options, checkpoint states, configs, vocabularies, data)
+    runs before the models are loaded.
 
     Args:
         options: The stage's options.
-        student_config: The student's config when the caller has read it already.
+        stage: The training stage's declaration: which checkpoint states its student and teacher
+            may be in.
     """
     from nash_cli import artifact
-    from nash_cli.masking import refuse_masked
+    from nash_cli.stages import open_input
 
     options.check()
-    # Training reads only the weights: a masked model would be trained (and written) unmasked.
-    refuse_masked(options.student, user="training", role="the student")
+    opened = open_input(stage, options.student, role="student", allow_pickle=options.allow_pickle)
     if options.teacher is not None:
-        refuse_masked(options.teacher, user="distillation", role="--teacher")
+        open_input(stage, options.teacher, role="teacher", allow_pickle=options.allow_pickle)
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
-    if student_config is None:
-        student_config = artifact.load_config(options.student, **load)
+    student_config = artifact.load_config(options.student, **load)
     teacher_config = None
     if options.teacher is not None:
         teacher_config = artifact.load_config(options.teacher, **load)
@@ -255,7 +259,7 @@ def load_training_inputs(options: TrainingOptions, *, student_config: Any = None
             alpha_dec=options.alpha_dec,
             alpha_enc=options.alpha_enc,
         )
-    return TrainingInputs(student, teacher, tokenizer, train_features, eval_features, encoder, decoder, notes)
+    return TrainingInputs(student, teacher, tokenizer, train_features, eval_features, encoder, decoder, notes, opened)
 
 
 def teacher_reference(options: TrainingOptions) -> str | None:
