@@ -5,7 +5,7 @@ after warm-up. Several models run interleaved within each repeat (A B C, then C 
 that drift in the machine's speed (thermal throttling, other processes) hits all of them alike
 and the per-repeat ratios against the baseline stay meaningful.
 
-Everything here takes loaded models and prepared batches; the `bench` stage
+Everything here takes loaded models and prepared batches (`nash_cli.batches`); the `bench` stage
 (`nash_cli.stages.bench`) does the loading.
 """
 
@@ -20,31 +20,16 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nash_cli.arch import count_parameters
+
+# Re-exported for stages/plan.py, which imports the batch builders from here until it moves to
+# nash_cli.batches; nothing else should.
+from nash_cli.batches import Batch, random_batches, text_batches  # noqa: F401
 from nash_cli.errors import NashError
 from nash_cli.export.runtime import is_engine_model
 from nash_cli.generation import GenerationSettings, generate_kwargs, generated_lengths
 
 if TYPE_CHECKING:
     import torch
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One input batch, shared by every model."""
-
-    input_ids: "torch.Tensor"
-    """Token ids, shape (batch, source length), right-padded."""
-    attention_mask: "torch.Tensor"
-    """1 on real tokens, 0 on padding."""
-
-    @property
-    def size(self) -> int:
-        """Number of sequences."""
-        return int(self.input_ids.shape[0])
-
-    def to(self, device) -> "Batch":
-        """The batch on `device`."""
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device))
 
 
 @dataclass(frozen=True)
@@ -108,72 +93,6 @@ def speedup_stats(baseline_repeats: Sequence[float], model_repeats: Sequence[flo
         },
         "ratios": ratios,
     }
-
-
-def random_batches(
-    *,
-    vocab_size: int,
-    batch_size: int,
-    source_length: int,
-    num_batches: int = 1,
-    low: int = 4,
-    eos_token_id: int | None = None,
-    seed: int = 0,
-) -> list[Batch]:
-    """Batches of uniformly random token ids, the same for every model.
-
-    Args:
-        vocab_size: Ids are drawn below this.
-        batch_size: Sequences per batch.
-        source_length: Tokens per sequence (the last one is `eos_token_id` when given).
-        num_batches: How many batches.
-        low: Smallest id drawn (keeps pad / eos / unk / bos out of the body).
-        eos_token_id: Appended as the last token, as a tokenizer would.
-        seed: Seed of a private generator (the global RNG is untouched).
-    """
-    import torch
-
-    if batch_size < 1:
-        raise NashError(f"--batch must be at least 1, got {batch_size}")
-    if source_length < 1:
-        raise NashError(f"--source-length must be at least 1, got {source_length}")
-    if vocab_size <= low:
-        raise NashError(f"vocabulary of {vocab_size} ids is too small for random inputs")
-    generator = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(num_batches):
-        ids = torch.randint(low, vocab_size, (batch_size, source_length), generator=generator)
-        if eos_token_id is not None:
-            ids[:, -1] = eos_token_id
-        batches.append(Batch(ids, torch.ones_like(ids)))
-    return batches
-
-
-def text_batches(
-    tokenizer,
-    sources: Sequence[str],
-    *,
-    batch_size: int,
-    max_source_length: int | None = None,
-    pad_to_max: bool = False,
-) -> list[Batch]:
-    """Tokenised batches of real text, in the given order, each padded to its longest source
-    (or, with `pad_to_max`, to `max_source_length`: one shape for compiled models)."""
-    if batch_size < 1:
-        raise NashError(f"--batch must be at least 1, got {batch_size}")
-    if not sources:
-        raise NashError("no examples to benchmark: the data is empty")
-    batches = []
-    for start in range(0, len(sources), batch_size):
-        encoded = tokenizer(
-            list(sources[start : start + batch_size]),
-            truncation=True,
-            max_length=max_source_length,
-            padding="max_length" if pad_to_max and max_source_length else True,
-            return_tensors="pt",
-        )
-        batches.append(Batch(encoded["input_ids"], encoded["attention_mask"]))
-    return batches
 
 
 @dataclass

@@ -217,7 +217,8 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
 
     from nash_cli import artifact
     from nash_cli.generation import resolve_settings
-    from nash_cli.timing import BenchSettings, random_batches, run_bench, text_batches
+    from nash_cli.batches import random_batches, text_batches
+    from nash_cli.timing import BenchSettings, run_bench
 
     options.check()
     if options.output is not None:
