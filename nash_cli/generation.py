@@ -1,5 +1,7 @@
-"""Generation shared by `bench` and `eval`: settings, a `generate()` that works on every nash
-model, generated lengths, and batched text generation sorted by length.
+"""Generation shared by `bench` and `eval`: settings, the generation interface every engine
+answers (`GenerationEngine`, with `TransformersEngine` for torch models; CTranslate2's is
+`nash_cli.export.runtime.CTranslate2Model`), a `generate()` that works on every nash model,
+generated lengths, and batched text generation sorted by length.
 
 Two things here are not stock `model.generate`:
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nash_cli.errors import NashError
 
@@ -160,23 +162,204 @@ def compile_model(model, *, backend: str = "inductor", mode: str | None = None):
     return model
 
 
-def generate(model, input_ids: "torch.Tensor", attention_mask: "torch.Tensor | None", settings: GenerationSettings):
-    """Runs `model.generate` on one batch under `settings`; returns the sequences tensor.
+class GenerationEngine(Protocol):
+    """What bench, eval and timing ask of a model, whatever engine runs it.
 
-    The first column of the result is the decoder start token. An engine model (a CTranslate2
-    export, `nash_cli.export.runtime`) generates through its own `generate` with the same settings.
+    A timed call is `prepare` (off the clock), `synchronize`, the call it returned, `synchronize`
+    (on the clock), then `sequences` (off the clock). Every engine returns the same kind of
+    sequences: the decoder start token in column 0, the generated ids, padding after the end.
     """
+
+    device: "torch.device"
+    """Where the model runs (inputs go there)."""
+    compiles: bool
+    """Whether `compile_model` applies (a torch forward to compile)."""
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """End-of-sequence ids (the generation config's, else the model's); empty when none."""
+        ...
+
+    def prepare(
+        self, input_ids: "torch.Tensor", attention_mask: "torch.Tensor | None", settings: GenerationSettings
+    ) -> Callable[[], Any]:
+        """Everything but the decoding: returns the call to time, whose output `sequences` reads."""
+        ...
+
+    def sequences(self, output: Any) -> "torch.Tensor":
+        """The output of a `prepare`d call as a `generate()`-style tensor of ids."""
+        ...
+
+    def synchronize(self) -> None:
+        """Waits until the device has finished the work queued so far."""
+        ...
+
+    def generate(
+        self, input_ids: "torch.Tensor", attention_mask: "torch.Tensor | None", settings: GenerationSettings
+    ) -> "torch.Tensor":
+        """One batch under `settings`, as a `generate()`-style tensor of ids."""
+        ...
+
+    def parameter_counts(self) -> dict[str, int]:
+        """`nash_cli.arch.count_parameters` of the model: total, embeddings, encoder, decoder, non_embedding."""
+        ...
+
+    def engine_info(self) -> dict[str, Any]:
+        """What runs the model, for reports: `engine`, `compute_type`, `device`, `threads` (and
+        a `version` for a library torch's environment does not name)."""
+        ...
+
+    def memory_pass(self, run_pass: Callable[[], None]) -> dict[str, Any]:
+        """Runs `run_pass` (one pass over the batches) once and returns its memory figures (MiB)."""
+        ...
+
+    def breakdown_parts(self) -> dict[str, Any] | None:
+        """The torch modules `--breakdown` times (encoder, decoder.0.., lm_head); None: none to hook."""
+        ...
+
+    def notes(self, num_beams: int, *, fixed_length: bool = False) -> list[str]:
+        """What of the checkpoint's generation config this engine does not reproduce."""
+        ...
+
+
+class TransformersEngine:
+    """A transformers seq2seq model behind `GenerationEngine`: `model.generate` under the settings.
+
+    Attributes:
+        model: The wrapped model, on its device, in eval mode.
+    """
+
+    compiles = True
+
+    def __init__(self, model):
+        """Wraps `model` (already on the device it will run on)."""
+        import torch
+
+        self.model = model
+        device = model.device
+        # Decided once: synchronize() runs on the clock, so it must cost nothing on the CPU.
+        self._sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    @property
+    def device(self) -> "torch.device":
+        """The model's device."""
+        return self.model.device
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """End-of-sequence ids (the generation config's, else the model's); empty when none."""
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.model.config.eos_token_id
+        if eos is None:
+            return []
+        return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+    def prepare(self, input_ids, attention_mask, settings: GenerationSettings) -> Callable[[], Any]:
+        """Returns the `model.generate` call under `settings`, its arguments built already."""
+        # The arguments, and any fresh cache object, are built here: before the clock starts.
+        kwargs = generate_kwargs(self.model, settings)
+        model = self.model
+
+        def call():
+            return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+        return call
+
+    def sequences(self, output: "torch.Tensor") -> "torch.Tensor":
+        """`model.generate`'s output, which is the sequences already."""
+        return output
+
+    def synchronize(self) -> None:
+        """Waits for CUDA (nothing to wait for on the CPU)."""
+        self._sync()
+
+    def generate(self, input_ids, attention_mask, settings: GenerationSettings) -> "torch.Tensor":
+        """`model.generate` on one batch under `settings`, without autograd."""
+        import torch
+
+        with torch.inference_mode():
+            return self.prepare(input_ids, attention_mask, settings)()
+
+    def parameter_counts(self) -> dict[str, int]:
+        """`nash_cli.arch.count_parameters` of the model."""
+        from nash_cli.arch import count_parameters
+
+        return count_parameters(self.model)
+
+    def engine_info(self) -> dict[str, Any]:
+        """"transformers", the parameters' dtype, the device and torch's thread count."""
+        import torch
+
+        dtype = next(self.model.parameters()).dtype
+        return {
+            "engine": "transformers",
+            "compute_type": str(dtype).removeprefix("torch."),
+            "device": str(self.model.device),
+            "threads": torch.get_num_threads(),
+        }
+
+    def weights_mib(self) -> float:
+        """Parameters and buffers in MiB (a tied tensor once)."""
+        tensors = {id(t): t for t in [*self.model.parameters(), *self.model.buffers()]}
+        return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+
+    def memory_pass(self, run_pass: Callable[[], None]) -> dict[str, Any]:
+        """CUDA: torch.cuda.max_memory_allocated over the pass and its rise over the allocation
+        before it; CPU: the process's peak RSS (`nash_cli.memory.cpu_rss_pass`)."""
+        import torch
+
+        from nash_cli.memory import cpu_rss_pass
+
+        weights = self.weights_mib()
+        device = self.model.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            run_pass()
+            peak = torch.cuda.max_memory_allocated(device)
+            return {
+                "kind": "cuda_max_allocated",
+                "weights_mib": weights,
+                "peak_mib": peak / 2**20,
+                "increase_mib": (peak - before) / 2**20,
+            }
+        # safetensors weights are memory-mapped and paged in on first use; read them all once so
+        # that the RSS rise measured next is the generation's own memory, not the weights arriving.
+        for tensor in [*self.model.parameters(), *self.model.buffers()]:
+            if tensor.numel():
+                tensor.detach().sum()
+        return cpu_rss_pass(run_pass, weights)
+
+    def breakdown_parts(self) -> dict[str, Any]:
+        """The encoder, each decoder layer (`decoder.0`, ...) and the output head."""
+        from nash_cli.arch import family_of
+
+        parts = {"encoder": self.model.get_encoder()}
+        for index, layer in enumerate(family_of(self.model).layers(self.model, "decoder")):
+            parts[f"decoder.{index}"] = layer
+        parts["lm_head"] = self.model.get_output_embeddings()
+        return parts
+
+    def notes(self, num_beams: int, *, fixed_length: bool = False) -> list[str]:
+        """Nothing: transformers is the reference the other engines are compared with."""
+        return []
+
+
+def as_engine(model) -> GenerationEngine:
+    """`model` behind `GenerationEngine`: a torch model in a `TransformersEngine`; anything else
+    (a `CTranslate2Model`, an engine already) is returned as it is."""
     import torch
 
-    from nash_cli.export.runtime import is_engine_model
+    return TransformersEngine(model) if isinstance(model, torch.nn.Module) else model
 
-    if is_engine_model(model):
-        return model.generate(input_ids, attention_mask, settings)
 
-    with torch.inference_mode():
-        return model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs(model, settings)
-        )
+def generate(model, input_ids: "torch.Tensor", attention_mask: "torch.Tensor | None", settings: GenerationSettings):
+    """Generates one batch under `settings` with any model (see `as_engine`); returns the sequences.
+
+    The first column of the result is the decoder start token.
+    """
+    return as_engine(model).generate(input_ids, attention_mask, settings)
 
 
 def generated_lengths(sequences: "torch.Tensor", eos_token_id: int | Sequence[int] | None) -> list[int]:
@@ -185,7 +368,7 @@ def generated_lengths(sequences: "torch.Tensor", eos_token_id: int | Sequence[in
     Args:
         sequences: Output of `generate` for an encoder-decoder, shape (batch, 1 + new tokens);
             column 0 (the decoder start token) is not counted.
-        eos_token_id: End-of-sequence id(s); None counts every column.
+        eos_token_id: End-of-sequence id(s); None (or none) counts every column.
     """
     import torch
 
@@ -194,6 +377,8 @@ def generated_lengths(sequences: "torch.Tensor", eos_token_id: int | Sequence[in
     if eos_token_id is None or width == 0:
         return [width] * generated.shape[0]
     ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if not ids:
+        return [width] * generated.shape[0]
     is_eos = torch.isin(generated, torch.tensor(ids, device=generated.device))
     # argmax finds the first True; rows without one keep the full width.
     first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, torch.full_like(is_eos[:, 0], width, dtype=torch.long))

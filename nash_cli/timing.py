@@ -5,46 +5,28 @@ after warm-up. Several models run interleaved within each repeat (A B C, then C 
 that drift in the machine's speed (thermal throttling, other processes) hits all of them alike
 and the per-repeat ratios against the baseline stay meaningful.
 
-Everything here takes loaded models and prepared batches; the `bench` stage
-(`nash_cli.stages.bench`) does the loading.
+Everything here takes loaded models and prepared batches (`nash_cli.batches`); the `bench` stage
+(`nash_cli.stages.bench`) does the loading. Every model is timed through the generation interface
+(`nash_cli.generation.GenerationEngine`), whatever engine runs it.
 """
 
 from __future__ import annotations
 
 import platform
 import statistics
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nash_cli.arch import count_parameters
+# Re-exported for stages/plan.py, which imports the batch builders from here until it moves to
+# nash_cli.batches; nothing else should.
+from nash_cli.batches import Batch, random_batches, text_batches  # noqa: F401
 from nash_cli.errors import NashError
-from nash_cli.export.runtime import is_engine_model
-from nash_cli.generation import GenerationSettings, generate_kwargs, generated_lengths
+from nash_cli.generation import GenerationEngine, GenerationSettings, as_engine, generated_lengths
 
 if TYPE_CHECKING:
     import torch
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One input batch, shared by every model."""
-
-    input_ids: "torch.Tensor"
-    """Token ids, shape (batch, source length), right-padded."""
-    attention_mask: "torch.Tensor"
-    """1 on real tokens, 0 on padding."""
-
-    @property
-    def size(self) -> int:
-        """Number of sequences."""
-        return int(self.input_ids.shape[0])
-
-    def to(self, device) -> "Batch":
-        """The batch on `device`."""
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device))
 
 
 @dataclass(frozen=True)
@@ -110,72 +92,6 @@ def speedup_stats(baseline_repeats: Sequence[float], model_repeats: Sequence[flo
     }
 
 
-def random_batches(
-    *,
-    vocab_size: int,
-    batch_size: int,
-    source_length: int,
-    num_batches: int = 1,
-    low: int = 4,
-    eos_token_id: int | None = None,
-    seed: int = 0,
-) -> list[Batch]:
-    """Batches of uniformly random token ids, the same for every model.
-
-    Args:
-        vocab_size: Ids are drawn below this.
-        batch_size: Sequences per batch.
-        source_length: Tokens per sequence (the last one is `eos_token_id` when given).
-        num_batches: How many batches.
-        low: Smallest id drawn (keeps pad / eos / unk / bos out of the body).
-        eos_token_id: Appended as the last token, as a tokenizer would.
-        seed: Seed of a private generator (the global RNG is untouched).
-    """
-    import torch
-
-    if batch_size < 1:
-        raise NashError(f"--batch must be at least 1, got {batch_size}")
-    if source_length < 1:
-        raise NashError(f"--source-length must be at least 1, got {source_length}")
-    if vocab_size <= low:
-        raise NashError(f"vocabulary of {vocab_size} ids is too small for random inputs")
-    generator = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(num_batches):
-        ids = torch.randint(low, vocab_size, (batch_size, source_length), generator=generator)
-        if eos_token_id is not None:
-            ids[:, -1] = eos_token_id
-        batches.append(Batch(ids, torch.ones_like(ids)))
-    return batches
-
-
-def text_batches(
-    tokenizer,
-    sources: Sequence[str],
-    *,
-    batch_size: int,
-    max_source_length: int | None = None,
-    pad_to_max: bool = False,
-) -> list[Batch]:
-    """Tokenised batches of real text, in the given order, each padded to its longest source
-    (or, with `pad_to_max`, to `max_source_length`: one shape for compiled models)."""
-    if batch_size < 1:
-        raise NashError(f"--batch must be at least 1, got {batch_size}")
-    if not sources:
-        raise NashError("no examples to benchmark: the data is empty")
-    batches = []
-    for start in range(0, len(sources), batch_size):
-        encoded = tokenizer(
-            list(sources[start : start + batch_size]),
-            truncation=True,
-            max_length=max_source_length,
-            padding="max_length" if pad_to_max and max_source_length else True,
-            return_tensors="pt",
-        )
-        batches.append(Batch(encoded["input_ids"], encoded["attention_mask"]))
-    return batches
-
-
 @dataclass
 class ModelReport:
     """What the benchmark measured for one model."""
@@ -198,7 +114,7 @@ class ModelReport:
     """Mean new tokens per returned sequence, up to and including end-of-sequence."""
     peak_memory: dict[str, Any]
     """MiB, over the last warm-up pass: `weights_mib` (parameters and buffers); CPU: `peak_mib`,
-    the process's peak RSS (sampled every `RSS_INTERVAL_S`), and `increase_mib` over the RSS
+    the process's peak RSS (sampled every `nash_cli.memory.RSS_INTERVAL_S`), and `increase_mib` over the RSS
     before the pass (weights already paged in); CUDA: torch.cuda.max_memory_allocated and its
     rise over the allocation before the pass."""
     speedup: dict[str, Any] | None = None
@@ -230,61 +146,15 @@ class BenchResult:
         return asdict(self)
 
 
-#: Interval of the RSS sampler on CPU, in seconds.
-RSS_INTERVAL_S = 0.002
-
-
-class _PeakRSS:
-    """Samples this process's resident set size in a background thread while active."""
-
-    def __init__(self, interval: float = RSS_INTERVAL_S):
-        import psutil
-
-        self._process = psutil.Process()
-        self._interval = interval
-        self._stop = threading.Event()
-        self.before = self.peak = 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> "_PeakRSS":
-        self.before = self.peak = self._process.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
-
-
-def _synchronize(device) -> Callable[[], None]:
-    import torch
-
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
 class _Breakdown:
     """Forward hooks that add up wall time per module (synchronising CUDA at every boundary)."""
 
-    def __init__(self, model, sync: Callable[[], None]):
-        from nash_cli.arch import family_of
-
+    def __init__(self, parts: Mapping[str, Any], sync: Callable[[], None]):
         self.sync = sync
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         self._start: dict[str, float] = {}
         self._handles = []
-        parts = {"encoder": model.get_encoder()}
-        for index, layer in enumerate(family_of(model).layers(model, "decoder")):
-            parts[f"decoder.{index}"] = layer
-        parts["lm_head"] = model.get_output_embeddings()
         for name, module in parts.items():
             self.seconds[name] = 0.0
             self.calls[name] = 0
@@ -311,22 +181,16 @@ class _Breakdown:
             handle.remove()
 
 
-def _generate_once(model, batch: Batch, settings: GenerationSettings, sync) -> tuple[float, "torch.Tensor"]:
-    # Arguments (and any fresh cache object) are built before the clock starts.
-    if is_engine_model(model):
-        # Another engine (CTranslate2): its inputs are prepared off the clock, its decoding call
-        # alone is timed (it returns on the host, done), and its output becomes ids after.
-        call = model.prepare(batch.input_ids, batch.attention_mask, settings)
-        start = time.perf_counter()
-        results = call()
-        seconds = time.perf_counter() - start
-        return seconds, model.sequences(results)
-    kwargs = generate_kwargs(model, settings)
-    sync()
+def _generate_once(engine: GenerationEngine, batch: Batch, settings: GenerationSettings) -> tuple[float, "torch.Tensor"]:
+    # Arguments (and any fresh cache object) are prepared before the clock starts; only the
+    # decoding call and waiting for the device are timed, and the output becomes ids after.
+    call = engine.prepare(batch.input_ids, batch.attention_mask, settings)
+    engine.synchronize()
     start = time.perf_counter()
-    sequences = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
-    sync()
-    return time.perf_counter() - start, sequences
+    output = call()
+    engine.synchronize()
+    seconds = time.perf_counter() - start
+    return seconds, engine.sequences(output)
 
 
 def run_bench(
@@ -342,7 +206,8 @@ def run_bench(
     """Benchmarks `models` on `batches`, interleaved, and compares them with `baseline`.
 
     Args:
-        models: Name -> loaded model, all on the same device; the baseline among them.
+        models: Name -> loaded model (a torch model or any `GenerationEngine`, see
+            `nash_cli.generation.as_engine`), all on the same device; the baseline among them.
         batches: Inputs shared by every model (moved to the models' device here).
         generation: Name -> generation settings for that model.
         settings: Repeats, warm-up, breakdown.
@@ -366,11 +231,11 @@ def run_bench(
         raise NashError(f"--repeats must be at least 1, got {settings.repeats}")
     if settings.warmup < 0:
         raise NashError(f"--warmup must be 0 or more, got {settings.warmup}")
-    devices = {models[name].device for name in names}
+    engines = {name: as_engine(models[name]) for name in names}
+    devices = {engines[name].device for name in names}
     if len(devices) != 1:
         raise ValueError(f"all models must be on one device, got {sorted(map(str, devices))}")
     device = devices.pop()
-    sync = _synchronize(device)
     batches = [batch.to(device) for batch in batches]
     own = {name: [batch.to(device) for batch in inputs] for name, inputs in (model_batches or {}).items()}
     inputs_of = {name: own.get(name, batches) for name in names}
@@ -386,7 +251,7 @@ def run_bench(
         for name in names:
             for round_ in range(settings.warmup):
                 last = round_ == settings.warmup - 1
-                memory[name] = _warm_up(models[name], inputs_of[name], generation[name], sync, device, measure=last)
+                memory[name] = _warm_up(engines[name], inputs_of[name], generation[name], measure=last)
                 for _ in batches:
                     notify("warmup", name)
         for repeat in range(settings.repeats):
@@ -395,18 +260,19 @@ def run_bench(
             for name in order:
                 total = 0.0
                 for batch in inputs_of[name]:
-                    seconds, sequences = _generate_once(models[name], batch, generation[name], sync)
+                    seconds, sequences = _generate_once(engines[name], batch, generation[name])
                     total += seconds
                     latencies[name].append(seconds)
                     if repeat == 0:
-                        lengths[name] += generated_lengths(sequences, _eos(models[name]))
+                        lengths[name] += generated_lengths(sequences, engines[name].eos_token_ids or None)
                     notify("timed", name)
                 repeat_s[name].append(total)
         if settings.breakdown:
             for name in names:
-                if is_engine_model(models[name]):
+                modules = engines[name].breakdown_parts()
+                if modules is None:
                     continue  # no module hooks inside another engine
-                breakdowns[name] = _breakdown(models[name], inputs_of[name], generation[name], sync)
+                breakdowns[name] = _breakdown(engines[name], modules, inputs_of[name], generation[name])
                 for _ in batches:
                     notify("breakdown", name)
 
@@ -418,7 +284,7 @@ def run_bench(
         reports.append(
             ModelReport(
                 name=name,
-                parameters=_parameters(models[name]),
+                parameters=engines[name].parameter_counts(),
                 generation=generation[name].to_dict(),
                 latency_s=summarize(latencies[name]),
                 repeat_s=repeat_s[name],
@@ -432,7 +298,7 @@ def run_bench(
                     else None
                 ),
                 breakdown=breakdowns.get(name),
-                engine=engine_info(models[name]),
+                engine=engines[name].engine_info(),
             )
         )
     inputs = {
@@ -449,9 +315,10 @@ def run_bench(
             for name in names
         }
     info = environment(device)
-    versions = {model.version for model in models.values() if is_engine_model(model)}
-    if versions:
-        info["ctranslate2"] = versions.pop()
+    for report in reports:
+        # an engine whose library the environment does not name yet (CTranslate2) adds its version
+        if "version" in report.engine:
+            info.setdefault(report.engine["engine"], report.engine["version"])
     return BenchResult(
         models=reports,
         baseline=baseline,
@@ -461,115 +328,21 @@ def run_bench(
     )
 
 
-def _eos(model):
-    if is_engine_model(model):
-        return model.eos_token_ids
-    return model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else model.config.eos_token_id
-
-
-def _parameters(model) -> dict[str, int]:
-    if is_engine_model(model):
-        return model.parameter_counts()
-    return count_parameters(model)
-
-
-def engine_info(model) -> dict[str, Any]:
-    """What runs `model`: engine name, compute type, device and threads (for reports)."""
-    import torch
-
-    if is_engine_model(model):
-        return model.engine_info()
-    dtype = next(model.parameters()).dtype
-    return {
-        "engine": "transformers",
-        "compute_type": str(dtype).removeprefix("torch."),
-        "device": str(model.device),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def _weights_mib(model) -> float:
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
-
-
-def _fault_in(model) -> None:
-    # safetensors weights are memory-mapped and paged in on first use; read them all once so
-    # that the RSS rise measured next is the generation's own memory, not the weights arriving.
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.numel():
-            tensor.detach().sum()
-
-
-def _release_free_memory() -> None:
-    # Memory freed by an earlier model stays in the C allocator's heap and would be reused
-    # without raising the RSS; handing it back to the OS first (glibc only) makes the rise
-    # measured next this model's own.
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _warm_up(model, batches, generation, sync, device, *, measure: bool) -> dict[str, Any]:
-    import torch
+def _warm_up(engine: GenerationEngine, batches, generation, *, measure: bool) -> dict[str, Any]:
+    def run_pass() -> None:
+        for batch in batches:
+            _generate_once(engine, batch, generation)
 
     if not measure:
-        for batch in batches:
-            _generate_once(model, batch, generation, sync)
+        run_pass()
         return {}
-    if is_engine_model(model):
-        return _warm_up_engine(model, batches, generation, sync, device)
-    weights = _weights_mib(model)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        for batch in batches:
-            _generate_once(model, batch, generation, sync)
-        peak = torch.cuda.max_memory_allocated(device)
-        return {
-            "kind": "cuda_max_allocated",
-            "weights_mib": weights,
-            "peak_mib": peak / 2**20,
-            "increase_mib": (peak - before) / 2**20,
-        }
-    _fault_in(model)
-    return _cpu_rss_pass(model, batches, generation, sync, weights)
+    return engine.memory_pass(run_pass)
 
 
-def _cpu_rss_pass(model, batches, generation, sync, weights: float) -> dict[str, Any]:
-    """One pass over `batches` with the process RSS sampled: the CPU memory figure of any engine."""
-    _release_free_memory()
-    with _PeakRSS() as rss:
-        for batch in batches:
-            _generate_once(model, batch, generation, sync)
-    return {
-        "kind": "cpu_rss",
-        "weights_mib": weights,
-        "peak_mib": rss.peak / 2**20,
-        "increase_mib": (rss.peak - rss.before) / 2**20,
-    }
-
-
-def _warm_up_engine(model, batches, generation, sync, device) -> dict[str, Any]:
-    # CTranslate2 allocates outside torch: on CPU its peak shows in the process RSS as any
-    # model's; on CUDA torch's allocator does not see it, so only the weights are reported.
-    weights = model.weights_mib()
-    if device.type == "cuda":
-        for batch in batches:
-            _generate_once(model, batch, generation, sync)
-        return {"kind": "ctranslate2_weights_only", "weights_mib": weights}
-    return _cpu_rss_pass(model, batches, generation, sync, weights)
-
-
-def _breakdown(model, batches, generation, sync) -> dict[str, Any]:
-    hooks = _Breakdown(model, sync)
+def _breakdown(engine: GenerationEngine, modules, batches, generation) -> dict[str, Any]:
+    hooks = _Breakdown(modules, engine.synchronize)
     try:
-        total = sum(_generate_once(model, batch, generation, sync)[0] for batch in batches)
+        total = sum(_generate_once(engine, batch, generation)[0] for batch in batches)
     finally:
         hooks.remove()
     seconds = hooks.seconds

@@ -85,7 +85,7 @@ def build(args) -> None:
 def bare(args) -> None:
     import ctranslate2
 
-    from nash_cli.timing import random_batches
+    from nash_cli.batches import random_batches
 
     work = Path(args.work)
     translators = {name: ctranslate2.Translator(str(work / name), device="cpu", compute_type="default",
@@ -123,9 +123,10 @@ def alternate(args) -> None:
     import ctranslate2  # noqa: F401  (fail early without the extra)
     import torch
 
+    from nash_cli.batches import random_batches
     from nash_cli.export.runtime import CTranslate2Model
     from nash_cli.generation import resolve_settings
-    from nash_cli.timing import BenchSettings, random_batches, run_bench
+    from nash_cli.timing import BenchSettings, run_bench
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)

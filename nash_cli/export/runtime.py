@@ -68,17 +68,17 @@ def _vocabulary(directory: Path) -> list[str]:
 
 
 class CTranslate2Model:
-    """An exported model loaded in CTranslate2, with the interface bench and eval need.
+    """An exported model loaded in CTranslate2, behind the generation interface bench, eval and
+    timing use (`nash_cli.generation.GenerationEngine`).
 
     Attributes:
-        engine: "ctranslate2".
         config: The transformers config fields nash reads (vocab_size, special token ids,
             max_position_embeddings), from the export's nash.json.
         generation_config: The checkpoint's generation defaults, kept by the export.
         device: A torch device naming where CTranslate2 runs (inputs stay on the CPU).
     """
 
-    engine = "ctranslate2"
+    compiles = False  # nothing for torch.compile: CTranslate2 runs as exported
 
     def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None, vocab_map: bool = True):
         """Loads the directory in a `ctranslate2.Translator`.
@@ -172,6 +172,23 @@ class CTranslate2Model:
         """Size of the weights file in MiB (int8 weights are a quarter of float32)."""
         return (self.path / WEIGHTS).stat().st_size / 2**20
 
+    def memory_pass(self, run_pass: Callable[[], None]) -> dict[str, Any]:
+        """Runs `run_pass` once and returns its memory figures (MiB): the process's peak RSS on CPU
+        (`nash_cli.memory.cpu_rss_pass`), the weights only on CUDA."""
+        # CTranslate2 allocates outside torch: on CPU its peak shows in the process RSS as any
+        # model's; on CUDA torch's allocator does not see it, so only the weights are reported.
+        weights = self.weights_mib()
+        if self.device.type == "cuda":
+            run_pass()
+            return {"kind": "ctranslate2_weights_only", "weights_mib": weights}
+        from nash_cli.memory import cpu_rss_pass
+
+        return cpu_rss_pass(run_pass, weights)
+
+    def breakdown_parts(self) -> None:
+        """None: there are no torch modules inside CTranslate2 to hook."""
+        return None
+
     def engine_info(self) -> dict[str, Any]:
         """Engine, compute type, device and threads, for the bench and eval reports."""
         return {
@@ -262,6 +279,9 @@ class CTranslate2Model:
 
         return call
 
+    def synchronize(self) -> None:
+        """Nothing to wait for: `translate_batch` returns on the host, done."""
+
     def sequences(self, results: Sequence[Any]) -> "torch.Tensor":
         """Results of `translate_batch` as a `generate()`-style tensor: decoder start token, the
         generated ids (a forced first token and the end token included), then padding."""
@@ -281,7 +301,3 @@ class CTranslate2Model:
         results = self.prepare(input_ids, attention_mask, settings, scores=True)()
         return self.sequences(results), [float(result.scores[0]) for result in results]
 
-
-def is_engine_model(model) -> bool:
-    """Whether `model` is an engine wrapper (CTranslate2) rather than a torch model."""
-    return getattr(model, "engine", "transformers") != "transformers"

@@ -217,8 +217,9 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
     import torch
 
     from nash_cli import artifact
-    from nash_cli.generation import resolve_settings
-    from nash_cli.timing import BenchSettings, random_batches, run_bench, text_batches
+    from nash_cli.batches import random_batches, text_batches
+    from nash_cli.generation import as_engine, resolve_settings
+    from nash_cli.timing import BenchSettings, run_bench
 
     options.check()
     if options.output is not None:
@@ -244,6 +245,7 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             vocab_map=options.vocab_map,
         )
         notes += loaded_notes
+    engines = {name: as_engine(model) for name, model in loaded.items()}
     reference = loaded[names[0]]
     defaults = resolve_settings(
         reference, num_beams=options.beams, max_new_tokens=options.max_new_tokens, fixed_length=options.fixed_length
@@ -254,15 +256,15 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             num_beams=defaults.num_beams,
             max_new_tokens=defaults.max_new_tokens,
             fixed_length=options.fixed_length,
-            compile=options.compile and name not in exported,
+            compile=options.compile and engines[name].compiles,
         )
         for name, model in loaded.items()
     }
-    for name in exported:
-        notes += loaded[name].notes(defaults.num_beams, fixed_length=options.fixed_length is not None)
-        if options.compile:
+    for name, engine in engines.items():
+        notes += engine.notes(defaults.num_beams, fixed_length=options.fixed_length is not None)
+        if options.compile and not engine.compiles:
             notes.append(f"{name}: --compile applies to transformers models; CTranslate2 runs as exported")
-        if options.breakdown:
+        if options.breakdown and engine.breakdown_parts() is None:
             notes.append(f"{name}: --breakdown hooks torch modules; CTranslate2 models have no breakdown")
 
     if options.data is not None:
@@ -321,14 +323,14 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
         from nash_cli.generation import compile_model
 
         for name, model in loaded.items():
-            if name not in exported:
+            if engines[name].compiles:
                 compile_model(model)
     warmup = options.warmup if options.warmup is not None else (3 if options.compile else 1)
     settings = BenchSettings(repeats=options.repeats, warmup=warmup, breakdown=options.breakdown)
     progress = progress or Progress("bench")
     progress.update(total=len(batches) * len(names) * (settings.warmup + settings.repeats + int(options.breakdown)), completed=0)
     result = run_bench(
-        loaded, batches, generation, settings, baseline=options.baseline,
+        engines, batches, generation, settings, baseline=options.baseline,
         on_call=lambda phase, name: progress.advance(status=f"{phase} {Path(name).name}"),
         model_batches=model_batches,
     )

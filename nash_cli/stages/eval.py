@@ -249,9 +249,8 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
     """
     from nash_cli import artifact
     from nash_cli.data import load_examples
-    from nash_cli.generation import resolve_settings
+    from nash_cli.generation import as_engine, resolve_settings
     from nash_cli.stages.bench import is_exported, load_for_generation, resolve_device
-    from nash_cli.timing import engine_info
 
     options.check()
     paths = options.result_paths()
@@ -286,8 +285,8 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
     )
     settings = resolve_settings(model, num_beams=options.beams, max_new_tokens=options.max_new_tokens)
     masks_applied = bool(notes)
-    if exported:
-        notes = notes + model.notes(settings.num_beams)
+    engine = as_engine(model)
+    notes = notes + engine.notes(settings.num_beams)
     progress = progress or Progress("eval", unit="example")
     progress.update(total=len(examples), completed=0)  # the rate counts from the first batch
     result = evaluate(
@@ -309,7 +308,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
         split=options.split,
         device=str(model.device),
         dtype=options.dtype,
-        engine=engine_info(model),
+        engine=engine.engine_info(),
         masks_applied=masks_applied,
     )
     if paths:

@@ -247,8 +247,8 @@ def verify_export(model, directory: Path, *, device: str, quantization: str, bat
     import torch
 
     from nash_cli.export.runtime import CTranslate2Model
+    from nash_cli.batches import random_batches
     from nash_cli.generation import GenerationSettings, generate
-    from nash_cli.timing import random_batches
 
     engine = CTranslate2Model(directory, device=device, vocab_map=False)  # the model itself, unrestricted
     config = model.config

@@ -10,13 +10,12 @@ import torch
 
 from conftest import assert_user_error, snapshot
 from nash_cli.arch import count_parameters
+from nash_cli.batches import random_batches, text_batches
 from nash_cli.timing import (
     BenchSettings,
-    random_batches,
     run_bench,
     speedup_stats,
     summarize,
-    text_batches,
 )
 from nash_cli.generation import resolve_settings
 from nash_cli.toy import tiny_model
