@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import assert_user_error, snapshot
 
-from nash_cli.planning import (
+from nash_cli.stages.plan.cost import (
     FEATURES,
     Candidate,
     ModelShape,

@@ -23,7 +23,7 @@ from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions
 from nash_cli.errors import NashError
 from nash_cli.export import QUANTIZATIONS
-from nash_cli.planning import Candidate, Workload
+from nash_cli.stages.plan.cost import Candidate, Workload
 from nash_cli.progress import Progress
 from nash_cli.stages import arguments
 
@@ -294,7 +294,7 @@ def build_candidate(teacher, candidate: Candidate, masks):
 def model_shape(model):
     """The `planning.ModelShape` of a model (real or meta)."""
     from nash_cli.arch import count_parameters, family_of
-    from nash_cli.planning import ModelShape
+    from nash_cli.stages.plan.cost import ModelShape
 
     family = family_of(model)
     params = count_parameters(model)
@@ -447,7 +447,7 @@ class _Timings:
 
     def refit(self) -> None:
         """Fits the cost model to the teacher and the candidates timed beside the reference."""
-        from nash_cli import planning
+        from nash_cli.stages.plan import cost as planning
 
         samples = [(self.teacher_work, self.teacher_seconds()["engine"])]
         samples += [(self.work[c], self.estimate_seconds(c)) for c in sorted(self.relative, key=Candidate.capacity_key)]
@@ -610,7 +610,8 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
 
     import torch
 
-    from nash_cli import planning, timing
+    from nash_cli import timing
+    from nash_cli.stages.plan import cost as planning
 
     if options.threads is not None:
         torch.set_num_threads(options.threads)
