@@ -252,7 +252,7 @@ def test_the_recommendation_is_the_one_confirmed_beside_the_teacher(cli, deep_de
     """Beside the reference, dec 3 looks like 3.33x (the teacher's first repeat is slow); beside the
     teacher it is 2.13x, below the target. That scales every unconfirmed estimate by 0.8, so dec 2
     (4x in the reference's frame) is confirmed next, at 3.2x, and recommended."""
-    from nash_cli.stages import plan as stage
+    from nash_cli.stages.plan import harness
 
     groups = []
 
@@ -269,7 +269,7 @@ def test_the_recommendation_is_the_one_confirmed_beside_the_teacher(cli, deep_de
 
         return {name: [seconds(name)] * count for name in models}
 
-    monkeypatch.setattr(stage._Timer, "group", fake_group)
+    monkeypatch.setattr(harness._Timer, "group", fake_group)
     result = cli("plan", deep_decoder, "--speedup", "3", "--batch", "2", "--beams", "2", "--source-length", "8",
                  "--new-tokens", "4", "--decoder-layers", "1,2,3,6", "--sparsities", "0", "--json")
     assert result.exit_code == 0, result.stderr
