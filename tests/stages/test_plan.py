@@ -131,6 +131,26 @@ def test_the_empty_model_of_a_candidate_has_the_shape_the_surgery_builds(family)
     assert pruned.encoder_params < model_shape(teacher).encoder_params
 
 
+@pytest.mark.parametrize("family", ["t5-gated", "bart"])
+def test_a_vocabulary_candidate_is_prune_vocabs_cut_of_the_kept_ids(family):
+    import torch
+
+    from nash_cli.stages.plan import build_candidate, candidate_config, empty_model, has_untied_head, model_shape
+    from nash_cli.toy import tiny_model
+
+    teacher = tiny_model(family, vocab_size=64, encoder_layers=2, decoder_layers=4, d_ff=64)
+    kept = [0, 1, 2, 3, *range(20, 56)]
+    candidate = Candidate(2, 0.0, len(kept))
+    built = build_candidate(teacher, candidate, {}, kept=kept)
+    head = built.get_output_embeddings().weight
+    assert torch.equal(head, teacher.get_output_embeddings().weight[kept])
+    assert built.config.vocab_size == len(kept)
+    shape_only = empty_model(candidate_config(teacher, candidate, {}, kept=kept), untied_head=has_untied_head(teacher))
+    assert model_shape(built) == model_shape(shape_only)
+    with pytest.raises(ValueError):
+        build_candidate(teacher, Candidate(2, 0.0, 10), {}, kept=kept)
+
+
 def test_the_vocabulary_candidate_keeps_what_prune_vocab_keeps(tokenizer, make_checkpoint, tmp_path, cli):
     from nash_cli import artifact
     from nash_cli.stages.plan import kept_vocabulary

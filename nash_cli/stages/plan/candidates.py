@@ -2,15 +2,14 @@
 
 A candidate is built with the stages' own functions: select-layers' uniform selection
 (`surgery.layers`), compact under the masks prune-encoder's final step would pick
-(`l0.masks_for_target`, `surgery.compact`), and prune-vocab's token choice
-(`stages.prune_vocab.choose_tokens`). What the plan does differently is said
+(`l0.masks_for_target`, `surgery.compact`), and prune-vocab's token choice and cut
+(`stages.prune_vocab.choose_tokens`, `surgery.vocab`). What the plan does differently is said
 where it does it: random pruning scores instead of trained ones, and an empty (meta) model per
 candidate to count its work without building its weights.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,16 @@ def kept_vocabulary(tokenizer, config, targets: list[str], source: str, *, multi
     return [i for i in kept if 0 <= i < config.vocab_size]
 
 
+def _vocabulary_ids(candidate: Candidate, kept: Sequence[int] | None) -> list[int]:
+    """The ids a vocabulary candidate keeps: `kept`, or without it the first `vocab_size` ids
+    (the same shapes, which is all timing depends on)."""
+    if kept is None:
+        return list(range(candidate.vocab_size))
+    if len(kept) != candidate.vocab_size:
+        raise ValueError(f"{candidate.label} keeps {candidate.vocab_size} ids, but {len(kept)} were given")
+    return list(kept)
+
+
 # ---------------------------------------------------------------------- encoder masks
 
 
@@ -67,18 +76,30 @@ def encoder_masks(teacher, sparsities, *, seed: int) -> dict[float, tuple[torch.
 # ---------------------------------------------------------------------- configs and models
 
 
-def candidate_config(teacher, candidate: Candidate, masks):
-    """The config the pipeline would write for `candidate` (select-layers, compact, vocabulary)."""
+def candidate_config(teacher, candidate: Candidate, masks, *, kept: Sequence[int] | None = None):
+    """The config the pipeline would write for `candidate`: select-layers' (`surgery.layers.keep_layers`
+    on the config alone), compact's (`surgery.compact.compact_config`) and prune-vocab's
+    (`surgery.vocab.renumber_config`).
+
+    Args:
+        teacher: The teacher model.
+        candidate: The configuration.
+        masks: `encoder_masks` of the teacher, for the candidate's sparsity.
+        kept: The ids of a vocabulary candidate (`kept_vocabulary`); default its first `vocab_size`.
+    """
     from nash_cli.arch import family_of
     from nash_cli.surgery.compact import compact_config, plan_from_masks
+    from nash_cli.surgery.layers import keep_layers, uniform_indices
+    from nash_cli.surgery.vocab import renumber_config
 
     family = family_of(teacher)
-    config = copy.deepcopy(teacher.config)
-    family.set_num_layers(config, "decoder", candidate.decoder_layers)
+    depth = family.num_layers(teacher.config, "decoder")
+    # no weights: the config half of select-layers' surgery
+    config, _ = keep_layers(family, teacher.config, {}, "decoder", uniform_indices(depth, candidate.decoder_layers))
     if candidate.encoder_sparsity > 0:
         config, _ = compact_config(config, plan_from_masks(teacher, *masks[candidate.encoder_sparsity]))
     if candidate.vocab_size is not None:
-        config.vocab_size = candidate.vocab_size
+        config = renumber_config(config, _vocabulary_ids(candidate, kept))
     return config
 
 
@@ -114,29 +135,28 @@ def empty_model(config, *, untied_head: bool = False):
     return model
 
 
-def build_candidate(teacher, candidate: Candidate, masks):
-    """The candidate as the pipeline would produce it, by the real surgery on the teacher's weights:
-    select-layers' uniform selection, compact under the masks, and the vocabulary cut to size."""
+def build_candidate(teacher, candidate: Candidate, masks, *, kept: Sequence[int] | None = None):
+    """The candidate as the pipeline would produce it, by the stages' surgery on the teacher's
+    weights: select-layers' uniform selection, compact under the masks, and prune-vocab's cut
+    (`surgery.vocab.prune_vocabulary`: tied and untied heads and BART's `final_logits_bias` alike).
+
+    Args:
+        teacher: The teacher model.
+        candidate: The configuration.
+        masks: `encoder_masks` of the teacher, for the candidate's sparsity.
+        kept: The ids of a vocabulary candidate (`kept_vocabulary`); default its first `vocab_size`.
+    """
     from nash_cli.arch import family_of
     from nash_cli.surgery.compact import compact_model
     from nash_cli.surgery.layers import select_layers, uniform_indices
+    from nash_cli.surgery.vocab import prune_vocabulary
 
     depth = family_of(teacher).num_layers(teacher.config, "decoder")
     model = select_layers(teacher, decoder=uniform_indices(depth, candidate.decoder_layers))
     if candidate.encoder_sparsity > 0:
         model, _ = compact_model(model, *masks[candidate.encoder_sparsity])
     if candidate.vocab_size is not None:
-        # The first rows are enough for timing: shapes, not weights, decide it. Resizing keeps BART's
-        # final_logits_bias consistent; it would tie an untied head (transformers 5 configs say
-        # tied), so an untied head is cut to size separately, as prune-vocab does.
-        import torch
-
-        head = model.get_output_embeddings().weight if has_untied_head(model) else None
-        model.resize_token_embeddings(candidate.vocab_size)
-        if head is not None:
-            cut = torch.nn.Linear(head.shape[1], candidate.vocab_size, bias=False)
-            cut.weight = torch.nn.Parameter(head[: candidate.vocab_size].detach().clone())
-            model.set_output_embeddings(cut)
+        model = prune_vocabulary(model, _vocabulary_ids(candidate, kept))
     return model.eval()
 
 
@@ -189,7 +209,7 @@ class CandidateSpace:
 
     def build(self, candidate: Candidate):
         """The candidate's model, by the surgery (`build_candidate`)."""
-        return build_candidate(self.teacher, candidate, self.masks)
+        return build_candidate(self.teacher, candidate, self.masks, kept=self.kept)
 
 
 def candidate_space(teacher, decoder_layers: Sequence[int], sparsities: Sequence[float], kept: list[int] | None,
@@ -205,7 +225,7 @@ def candidate_space(teacher, decoder_layers: Sequence[int], sparsities: Sequence
     masks = encoder_masks(teacher, sparsities, seed=seed)
     work, parameters = {}, {}
     for c in candidates:
-        shape_only = empty_model(candidate_config(teacher, c, masks), untied_head=has_untied_head(teacher))
+        shape_only = empty_model(candidate_config(teacher, c, masks, kept=kept), untied_head=has_untied_head(teacher))
         work[c] = cost.features(model_shape(shape_only), workload)
         parameters[c] = count_parameters(shape_only)
     return CandidateSpace(teacher, candidates, masks, kept, work, parameters, cost.features(model_shape(teacher), workload))

@@ -137,16 +137,18 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
 
 
 def _within_vocabulary(batch, kept: list[int], unk: int | None):
-    """The batch with ids renumbered as a restricted vocabulary would: kept ids to their rank,
-    others to the unknown token. Timing does not depend on id values, so every model gets these."""
+    """The batch with ids renumbered as a restricted vocabulary would (`surgery.vocab.id_map`):
+    kept ids to their rank, others to the unknown token. Timing does not depend on id values, so
+    every model gets these."""
     import torch
 
+    from nash_cli.surgery.vocab import id_map
     from nash_cli.timing import Batch
 
     table = torch.full((int(batch.input_ids.max()) + 1,), 0, dtype=torch.long)
     fallback = kept.index(unk) if unk in kept else 0
     table[:] = fallback
-    for rank, index in enumerate(kept):
+    for index, rank in id_map(kept).items():
         if index < table.shape[0]:
             table[index] = rank
     return Batch(table[batch.input_ids], batch.attention_mask)
