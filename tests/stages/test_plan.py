@@ -201,6 +201,23 @@ def test_a_restricted_vocabulary_becomes_a_prune_vocab_stage_for_transformers_on
     assert "prune_vocab" not in plain and "Vocabulary" not in plain and "vocab_map" not in plain
 
 
+def test_the_recipe_writes_the_papers_hyperparameters_as_the_shipped_samsum_recipe_does():
+    from pathlib import Path
+
+    import yaml
+
+    from nash_cli.stages.plan import PlanOptions, recipe_text
+    from nash_cli.stages.plan.recipe_writer import PAPER
+
+    shipped = yaml.safe_load((Path(__file__).parents[2] / "recipes" / "t5-base-samsum-nash3.yaml").read_text())["stages"]
+    assert {k: v for k, v in shipped["prune_encoder"].items() if k != "target_sparsity"} == PAPER.prune_encoder()
+    assert shipped["distill"] == PAPER.distill()
+    stages = yaml.safe_load(recipe_text(PlanOptions(checkpoint="t/", speedup=3), Candidate(2, 0.3), 3.1, True, WORKLOAD,
+                                        "t5"))["stages"]
+    assert stages["prune_encoder"] == {"target_sparsity": 0.3, **PAPER.prune_encoder()}
+    assert stages["distill"] == PAPER.distill()
+
+
 # ---------------------------------------------------------------------- the command
 
 

@@ -1,11 +1,13 @@
 """The `nash run` recipe `nash plan` writes for its recommendation.
 
 The plan chooses the stages and what it measured (decoder layers, encoder sparsity, vocabulary,
-engine, serving settings); every training setting it does not choose is the paper's.
+engine, serving settings); every training setting it does not choose is the paper's, from
+`PAPER`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,16 +17,49 @@ if TYPE_CHECKING:
     from nash_cli.stages.plan import PlanOptions
 
 
-#: The paper's hyperparameters (recipes/t5-base-*-nash3.yaml), written into the plan's recipe.
-PAPER_PRUNE = {"epochs": 20, "sparsity_warmup": 0.8, "reg_lr": 0.01, "lr": 3.0e-5, "batch_size": 4,
-               "alpha_enc": 0.001, "alpha_dec": 0.001}
-PAPER_DISTILL = {"epochs": 20, "lr": 3.0e-4, "batch_size": 4, "alpha_enc": 0.001, "alpha_dec": 0.001}
+@dataclass(frozen=True)
+class PaperHyperparameters:
+    """NASH's training hyperparameters: the small-data column (SAMSum, TweetQA) of the paper's
+    tables with the reference scripts' learning rates (docs/method.md, "Hyperparameters from the
+    paper's tables"), as recipes/t5-base-samsum-nash3.yaml sets them."""
+
+    epochs: int = 20
+    """Epochs of pruning, and of the distillation after it."""
+    sparsity_warmup: float = 0.8
+    """Share of the pruning over which the target sparsity ramps up (16 of the 20 epochs)."""
+    reg_lr: float = 0.01
+    """Learning rate of the L0 log_alphas and the Lagrange multipliers."""
+    prune_lr: float = 3.0e-5
+    """The model's learning rate while pruning."""
+    distill_lr: float = 3.0e-4
+    """The model's learning rate in the distillation after pruning."""
+    batch_size: int = 4
+    """Examples per step, pruning and distillation alike."""
+    alpha_enc: float = 0.001
+    """Weight of the encoder hidden-state loss."""
+    alpha_dec: float = 0.001
+    """Weight of the decoder hidden-state loss."""
+
+    def prune_encoder(self) -> dict[str, Any]:
+        """The `prune_encoder` stage's settings besides its target sparsity, in recipe order."""
+        return {"epochs": self.epochs, "sparsity_warmup": self.sparsity_warmup, "reg_lr": self.reg_lr,
+                "lr": self.prune_lr, "batch_size": self.batch_size, "alpha_enc": self.alpha_enc,
+                "alpha_dec": self.alpha_dec}
+
+    def distill(self) -> dict[str, Any]:
+        """The `distill` stage's settings, in recipe order."""
+        return {"epochs": self.epochs, "lr": self.distill_lr, "batch_size": self.batch_size,
+                "alpha_enc": self.alpha_enc, "alpha_dec": self.alpha_dec}
+
+
+#: The hyperparameters the plan's recipe writes (the only place they are set).
+PAPER = PaperHyperparameters()
 
 
 def recipe_text(options: PlanOptions, choice: Candidate, speedup: float, timed: bool, workload: Workload,
                 family: str) -> str:
     """The `nash run` recipe for `choice`: the plan's teacher and data, the chosen stages and
-    settings, and the paper's hyperparameters for the rest.
+    settings, and the paper's hyperparameters (`PAPER`) for the rest.
 
     Args:
         options: The plan's options (teacher, data, engine, serving settings).
@@ -50,9 +85,9 @@ def recipe_text(options: PlanOptions, choice: Candidate, speedup: float, timed: 
     data["max_source_length"] = options.max_source_length
     stages: dict[str, Any] = {"select_layers": {"decoder_layers": choice.decoder_layers}}
     if choice.encoder_sparsity > 0:
-        stages["prune_encoder"] = {"target_sparsity": choice.encoder_sparsity, **PAPER_PRUNE}
+        stages["prune_encoder"] = {"target_sparsity": choice.encoder_sparsity, **PAPER.prune_encoder()}
         stages["compact"] = {}
-    stages["distill"] = dict(PAPER_DISTILL)
+    stages["distill"] = PAPER.distill()
     if choice.vocab_size is not None and options.engine == "transformers":
         stages["prune_vocab"] = {"keep_source_tokens": True}
     if options.engine == "ctranslate2":
