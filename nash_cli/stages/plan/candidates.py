@@ -215,7 +215,16 @@ class CandidateSpace:
 def candidate_space(teacher, decoder_layers: Sequence[int], sparsities: Sequence[float], kept: list[int] | None,
                     workload: Workload, *, seed: int) -> CandidateSpace:
     """Every combination of decoder depth, encoder sparsity and vocabulary (the teacher's, and
-    `kept` when given), each with its work per call and parameters read off its empty model."""
+    `kept` when given), each with its work per call and parameters read off its empty model.
+
+    Args:
+        teacher: The teacher model.
+        decoder_layers: Decoder depths to consider.
+        sparsities: Encoder sparsities to consider (0: not pruned).
+        kept: The restricted vocabulary's ids (`kept_vocabulary`), or None for no vocabulary candidate.
+        workload: The timed call (`cost.features` counts its work).
+        seed: Seed of the random pruning scores (`encoder_masks`).
+    """
     from nash_cli.arch import count_parameters
     from nash_cli.stages.plan import cost
 
