@@ -19,9 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-# Re-exported for stages/plan.py, which imports the batch builders from here until it moves to
-# nash_cli.batches; nothing else should.
-from nash_cli.batches import Batch, random_batches, text_batches  # noqa: F401
+from nash_cli.batches import Batch
 from nash_cli.errors import NashError
 from nash_cli.generation import GenerationEngine, GenerationSettings, as_engine, generated_lengths
 

@@ -70,8 +70,8 @@ class Stage:
     """`run(options, *, progress=None)`; returns a result with `to_dict()`."""
     order: int | None
     """Position in a recipe run (stages run in increasing order); None: not a recipe stage."""
-    role: str = "transform"
-    """What a recipe run does with it: "transform" (its checkpoint is what the next stage reads),
+    role: str | None = "transform"
+    """What a recipe run does with it (None for a stage that is not in recipes): "transform" (its checkpoint is what the next stage reads),
     "teacher" (its checkpoint replaces the teacher as well), "branch" (its output, a copy of the
     current student on another engine, is measured beside it; the next stage still reads the
     student), "measure" (it reads the models and writes a result file)."""
@@ -99,7 +99,9 @@ class Stage:
     """A measuring stage's result file name ("bench.json", "metrics.json")."""
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
+        if (self.order is None) != (self.role is None):
+            raise ValueError(f"stage {self.name}: a recipe stage has an order and a role, any other neither")
+        if self.role is not None and self.role not in ROLES:
             raise ValueError(f"stage {self.name}: role {self.role!r} is not one of {ROLES}")
         if self.role == "measure" and not self.result_file:
             raise ValueError(f"stage {self.name}: a measuring stage names its result_file")

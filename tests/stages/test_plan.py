@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import assert_user_error, snapshot
 
-from nash_cli.planning import (
+from nash_cli.stages.plan.cost import (
     FEATURES,
     Candidate,
     ModelShape,
@@ -131,6 +131,26 @@ def test_the_empty_model_of_a_candidate_has_the_shape_the_surgery_builds(family)
     assert pruned.encoder_params < model_shape(teacher).encoder_params
 
 
+@pytest.mark.parametrize("family", ["t5-gated", "bart"])
+def test_a_vocabulary_candidate_is_prune_vocabs_cut_of_the_kept_ids(family):
+    import torch
+
+    from nash_cli.stages.plan import build_candidate, candidate_config, empty_model, has_untied_head, model_shape
+    from nash_cli.toy import tiny_model
+
+    teacher = tiny_model(family, vocab_size=64, encoder_layers=2, decoder_layers=4, d_ff=64)
+    kept = [0, 1, 2, 3, *range(20, 56)]
+    candidate = Candidate(2, 0.0, len(kept))
+    built = build_candidate(teacher, candidate, {}, kept=kept)
+    head = built.get_output_embeddings().weight
+    assert torch.equal(head, teacher.get_output_embeddings().weight[kept])
+    assert built.config.vocab_size == len(kept)
+    shape_only = empty_model(candidate_config(teacher, candidate, {}, kept=kept), untied_head=has_untied_head(teacher))
+    assert model_shape(built) == model_shape(shape_only)
+    with pytest.raises(ValueError):
+        build_candidate(teacher, Candidate(2, 0.0, 10), {}, kept=kept)
+
+
 def test_the_vocabulary_candidate_keeps_what_prune_vocab_keeps(tokenizer, make_checkpoint, tmp_path, cli):
     from nash_cli import artifact
     from nash_cli.stages.plan import kept_vocabulary
@@ -179,6 +199,23 @@ def test_a_restricted_vocabulary_becomes_a_prune_vocab_stage_for_transformers_on
     # without a restricted vocabulary, no stage and no comment about one
     plain = recipe_text(options, Candidate(2, 0.3, None), 3.2, True, WORKLOAD, "t5")
     assert "prune_vocab" not in plain and "Vocabulary" not in plain and "vocab_map" not in plain
+
+
+def test_the_recipe_writes_the_papers_hyperparameters_as_the_shipped_samsum_recipe_does():
+    from pathlib import Path
+
+    import yaml
+
+    from nash_cli.stages.plan import PlanOptions, recipe_text
+    from nash_cli.stages.plan.recipe_writer import PAPER
+
+    shipped = yaml.safe_load((Path(__file__).parents[2] / "recipes" / "t5-base-samsum-nash3.yaml").read_text())["stages"]
+    assert {k: v for k, v in shipped["prune_encoder"].items() if k != "target_sparsity"} == PAPER.prune_encoder()
+    assert shipped["distill"] == PAPER.distill()
+    stages = yaml.safe_load(recipe_text(PlanOptions(checkpoint="t/", speedup=3), Candidate(2, 0.3), 3.1, True, WORKLOAD,
+                                        "t5"))["stages"]
+    assert stages["prune_encoder"] == {"target_sparsity": 0.3, **PAPER.prune_encoder()}
+    assert stages["distill"] == PAPER.distill()
 
 
 # ---------------------------------------------------------------------- the command
@@ -252,7 +289,7 @@ def test_the_recommendation_is_the_one_confirmed_beside_the_teacher(cli, deep_de
     """Beside the reference, dec 3 looks like 3.33x (the teacher's first repeat is slow); beside the
     teacher it is 2.13x, below the target. That scales every unconfirmed estimate by 0.8, so dec 2
     (4x in the reference's frame) is confirmed next, at 3.2x, and recommended."""
-    from nash_cli.stages import plan as stage
+    from nash_cli.stages.plan import harness
 
     groups = []
 
@@ -269,7 +306,7 @@ def test_the_recommendation_is_the_one_confirmed_beside_the_teacher(cli, deep_de
 
         return {name: [seconds(name)] * count for name in models}
 
-    monkeypatch.setattr(stage._Timer, "group", fake_group)
+    monkeypatch.setattr(harness._Timer, "group", fake_group)
     result = cli("plan", deep_decoder, "--speedup", "3", "--batch", "2", "--beams", "2", "--source-length", "8",
                  "--new-tokens", "4", "--decoder-layers", "1,2,3,6", "--sparsities", "0", "--json")
     assert result.exit_code == 0, result.stderr
