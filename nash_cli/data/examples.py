@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nash_cli.data.sources import quoted_names, read_records
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_at_least
 
 #: Column names tried, in order and ignoring case, when `--source-column` is not given.
 SOURCE_COLUMNS = ("source", "input", "inputs", "text", "document", "dialogue", "article", "src", "prompt")
@@ -81,8 +81,7 @@ def load_examples(
             unknown extension, missing column (listing the columns that exist), or a hub
             dataset that cannot be loaded.
     """
-    if limit is not None and limit < 1:
-        raise NashError(f"--limit must be at least 1, got {limit}")
+    require_at_least("--limit", limit)  # public: callers may pass a raw value
     if source_template is not None and source_column is not None:
         raise NashError("--source-template and --source-column both given; pass only one of them")
     records, where = read_records(data, split=split, limit=limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nash_cli.errors import NashError
+from nash_cli.errors import require_at_least
 
 
 @dataclass(kw_only=True)
@@ -44,5 +44,4 @@ class DataOptions:
             ("--max-target-length", self.max_target_length),
             ("--limit", self.limit),
         ):
-            if value is not None and value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
+            require_at_least(flag, value)

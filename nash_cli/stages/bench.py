@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.progress import Progress
 
 if TYPE_CHECKING:
@@ -85,13 +85,9 @@ class BenchOptions(LoadOptions):
             raise NashError("give at least one model to benchmark")
         for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--repeats", self.repeats),
                             ("--num-batches", self.num_batches), ("--source-length", self.source_length),
-                            ("--max-source-length", self.max_source_length)):
-            if value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
-        for flag, value in (("--fixed-length", self.fixed_length), ("--max-new-tokens", self.max_new_tokens),
-                            ("--threads", self.threads)):
-            if value is not None and value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
+                            ("--max-source-length", self.max_source_length), ("--fixed-length", self.fixed_length),
+                            ("--max-new-tokens", self.max_new_tokens), ("--threads", self.threads)):
+            require_at_least(flag, value)
         if self.fixed_length is not None and self.max_new_tokens is not None and self.fixed_length != self.max_new_tokens:
             raise NashError("--fixed-length sets the number of new tokens; drop --max-new-tokens")
         if self.compile and self.breakdown:

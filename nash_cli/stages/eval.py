@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions, Example
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.metrics import MetricScores, check_metrics
 from nash_cli.progress import Progress
 
@@ -78,8 +78,7 @@ class EvalOptions(LoadOptions):
         check_device(self.device, self.dtype)
         for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--max-new-tokens", self.max_new_tokens),
                             ("--max-source-length", self.max_source_length), ("--limit", self.limit)):
-            if value is not None and value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
+            require_at_least(flag, value)
         if self.generations is not None and self.output is None:
             raise NashError("--generations goes with --output; give -o metrics.json too")
         if self.output is not None and self.result_paths()[1].resolve() == self.output.resolve():

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.stages import arguments
 
@@ -77,8 +77,7 @@ class ExportOptions(LoadOptions):
             ) if value]
             if given:
                 raise NashError(f"{' / '.join(given)} read the data of a vocabulary map; give --vocab-map train.jsonl too")
-        if self.max_source_length < 1:
-            raise NashError(f"--max-source-length must be at least 1, got {self.max_source_length}")
+        require_at_least("--max-source-length", self.max_source_length)
         if self.quantization not in QUANTIZATIONS:
             raise NashError(f"unknown --quantization {self.quantization!r}; use {', '.join(QUANTIZATIONS)}")
         if self.device not in DEVICES:

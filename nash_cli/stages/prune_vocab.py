@@ -20,7 +20,7 @@ from typing import Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import DataOptions
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.progress import Progress
 from nash_cli.stages import arguments
 
@@ -65,10 +65,8 @@ class PruneVocabOptions(LoadOptions):
 
     def check(self) -> None:
         """NashError for an impossible setting (before anything is read)."""
-        if self.min_count < 1:
-            raise NashError(f"--min-count must be at least 1, got {self.min_count}")
-        if self.multiple_of < 1:
-            raise NashError(f"--multiple-of must be at least 1 (1 = no rounding), got {self.multiple_of}")
+        require_at_least("--min-count", self.min_count)
+        require_at_least("--multiple-of", self.multiple_of, hint=" (1 = no rounding)")
 
 
 @dataclass
