@@ -2,7 +2,8 @@
 
 `load_examples` picks the input (`--source-column`, or `--source-template` over several columns,
 after `--source-prefix`) and the references (`--target-column`, one or a list) of every record
-that `nash_cli.data.sources` reads.
+that `nash_cli.data.sources` reads. `read_examples` calls it with a stage's options
+(`nash_cli.data.options`), so every stage reads the same split of the same data.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
+from nash_cli.data.options import ExampleReading, HeldOutReading, InputReading
 from nash_cli.data.sources import quoted_names, read_records
 from nash_cli.errors import NashError, require_at_least
 
@@ -30,6 +32,10 @@ TARGET_COLUMNS = (
     "label",
     "response",
 )
+#: The split read where the options name none: the stage's data at its train split, held-out
+#: data at its validation split (hub datasets, saved DatasetDicts, JSON keyed by split).
+DEFAULT_SPLITS = {"train": "train", "eval": "validation"}
+
 
 @dataclass
 class Example:
@@ -130,6 +136,68 @@ def load_examples(
             )
         examples.append(Example(source=source_prefix + source, references=references))
     return examples
+
+
+@overload
+def read_examples(
+    options: InputReading,
+    which: Literal["train"] = "train",
+    *,
+    data: str | None = None,
+    limit: int | None = None,
+    require_references: bool = False,
+) -> list[Example]: ...
+
+
+@overload
+def read_examples(
+    options: HeldOutReading,
+    which: Literal["eval"],
+    *,
+    limit: int | None = None,
+    require_references: bool = False,
+) -> list[Example] | None: ...
+
+
+def read_examples(options, which="train", *, data=None, limit=None, require_references=False):
+    """Reads a stage's examples, or its held-out examples, as its data options say.
+
+    The one place where a stage's options become `load_examples` arguments, and where the
+    default splits are chosen (`DEFAULT_SPLITS`): "train" reads the stage's data at `split`
+    (default: train), "eval" reads `eval_data` at `eval_split` (default: validation).
+
+    Args:
+        options: The stage's options: an `InputReading` group (an `ExampleReading` one gives
+            the target column too) whose stage names its data `data`, unless `data` is given.
+        which: "train" for the stage's data, "eval" for its held-out data (`HeldOutReading`).
+        data: The stage's data where its options call it otherwise (export's `vocab_map`);
+            "train" only.
+        limit: Keep only the first `limit` examples.
+        require_references: Every example must have a reference (see `load_examples`).
+
+    Returns:
+        The examples; None for "eval" when the options name no held-out data.
+
+    Raises:
+        NashError: as `load_examples`.
+    """
+    if which == "eval":
+        path, split = options.eval_data, options.eval_split or DEFAULT_SPLITS["eval"]
+        if path is None:
+            return None
+    else:
+        path = data if data is not None else options.data
+        split = options.split or DEFAULT_SPLITS["train"]
+    return load_examples(
+        path,
+        split=split,
+        source_column=options.source_column,
+        target_column=options.target_column if isinstance(options, ExampleReading) else None,
+        source_template=options.source_template,
+        source_prefix=options.source_prefix,
+        limit=limit,
+        require_references=require_references,
+    )
 
 
 def _columns(records: Sequence[Any]) -> list[str]:
