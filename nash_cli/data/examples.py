@@ -186,7 +186,7 @@ def read_examples(options, which="train", *, data=None, limit=None, require_refe
         if path is None:
             return None
     else:
-        path = data if data is not None else options.data
+        path = data if data is not None else options.data  # the groups leave `data` to each stage
         split = options.split or DEFAULT_SPLITS["train"]
     return load_examples(
         path,
