@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 
 import pytest
 from conftest import make_unreadable
 
 from nash_cli.data import (
+    DataOptions,
     Example,
     Features,
+    InputReading,
     Seq2SeqCollator,
     check_data_source,
     load_examples,
     local_data_path,
+    read_examples,
     tokenize_examples,
 )
 from nash_cli.errors import NashError
@@ -197,6 +201,49 @@ def test_check_data_source_refuses_what_load_examples_would(tmp_path):
     ):
         with pytest.raises(NashError, match=message):
             check_data_source(str(data))
+
+
+@dataclass(kw_only=True)
+class InputsOnly(InputReading):
+    """A stage that reads inputs only (as bench does)."""
+
+    data: str
+
+
+def test_read_examples_reads_the_data_and_the_held_out_data_at_their_default_splits(tmp_path):
+    keyed = tmp_path / "keyed.json"
+    keyed.write_text(json.dumps({"train": RECORDS, "validation": RECORDS[:1], "test": RECORDS[2:]}))
+
+    def sources(examples):
+        return [example.source for example in examples]
+
+    options = DataOptions(data=str(keyed), eval_data=str(keyed))
+    assert sources(read_examples(options)) == sources(load_examples(str(keyed))) == [r["document"] for r in RECORDS]
+    assert sources(read_examples(options, "eval")) == ["the cat sat"]  # validation, not train
+    assert read_examples(DataOptions(data=str(keyed)), "eval") is None
+    chosen = DataOptions(data=str(keyed), split="test", eval_data=str(keyed), eval_split="test", source_prefix="s: ",
+                         target_column="id", source_template="{document}!")
+    (example,) = read_examples(chosen)
+    assert example == Example(source="s: a fox jumps!", references=["3"])
+    assert read_examples(chosen, "eval") == [example]
+    assert len(read_examples(options, limit=2)) == 2
+    # `data` stands for a stage's own name for its data (export's vocab_map)
+    assert sources(read_examples(options, data=str(write_jsonl(tmp_path / "other.jsonl", RECORDS[1:2])))) == ["the dog ran"]
+    # a stage without a target column option reads the default one, as load_examples does
+    assert read_examples(InputsOnly(data=str(keyed)))[0].references == ["cat sat"]
+
+
+def test_data_option_groups_check_their_fields():
+    for options, message in (
+        (DataOptions(data="d", max_source_length=0), "--max-source-length must be at least 1, got 0"),
+        (DataOptions(data="d", max_target_length=0), "--max-target-length must be at least 1, got 0"),
+        (DataOptions(data="d", limit=0), "--limit must be at least 1, got 0"),
+        (DataOptions(data="d", source_column="a", source_template="{a}"), "--source-template and --source-column"),
+        (InputsOnly(data="d", source_column="a", source_template="{a}"), "--source-template and --source-column"),
+    ):
+        with pytest.raises(NashError, match=message):
+            options.check()
+    DataOptions(data="d", limit=1).check()
 
 
 def test_local_paths_and_hub_names():

@@ -44,6 +44,7 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(artifact, "load_config", refuse)
     monkeypatch.setattr(artifact, "load_model", refuse)
     monkeypatch.setattr("nash_cli.data.load_examples", refuse)
+    monkeypatch.setattr("nash_cli.data.examples.load_examples", refuse)  # what read_examples calls
 
 
 def eval_args(checkpoint, data, out, *more):

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
-from nash_cli.data import DataOptions
-from nash_cli.errors import NashError
+from nash_cli.data import InputReading, SourceLength
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.progress import Progress
 from nash_cli.stages import ANY_STATE, Stage, declare
 
@@ -25,8 +25,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(kw_only=True)
-class BenchOptions(LoadOptions):
-    """What `nash bench` does."""
+class BenchOptions(InputReading, SourceLength, LoadOptions):
+    """What `nash bench` does. The data options (`InputReading`, `SourceLength`) read `data`."""
 
     models: list[str]
     """Checkpoints to time (local directories or hub ids)."""
@@ -35,16 +35,6 @@ class BenchOptions(LoadOptions):
     data: str | None = None
     """Real inputs (any format `nash eval` reads); outputs take their natural length. Without
     it, random tokens of `source_length`."""
-    split: str | None = None
-    """Split of `data` (hub / saved DatasetDict / JSON keyed by split)."""
-    source_column: str | None = None
-    """Input column of `data`."""
-    source_template: str | None = None
-    """Builds the input from several columns of `data`."""
-    source_prefix: str = DataOptions.source_prefix
-    """Text put before every input."""
-    max_source_length: int = DataOptions.max_source_length
-    """Longest input in tokens (real inputs)."""
     source_length: int = 512
     """Tokens per random input (without `data`)."""
     num_batches: int = 1
@@ -86,13 +76,10 @@ class BenchOptions(LoadOptions):
             raise NashError("give at least one model to benchmark")
         for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--repeats", self.repeats),
                             ("--num-batches", self.num_batches), ("--source-length", self.source_length),
-                            ("--max-source-length", self.max_source_length)):
-            if value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
-        for flag, value in (("--fixed-length", self.fixed_length), ("--max-new-tokens", self.max_new_tokens),
+                            ("--fixed-length", self.fixed_length), ("--max-new-tokens", self.max_new_tokens),
                             ("--threads", self.threads)):
-            if value is not None and value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
+            require_at_least(flag, value)
+        SourceLength.check(self)
         if self.fixed_length is not None and self.max_new_tokens is not None and self.fixed_length != self.max_new_tokens:
             raise NashError("--fixed-length sets the number of new tokens; drop --max-new-tokens")
         if self.compile and self.breakdown:
@@ -102,6 +89,7 @@ class BenchOptions(LoadOptions):
         check_device(self.device, self.dtype)
         if self.data is None and (self.source_column or self.source_template or self.split):
             raise NashError("--source-column / --source-template / --split read --data; give --data too")
+        InputReading.check(self)
 
 
 def check_device(device: str, dtype: str) -> None:
@@ -268,16 +256,9 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             notes.append(f"{name}: --breakdown hooks torch modules; CTranslate2 models have no breakdown")
 
     if options.data is not None:
-        from nash_cli.data import load_examples
+        from nash_cli.data import read_examples
 
-        examples = load_examples(
-            options.data,
-            split=options.split,
-            source_column=options.source_column,
-            source_template=options.source_template,
-            source_prefix=options.source_prefix,
-            limit=options.batch * options.num_batches,
-        )
+        examples = read_examples(options, limit=options.batch * options.num_batches)
         tokenizers = own_tokenizers(names, trust_remote_code=options.trust_remote_code)
 
         def encode(tokenizer):

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
-from nash_cli.data import DataOptions, Example
-from nash_cli.errors import NashError
+from nash_cli.data import Example, ExampleReading, SourceLength
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.metrics import MetricScores, check_metrics
 from nash_cli.progress import Progress
 from nash_cli.stages import ANY_STATE, Stage, declare
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 
 @dataclass(kw_only=True)
-class EvalOptions(LoadOptions):
-    """What `nash eval` does."""
+class EvalOptions(ExampleReading, SourceLength, LoadOptions):
+    """What `nash eval` does. The data options (`ExampleReading`, `SourceLength`) read `data`."""
 
     checkpoint: str
     """Checkpoint to evaluate: a local directory (a CTranslate2 export too), or a hub id where online."""
@@ -38,18 +38,6 @@ class EvalOptions(LoadOptions):
     """Evaluation data (any format `distill` reads)."""
     metric: list[str] = field(default_factory=lambda: ["rouge"])
     """rouge, meteor, bleu, exact_match or accuracy (several allowed)."""
-    split: str | None = None
-    """Split of `data` (hub / saved DatasetDict / JSON keyed by split)."""
-    source_column: str | None = None
-    """Input column."""
-    target_column: str | None = None
-    """Reference column (a list of references is allowed)."""
-    source_template: str | None = None
-    """Builds the input from several columns."""
-    source_prefix: str = DataOptions.source_prefix
-    """Text put before every input."""
-    max_source_length: int = DataOptions.max_source_length
-    """Longest input in tokens."""
     limit: int | None = None
     """Use only the first N examples."""
     batch: int = 16
@@ -77,10 +65,11 @@ class EvalOptions(LoadOptions):
 
         check_metrics(self.metric)
         check_device(self.device, self.dtype)
-        for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--max-new-tokens", self.max_new_tokens),
-                            ("--max-source-length", self.max_source_length), ("--limit", self.limit)):
-            if value is not None and value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
+        for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--max-new-tokens", self.max_new_tokens)):
+            require_at_least(flag, value)
+        SourceLength.check(self)
+        require_at_least("--limit", self.limit)
+        ExampleReading.check(self)
         if self.generations is not None and self.output is None:
             raise NashError("--generations goes with --output; give -o metrics.json too")
         if self.output is not None and self.result_paths()[1].resolve() == self.output.resolve():
@@ -248,7 +237,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
         NashError: bad options or data, an existing output without `force`, METEOR without WordNet.
     """
     from nash_cli import artifact
-    from nash_cli.data import load_examples
+    from nash_cli.data import read_examples
     from nash_cli.generation import as_engine, resolve_settings
     from nash_cli.stages.bench import is_exported, load_for_generation, resolve_device
 
@@ -257,16 +246,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
     inputs = {"checkpoint": options.checkpoint, "data": options.data}
     artifact.refuse_existing(paths, options.force, kinds=["metrics", "generations"], inputs=inputs)
     names = check_metrics(options.metric)
-    examples = load_examples(
-        options.data,
-        split=options.split,
-        source_column=options.source_column,
-        target_column=options.target_column,
-        source_template=options.source_template,
-        source_prefix=options.source_prefix,
-        limit=options.limit,
-        require_references=True,
-    )
+    examples = read_examples(options, limit=options.limit, require_references=True)
     if "meteor" in names:
         from nash_cli.wordnet import load_wordnet
 

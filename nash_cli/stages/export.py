@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
-from nash_cli.data import DataOptions
+from nash_cli.data import HeldOutReading, SourceLength
 from nash_cli.errors import NashError
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.progress import Progress
@@ -32,8 +32,9 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(kw_only=True)
-class ExportOptions(LoadOptions):
-    """What `nash export` does."""
+class ExportOptions(HeldOutReading, SourceLength, LoadOptions):
+    """What `nash export` does. The data options (`HeldOutReading`, `SourceLength`) read `vocab_map`
+    and `eval_data`."""
 
     checkpoint: str
     """A dense or compact nash checkpoint (a local directory, or a hub id where online)."""
@@ -49,23 +50,9 @@ class ExportOptions(LoadOptions):
     """Replace the output if it exists."""
     vocab_map: str | None = None
     """Training data (any format `distill` reads) for a vocabulary map: decoding is restricted to
-    the control tokens, every token of its targets, and each batch's input tokens. None: no map."""
-    split: str | None = None
-    """Split of `vocab_map` (hub / saved DatasetDict / JSON keyed by split)."""
-    eval_data: str | None = None
-    """Held-out data whose references' coverage by the map is reported (needs `vocab_map`)."""
-    eval_split: str | None = None
-    """Split of `eval_data`."""
-    source_column: str | None = None
-    """Input column of the data."""
-    target_column: str | None = None
-    """Reference column of the data (a list of references is allowed; all of them count)."""
-    source_template: str | None = None
-    """Builds the input from several columns of the data."""
-    source_prefix: str = DataOptions.source_prefix
-    """Text put before every input."""
-    max_source_length: int = DataOptions.max_source_length
-    """Longest input in tokens, as `nash eval` truncates it (for the coverage)."""
+    the control tokens, every token of its targets, and each batch's input tokens. None: no map.
+    With it, `eval_data` is held-out data whose references' coverage by the map is reported, its
+    inputs truncated to `max_source_length` as `nash eval` truncates them."""
 
     def check(self) -> None:
         """NashError for an unknown quantization or device, data flags without a map, or
@@ -78,8 +65,9 @@ class ExportOptions(LoadOptions):
             ) if value]
             if given:
                 raise NashError(f"{' / '.join(given)} read the data of a vocabulary map; give --vocab-map train.jsonl too")
-        if self.max_source_length < 1:
-            raise NashError(f"--max-source-length must be at least 1, got {self.max_source_length}")
+        else:
+            HeldOutReading.check(self)
+        SourceLength.check(self)
         if self.quantization not in QUANTIZATIONS:
             raise NashError(f"unknown --quantization {self.quantization!r}; use {', '.join(QUANTIZATIONS)}")
         if self.device not in DEVICES:
@@ -184,16 +172,10 @@ def _control_ids(model, special: dict[str, int | None]) -> list[int]:
 def _map_data(options: ExportOptions) -> tuple[list, list | None]:
     """The training examples of the map and the held-out ones of its coverage (read before
     anything is written, so a bad file or column fails first)."""
-    from nash_cli.data import load_examples
+    from nash_cli.data import read_examples
 
-    common = {"source_column": options.source_column, "target_column": options.target_column,
-              "source_template": options.source_template, "source_prefix": options.source_prefix,
-              "require_references": True}
-    train = load_examples(options.vocab_map, split=options.split, **common)
-    held_out = None
-    if options.eval_data is not None:
-        held_out = load_examples(options.eval_data, split=options.eval_split or "validation", **common)
-    return train, held_out
+    train = read_examples(options, data=options.vocab_map, require_references=True)
+    return train, read_examples(options, "eval", require_references=True)
 
 
 def _token_ids(tokenizer, texts: list[str], *, target: bool, max_length: int | None = None,

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
-from nash_cli.data import DataOptions
-from nash_cli.errors import NashError
+from nash_cli.data import HeldOutReading
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.progress import Progress
 from nash_cli.stages import Stage, arguments, declare, open_input, output_state
 
@@ -29,8 +29,10 @@ ID_MAP_FILE = "vocab_map.json"
 
 
 @dataclass(kw_only=True)
-class PruneVocabOptions(LoadOptions):
-    """What `nash prune-vocab` does."""
+class PruneVocabOptions(HeldOutReading, LoadOptions):
+    """What `nash prune-vocab` does. The data options (`HeldOutReading`) read `data` and `eval_data`:
+    the references' tokens are kept (the inputs' too with `keep_source_tokens`); the held-out
+    references' coverage is reported."""
 
     checkpoint: str
     """A dense or compact checkpoint (a masked one must go through `nash compact` first)."""
@@ -38,16 +40,6 @@ class PruneVocabOptions(LoadOptions):
     """Directory to write the reduced-vocabulary checkpoint to."""
     data: str
     """Training data whose target tokens are kept (any format `nash distill` reads)."""
-    split: str | None = None
-    """Split of `data` (hub / saved DatasetDict / JSON keyed by split)."""
-    source_column: str | None = None
-    """Input column of `data` (read with `keep_source_tokens`)."""
-    target_column: str | None = None
-    """Reference column of `data` (a list of references is allowed: all are kept)."""
-    source_template: str | None = None
-    """Builds the input from several columns of `data`."""
-    source_prefix: str = DataOptions.source_prefix
-    """Text put before every input (its tokens are kept with `keep_source_tokens`)."""
     keep_source_tokens: bool = False
     """Also keep the tokens of the inputs (tasks that copy from the input: names, numbers)."""
     min_count: int = 1
@@ -56,19 +48,14 @@ class PruneVocabOptions(LoadOptions):
     """Round the kept count up to a multiple of this with more whole tokens (the data's rarer
     ones, then the lowest ids): matrix kernels run faster on aligned sizes. 1 keeps exactly the
     chosen tokens."""
-    eval_data: str | None = None
-    """Held-out data: report the share of its references whose tokens are all kept."""
-    eval_split: str | None = None
-    """Split of `eval_data`."""
     force: bool = False
     """Replace the output if it exists."""
 
     def check(self) -> None:
         """NashError for an impossible setting (before anything is read)."""
-        if self.min_count < 1:
-            raise NashError(f"--min-count must be at least 1, got {self.min_count}")
-        if self.multiple_of < 1:
-            raise NashError(f"--multiple-of must be at least 1 (1 = no rounding), got {self.multiple_of}")
+        require_at_least("--min-count", self.min_count)
+        require_at_least("--multiple-of", self.multiple_of, hint=" (1 = no rounding)")
+        HeldOutReading.check(self)
 
 
 @dataclass
@@ -207,7 +194,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     """
     from nash_cli import artifact
     from nash_cli.arch import count_parameters
-    from nash_cli.data import load_examples
+    from nash_cli.data import read_examples
     from nash_cli.surgery import tokenizer as tokenizer_surgery
     from nash_cli.surgery import vocab
 
@@ -223,15 +210,8 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     config = artifact.load_config(options.checkpoint, **load)
     progress.update(total=4, status="reading data")
-    read = {
-        "source_column": options.source_column,
-        "target_column": options.target_column,
-        "source_template": options.source_template,
-        "source_prefix": options.source_prefix,
-        "require_references": True,
-    }
-    examples = load_examples(options.data, split=options.split, **read)
-    held_out = load_examples(options.eval_data, split=options.eval_split, **read) if options.eval_data else None
+    examples = read_examples(options, require_references=True)
+    held_out = read_examples(options, "eval", require_references=True)
     tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
     document = tokenizer_document(tokenizer, options.checkpoint)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_at_least
 
 
 @dataclass(kw_only=True)
@@ -76,12 +76,10 @@ class TrainConfig:
         """Raises NashError for impossible settings; call it before any heavy work."""
         """Raises NashError for impossible settings; call it before any heavy work."""
         for name in ("batch_size", "grad_accum", "log_every"):
-            if getattr(self, name) < 1:
-                raise NashError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise NashError(f"--max-steps must be at least 1, got {self.max_steps}")
-        if self.max_steps is None and self.epochs < 1:
-            raise NashError(f"--epochs must be at least 1, got {self.epochs}")
+            require_at_least(f"--{name.replace('_', '-')}", getattr(self, name))
+        require_at_least("--max-steps", self.max_steps)
+        if self.max_steps is None:  # --max-steps overrides --epochs
+            require_at_least("--epochs", self.epochs)
         if not self.lr > 0:
             raise NashError(f"--lr must be positive, got {self.lr}")
         if not self.temperature > 0:
@@ -93,8 +91,7 @@ class TrainConfig:
             raise NashError(f"--save-every must be 0 (never) or more, got {self.save_every}")
         if self.warmup_steps < 0:
             raise NashError(f"--warmup-steps must not be negative, got {self.warmup_steps}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise NashError(f"--eval-every must be at least 1, got {self.eval_every}")
+        require_at_least("--eval-every", self.eval_every)
         if self.keep not in ("best", "last"):
             raise NashError(f"--keep must be best or last, not {self.keep!r}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):

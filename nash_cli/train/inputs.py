@@ -45,29 +45,16 @@ class TrainingOptions(TrainConfig, DataOptions, LoadOptions):
 
 def load_features(spec: DataOptions, tokenizer):
     """Reads and tokenises the training and eval data. Returns (train, eval or None)."""
-    from nash_cli.data import load_examples, tokenize_examples
+    from nash_cli.data import read_examples, tokenize_examples
 
-    def read(data: str, split: str | None):
-        examples = load_examples(
-            data,
-            split=split,
-            source_column=spec.source_column,
-            target_column=spec.target_column,
-            source_template=spec.source_template,
-            source_prefix=spec.source_prefix,
-            limit=spec.limit,
-            require_references=True,
-        )
+    def tokenize(examples):
         return tokenize_examples(
             examples, tokenizer, max_source_length=spec.max_source_length, max_target_length=spec.max_target_length
         )
 
-    train = read(spec.data, spec.split)
-    evaluation = None
-    if spec.eval_data is not None:
-        # Files without splits ignore it; hub data, saved DatasetDicts and JSON keyed by split use it.
-        evaluation = read(spec.eval_data, spec.eval_split or "validation")
-    return train, evaluation
+    train = read_examples(spec, limit=spec.limit, require_references=True)
+    evaluation = read_examples(spec, "eval", limit=spec.limit, require_references=True)
+    return tokenize(train), tokenize(evaluation) if evaluation is not None else None
 
 
 def check_families(student_config, teacher_config, *, student: str, teacher: str) -> None:

@@ -385,6 +385,18 @@ def test_export_writes_the_map_and_its_coverage(make_checkpoint, tokenizer, tmp_
     assert CTranslate2Model(tmp_path / "plain").engine_info()["vocab_map"] is None
 
 
+def test_eval_data_keyed_by_split_is_read_at_its_validation_split(make_checkpoint, tmp_path, cli):
+    # The split prune-vocab's --eval-data reads too (test_prune_vocab); --vocab-map reads train.
+    records = {"train": [("the quick brown fox", "fox ."), ("a cat sat on the mat", "the cat")],
+               "validation": [("where is the dog ?", "the dog")]}
+    keyed = tmp_path / "keyed.json"
+    keyed.write_text(json.dumps({name: [{"source": s, "target": t} for s, t in pairs] for name, pairs in records.items()}))
+    result = cli("export", make_checkpoint("t5"), "-o", tmp_path / "ct2", "--vocab-map", keyed, "--eval-data", keyed,
+                 "--no-verify", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["vocab_map"]["coverage"]["references"] == len(records["validation"])
+
+
 def _text_of(tokenizer, row: list[int]) -> str:
     return tokenizer.decode(_until_eos(row), skip_special_tokens=True)
 

@@ -318,6 +318,25 @@ def test_multiple_of_rounds_up_with_the_data_rarer_tokens_first(make_checkpoint,
     assert report["kept"] == len(tokenizer)
 
 
+def _split_keyed(path: Path, splits: dict[str, list[str]]) -> Path:
+    path.write_text(json.dumps({name: [{"source": t, "target": t} for t in texts] for name, texts in splits.items()}))
+    return path
+
+
+def test_eval_data_keyed_by_split_is_read_at_its_validation_split(make_checkpoint, tmp_path, cli):
+    # As export's --eval-data and training's read it (test_export has export's side); prune-vocab
+    # used to read the train split of such a file, reporting the coverage of the training data.
+    keyed = _split_keyed(tmp_path / "keyed.json", {"train": TRAIN, "validation": HELD_OUT})
+    data = _write_jsonl(tmp_path / "train.jsonl", TRAIN)
+    result = cli("prune-vocab", make_checkpoint("t5"), "--data", data, "--eval-data", keyed, "-o", tmp_path / "out",
+                 "--multiple-of", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["coverage"]["references"] == len(HELD_OUT)
+    chosen = cli("prune-vocab", make_checkpoint("t5"), "--data", data, "--eval-data", keyed, "--eval-split", "train",
+                 "-o", tmp_path / "out-train", "--multiple-of", "1", "--json")
+    assert chosen.json()["coverage"]["references"] == len(TRAIN)
+
+
 def test_recipe_plans_prune_vocab_on_the_student(tmp_path):
     from nash_cli.pipeline import plan_run
     from nash_cli.recipe import parse_recipe

@@ -21,8 +21,8 @@ from typing import Any
 from nash_cli import artifact
 from nash_cli.arch import family_of
 from nash_cli.artifact import LoadOptions, releases_outputs
-from nash_cli.data import DataOptions
-from nash_cli.errors import NashError
+from nash_cli.data import ExampleReading, SourceLength
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.progress import Progress
 from nash_cli.stages import Stage, arguments, declare, open_input
@@ -56,7 +56,7 @@ DEFAULT_SPARSITIES = (0.0, 0.3, 0.5)
 
 
 @dataclass(kw_only=True)
-class PlanOptions(LoadOptions):
+class PlanOptions(ExampleReading, SourceLength, LoadOptions):
     """What `nash plan` does."""
 
     checkpoint: str
@@ -66,18 +66,6 @@ class PlanOptions(LoadOptions):
     data: str | None = None
     """Real inputs and targets: input lengths, the teacher's output length, and the vocabulary
     restriction candidates. Without it, random inputs of `source_length`."""
-    split: str | None = None
-    """Split of `data` (hub / saved DatasetDict / JSON keyed by split)."""
-    source_column: str | None = None
-    """Input column of `data`."""
-    target_column: str | None = None
-    """Target column of `data` (the vocabulary estimate)."""
-    source_template: str | None = None
-    """Builds the input from several columns of `data`."""
-    source_prefix: str = DataOptions.source_prefix
-    """Text put before every input."""
-    max_source_length: int = DataOptions.max_source_length
-    """Longest input in tokens (real inputs)."""
     batch: int = 32
     """Sequences per generate() call, as served."""
     beams: int = 4
@@ -116,13 +104,10 @@ class PlanOptions(LoadOptions):
         if not self.speedup > 1:
             raise NashError(f"--speedup must be above 1 (the teacher itself is 1), got {self.speedup:g}")
         for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--repeats", self.repeats),
-                            ("--max-source-length", self.max_source_length)):
-            if value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
-        for flag, value in (("--source-length", self.source_length), ("--new-tokens", self.new_tokens),
+                            ("--source-length", self.source_length), ("--new-tokens", self.new_tokens),
                             ("--threads", self.threads)):
-            if value is not None and value < 1:
-                raise NashError(f"{flag} must be at least 1, got {value}")
+            require_at_least(flag, value)
+        SourceLength.check(self)
         if not self.budget_minutes > 0:
             raise NashError(f"--budget-minutes must be above 0, got {self.budget_minutes:g}")
         if self.engine not in ENGINES:
@@ -141,8 +126,7 @@ class PlanOptions(LoadOptions):
         if self.decoder_layers is not None:
             if not self.decoder_layers:
                 raise NashError("--decoder-layers is empty; write e.g. --decoder-layers 1,2,3")
-            if min(self.decoder_layers) < 1:
-                raise NashError(f"--decoder-layers must be at least 1, got {min(self.decoder_layers)}")
+            require_at_least("--decoder-layers", min(self.decoder_layers))
         if not self.sparsities:
             raise NashError("--sparsities is empty; write e.g. --sparsities 0,0.3,0.5")
         for value in self.sparsities:
@@ -150,6 +134,7 @@ class PlanOptions(LoadOptions):
                 raise NashError(f"--sparsities values must be in [0, 1), got {value:g}")
         if self.data is None and (self.source_column or self.target_column or self.source_template or self.split):
             raise NashError("--source-column / --target-column / --source-template / --split read --data; give --data too")
+        ExampleReading.check(self)
 
 
 @dataclass

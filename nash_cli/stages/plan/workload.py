@@ -84,16 +84,9 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
     sources: list[str] = []
     batch = None
     if options.data is not None:
-        from nash_cli.data import load_examples
+        from nash_cli.data import read_examples
 
-        examples = load_examples(
-            options.data,
-            split=options.split,
-            source_column=options.source_column,
-            target_column=options.target_column,
-            source_template=options.source_template,
-            source_prefix=options.source_prefix,
-        )
+        examples = read_examples(options)
         targets = [reference for example in examples for reference in example.references[:1]]
         sources = [example.source for example in examples]
         if options.source_length is None:

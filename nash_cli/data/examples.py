@@ -1,0 +1,269 @@
+"""Examples: records turned into an input text and its references, by the column options.
+
+`load_examples` picks the input (`--source-column`, or `--source-template` over several columns,
+after `--source-prefix`) and the references (`--target-column`, one or a list) of every record
+that `nash_cli.data.sources` reads. `read_examples` calls it with a stage's options
+(`nash_cli.data.options`), so every stage reads the same split of the same data.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, overload
+
+from nash_cli.data.options import ExampleReading, HeldOutReading, InputReading
+from nash_cli.data.sources import quoted_names, read_records
+from nash_cli.errors import NashError, require_at_least
+
+#: Column names tried, in order and ignoring case, when `--source-column` is not given.
+SOURCE_COLUMNS = ("source", "input", "inputs", "text", "document", "dialogue", "article", "src", "prompt")
+#: Column names tried, in order and ignoring case, when `--target-column` is not given.
+TARGET_COLUMNS = (
+    "target",
+    "targets",
+    "summary",
+    "output",
+    "highlights",
+    "answer",
+    "answers",
+    "tgt",
+    "label",
+    "response",
+)
+#: The split read where the options name none: the stage's data at its train split, held-out
+#: data at its validation split (hub datasets, saved DatasetDicts, JSON keyed by split).
+DEFAULT_SPLITS = {"train": "train", "eval": "validation"}
+
+
+@dataclass
+class Example:
+    """One input text and the texts it should produce."""
+
+    source: str
+    """The model input, with any `--source-template` applied and `--source-prefix` prepended."""
+    references: list[str]
+    """Reference outputs: one per target for most data, several when the target column holds a
+    list (abstractive QA), none for unlabeled data. Training uses the first."""
+
+
+def load_examples(
+    data: str,
+    *,
+    split: str | None = None,
+    source_column: str | None = None,
+    target_column: str | None = None,
+    source_template: str | None = None,
+    source_prefix: str = "",
+    limit: int | None = None,
+    require_references: bool = False,
+) -> list[Example]:
+    """Reads examples from a local file or directory, or a dataset on the Hugging Face Hub.
+
+    Args:
+        data: A `.json` (an array of records, `{"data": [...]}`, `{"<split>": [...]}`, or JSON
+            Lines), `.jsonl`, `.csv`, `.tsv` or `.parquet` file; a directory saved with
+            `datasets.save_to_disk`; or a hub dataset name, optionally `name:config`.
+        split: Which split of a hub dataset, a saved `DatasetDict`, or a JSON file keyed by split
+            (default: "train").
+        source_column: Column holding the input text; by default the first of `SOURCE_COLUMNS`
+            that exists (ignoring case).
+        target_column: Column holding the reference text, or a list of references; by default
+            the first of `TARGET_COLUMNS` that exists.
+        source_template: Builds the input from several columns instead, e.g.
+            `"question: {Question} context: {Tweet}"`; excludes `source_column`.
+        source_prefix: Text put before every input, e.g. `"summarize: "`.
+        limit: Keep only the first `limit` examples.
+        require_references: Raise NashError unless every example has at least one reference
+            (training and scoring need them; benchmarking does not). When False and no target
+            column is found, every example gets an empty reference list.
+
+    Returns:
+        The examples, in file order.
+
+    Raises:
+        NashError: missing or empty file, malformed JSON / JSON Lines (with the line number),
+            unknown extension, missing column (listing the columns that exist), or a hub
+            dataset that cannot be loaded.
+    """
+    require_at_least("--limit", limit)  # public: callers may pass a raw value
+    if source_template is not None and source_column is not None:
+        raise NashError("--source-template and --source-column both given; pass only one of them")
+    records, where = read_records(data, split=split, limit=limit)
+    if not records:
+        raise NashError(f"{where} holds no examples; point --data at a file with at least one record")
+    columns = _columns(records)
+
+    template_fields: list[str] = []
+    if source_template is not None:
+        template_fields = _template_fields(source_template)
+        missing = [name for name in template_fields if name not in columns]
+        if missing:
+            raise NashError(
+                f"--source-template uses {quoted_names(missing)}, which {where} lacks; "
+                f"its columns are {quoted_names(columns)}"
+            )
+    else:
+        source_column = _pick_column(columns, source_column, SOURCE_COLUMNS, "source", where)
+    target = _pick_column(columns, target_column, TARGET_COLUMNS, "target", where, required=require_references)
+
+    examples: list[Example] = []
+    for row, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+            kind = kinds.get(type(record), "null" if record is None else f"a {type(record).__name__}")
+            raise NashError(f"{where}: record {row} is {kind}, not an object with named fields")
+        if source_template is not None:
+            try:
+                source = source_template.format_map({k: _text(v) for k, v in record.items()})
+            except KeyError as missing:
+                raise NashError(
+                    f"{where}: record {row} has no field {missing}; its fields are {quoted_names(record)}"
+                ) from None
+        else:
+            value = record.get(source_column)
+            if value is None:
+                raise NashError(
+                    f"{where}: record {row} has no {source_column!r} value; fill it in or drop the record"
+                )
+            source = _text(value)
+        references = _references(record.get(target)) if target is not None else []
+        if require_references and not references:
+            raise NashError(
+                f"{where}: record {row} has no {target!r} value; training and scoring need a "
+                "target for every example"
+            )
+        examples.append(Example(source=source_prefix + source, references=references))
+    return examples
+
+
+@overload
+def read_examples(
+    options: InputReading,
+    which: Literal["train"] = "train",
+    *,
+    data: str | None = None,
+    limit: int | None = None,
+    require_references: bool = False,
+) -> list[Example]: ...
+
+
+@overload
+def read_examples(
+    options: HeldOutReading,
+    which: Literal["eval"],
+    *,
+    limit: int | None = None,
+    require_references: bool = False,
+) -> list[Example] | None: ...
+
+
+def read_examples(options, which="train", *, data=None, limit=None, require_references=False):
+    """Reads a stage's examples, or its held-out examples, as its data options say.
+
+    The one place where a stage's options become `load_examples` arguments, and where the
+    default splits are chosen (`DEFAULT_SPLITS`): "train" reads the stage's data at `split`
+    (default: train), "eval" reads `eval_data` at `eval_split` (default: validation).
+
+    Args:
+        options: The stage's options: an `InputReading` group (an `ExampleReading` one gives
+            the target column too) whose stage names its data `data`, unless `data` is given.
+        which: "train" for the stage's data, "eval" for its held-out data (`HeldOutReading`).
+        data: The stage's data where its options call it otherwise (export's `vocab_map`);
+            "train" only.
+        limit: Keep only the first `limit` examples.
+        require_references: Every example must have a reference (see `load_examples`).
+
+    Returns:
+        The examples; None for "eval" when the options name no held-out data.
+
+    Raises:
+        NashError: as `load_examples`.
+    """
+    if which == "eval":
+        path, split = options.eval_data, options.eval_split or DEFAULT_SPLITS["eval"]
+        if path is None:
+            return None
+    else:
+        path = data if data is not None else options.data  # the groups leave `data` to each stage
+        split = options.split or DEFAULT_SPLITS["train"]
+    return load_examples(
+        path,
+        split=split,
+        source_column=options.source_column,
+        target_column=options.target_column if isinstance(options, ExampleReading) else None,
+        source_template=options.source_template,
+        source_prefix=options.source_prefix,
+        limit=limit,
+        require_references=require_references,
+    )
+
+
+def _columns(records: Sequence[Any]) -> list[str]:
+    # Columns are those of the first record, plus any others the first few add (ragged JSON).
+    columns: dict[str, None] = {}
+    for record in records[:100]:
+        if isinstance(record, dict):
+            columns.update(dict.fromkeys(record))
+    return list(columns)
+
+
+def _pick_column(
+    columns: list[str],
+    given: str | None,
+    candidates: Iterable[str],
+    role: str,
+    where: str,
+    *,
+    required: bool = True,
+) -> str | None:
+    if given is not None:
+        if given not in columns:
+            raise NashError(f"{where} has no column {given!r}; its columns are {quoted_names(columns)}")
+        return given
+    by_lower = {column.lower(): column for column in columns}
+    for candidate in candidates:
+        if candidate in by_lower:
+            return by_lower[candidate]
+    if not required:
+        return None
+    option = "--source-column or --source-template" if role == "source" else "--target-column"
+    raise NashError(f"{where} has no obvious {role} column; its columns are {quoted_names(columns)}; pass {option}")
+
+
+def _template_fields(template: str) -> list[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise NashError(f"--source-template {template!r} is malformed ({error}); use {{Column}} fields") from None
+    fields = []
+    for _, field, _, _ in parsed:
+        if field is None:
+            continue
+        if not field or field.isdigit():
+            raise NashError(f"--source-template {template!r} has an unnamed field; name a column, e.g. {{text}}")
+        # "{a.b}" / "{a[0]}" look up inside column a
+        fields.append(field.split(".", 1)[0].split("[", 1)[0])
+    if not fields:
+        raise NashError(f"--source-template {template!r} uses no column; add fields like {{Question}}")
+    return fields
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return " ".join(_text(item) for item in value)
+    return "" if value is None else str(value)
+
+
+def _references(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, dict) and "text" in value:  # SQuAD-style {"text": [...], "answer_start": [...]}
+        value = value["text"]
+    if isinstance(value, (list, tuple)):
+        return [_text(item) for item in value if item is not None and _text(item) != ""]
+    text = _text(value)
+    return [text] if text != "" else []
