@@ -149,24 +149,6 @@ def command(
         _common.human(json_output).print(f"wrote {options.output}")
 
 
-def _millions(count: int) -> str:
-    return f"{count / 1e6:.1f}" if count >= 1e5 else f"{count / 1e6:.3f}"
-
-
-def _display_names(names: list[str]) -> list[str]:
-    # Last path component where that is unambiguous; the full name otherwise.
-    short = [Path(name).name or name for name in names]
-    return short if len(set(short)) == len(short) else names
-
-
-def engine_label(engine: dict) -> str:
-    """"torch float32", "ct2 int8_float32", ... for a report's `engine` entry."""
-    name = {"transformers": "torch", "ctranslate2": "ct2"}.get(engine.get("engine"), engine.get("engine") or "torch")
-    # the export's vocabulary map: "+vmap" when decoding used it, "-vmap" when it was turned off
-    restricted = {True: " +vmap", False: " -vmap"}.get(engine.get("vocab_map"), "")
-    return f"{name} {engine.get('compute_type', '')}".strip() + restricted
-
-
 def print_result(result: dict, console) -> None:
     """Each model's latency, throughput, size and speedup; where the time goes (--breakdown); notes."""
     from rich.table import Table
@@ -240,6 +222,24 @@ def print_result(result: dict, console) -> None:
     notes.append("enc/dec M: parameters of each stack without embeddings (token, position, lm_head)")
     console.print("[dim]" + "; ".join(notes) + "[/]")
     _common.print_notes(result.get("notes", []), console)
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.1f}" if count >= 1e5 else f"{count / 1e6:.3f}"
+
+
+def _display_names(names: list[str]) -> list[str]:
+    # Last path component where that is unambiguous; the full name otherwise.
+    short = [Path(name).name or name for name in names]
+    return short if len(set(short)) == len(short) else names
+
+
+def engine_label(engine: dict) -> str:
+    """"torch float32", "ct2 int8_float32", ... for a report's `engine` entry."""
+    name = {"transformers": "torch", "ctranslate2": "ct2"}.get(engine.get("engine"), engine.get("engine") or "torch")
+    # the export's vocabulary map: "+vmap" when decoding used it, "-vmap" when it was turned off
+    restricted = {True: " +vmap", False: " -vmap"}.get(engine.get("vocab_map"), "")
+    return f"{name} {engine.get('compute_type', '')}".strip() + restricted
 
 
 # The old name, for `nash_cli.cli.run` until it looks printers up as `print_result`; remove with that.

@@ -26,16 +26,6 @@ _SERVE = "Serving settings"
 _SEARCH = "Candidates and budget"
 
 
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.replace(" ", "").split(",") if part != ""]
-    except ValueError:
-        raise NashError(f"{option} {text!r} is not a list of numbers; write e.g. {option} 0,0.3,0.5") from None
-    if not values:
-        raise NashError(f"{option} is empty; write e.g. {option} 0,0.3,0.5")
-    return values
-
-
 def command(
     checkpoint: Annotated[str, typer.Argument(help="The fine-tuned teacher (a dense checkpoint).")],
     speedup: Annotated[float, typer.Option("--speedup", help="The speedup to reach, e.g. 3 (three times faster than the teacher).")],
@@ -220,3 +210,14 @@ def _how(recommendation: dict) -> str:
     spread = recommendation["per_repeat"]
     return (f"timed beside the teacher, per-repeat ratios {spread['min']:.2f} to {spread['max']:.2f}; "
             f"estimated {recommendation['estimate']:.2f}x before")
+
+
+def _floats(text: str, option: str) -> list[float]:
+    """A list-of-numbers flag ("0,0.3,0.5") as floats; NashError when it is not one."""
+    try:
+        values = [float(part) for part in text.replace(" ", "").split(",") if part != ""]
+    except ValueError:
+        raise NashError(f"{option} {text!r} is not a list of numbers; write e.g. {option} 0,0.3,0.5") from None
+    if not values:
+        raise NashError(f"{option} is empty; write e.g. {option} 0,0.3,0.5")
+    return values
