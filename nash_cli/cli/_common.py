@@ -18,6 +18,10 @@ stdout = Console()
 #: Where progress bars and notes go; also where tables go under --json.
 stderr = Console(stderr=True)
 
+#: A command module's `print_result`: a stage's result (its `to_dict()`) as tables on a console.
+#: Every stage command module has one under that name, which `nash run` looks up.
+Printer = Callable[[dict[str, Any], Console], None]
+
 
 def human(json_mode: bool) -> Console:
     """The console for human-readable output: stderr under --json, else stdout."""
@@ -30,7 +34,7 @@ def print_json(result: Any) -> None:
     sys.stdout.flush()
 
 
-def emit(result: dict[str, Any], json_mode: bool, printer: Callable[[dict[str, Any], Console], None]) -> None:
+def emit(result: dict[str, Any], json_mode: bool, printer: Printer) -> None:
     """Prints a stage's result: one JSON document on stdout with `--json`, else `printer`'s tables."""
     if json_mode:
         print_json(result)
@@ -53,33 +57,18 @@ def layer_list(text: str | None, option: str) -> list[int] | None:
     return parse_indices(text, option)
 
 
-def checked_options(options_class: type, flags: dict[str, Any], *, leave_out: tuple[str, ...] = ()):
-    """A command's flags (its `locals()`) as the stage's options, checked before torch is imported,
-    so a usage mistake answers at once. `json_output` and the names in `leave_out` are not options."""
-    options = options_class(**{k: v for k, v in flags.items() if k != "json_output" and k not in leave_out})
-    options.check()
-    return options
-
-
-def run_training_stage(options_class: type, stage: str, flags: dict[str, Any], printer) -> None:
-    """The body of `distill` and `prune-encoder`: their flags to options, the run, the result.
+def run_training_stage(run: Callable[[Any], Any], options: Any, json_output: bool, printer: Printer) -> None:
+    """The end of `distill` and `prune-encoder`: the run, then the result, printed by one process.
 
     Args:
-        options_class: The stage's options type.
-        stage: The module under `nash_cli.stages`.
-        flags: The command's arguments (`locals()`), with the layer maps as the command line wrote them.
-        printer: Prints the result's tables.
+        run: The stage's `run` function; the command imports it only after checking `options`,
+            so that a usage mistake answers before torch is imported.
+        options: The stage's options, checked.
+        json_output: Print the result as JSON on stdout instead of `printer`'s tables.
+        printer: The command module's `print_result`.
     """
-    flags = dict(flags)
-    json_output = flags.pop("json_output")
-    for name in ("decoder_layer_map", "encoder_layer_map"):
-        flags[name] = layer_list(flags[name], "--" + name.replace("_", "-"))
-    options = checked_options(options_class, flags)
-
-    import importlib
-
     from nash_cli.train.processes import is_main_process
 
-    result = importlib.import_module(f"nash_cli.stages.{stage}").run(options)
+    result = run(options)
     if is_main_process():  # under torchrun every process runs the stage; one prints
         emit(result.to_dict(), json_output, printer)

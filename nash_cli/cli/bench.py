@@ -108,17 +108,120 @@ def command(
     json_output: JsonOption = False,
 ) -> None:
     """Time whole generate() calls (batch 32, beam 4 by default), models interleaved, speedup vs --baseline."""
-    options = _common.checked_options(Options, locals())
-
-    from nash_cli.stages.bench import run
+    options = Options(
+        models=models,
+        baseline=baseline,
+        data=data,
+        split=split,
+        source_column=source_column,
+        source_template=source_template,
+        source_prefix=source_prefix,
+        max_source_length=max_source_length,
+        source_length=source_length,
+        num_batches=num_batches,
+        batch=batch,
+        beams=beams,
+        fixed_length=fixed_length,
+        max_new_tokens=max_new_tokens,
+        compile=compile,
+        repeats=repeats,
+        warmup=warmup,
+        breakdown=breakdown,
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        seed=seed,
+        output=output,
+        force=force,
+        vocab_map=vocab_map,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    options.check()  # before torch is imported: a usage mistake answers at once
 
     from nash_cli.progress import Progress
+    from nash_cli.stages.bench import run
 
     with Progress.for_stream("bench", unit="call", transient=True) as progress:
         result = run(options, progress=progress)
-    _common.emit(result.to_dict(), json_output, print_tables)
+    _common.emit(result.to_dict(), json_output, print_result)
     if options.output is not None:
         _common.human(json_output).print(f"wrote {options.output}")
+
+
+def print_result(result: dict, console) -> None:
+    """Each model's latency, throughput, size and speedup; where the time goes (--breakdown); notes."""
+    from rich.table import Table
+
+    first = result["models"][0]
+    gen = first["generation"]
+    length = f"exactly {gen['max_new_tokens']}" if gen["min_new_tokens"] else f"up to {gen['max_new_tokens']}"
+    inputs = result["inputs"]
+    env = result["environment"]
+    table = Table(
+        title=(
+            f"generate(): batch {inputs['batch_sizes'][0]}, beams {gen['num_beams']}, {length} new tokens, "
+            f"{result['settings']['repeats']} repeats on {env['device_name']} ({env['threads']} threads)"
+        )
+    )
+    labels = _display_names([report["name"] for report in result["models"]])
+    has_baseline = result["baseline"] is not None
+    columns = ["model", "engine", "enc/dec M", "median s", "p90 s", "p99 s", "tok/s", "len", "peak MiB"]
+    for column in columns + (["speedup", "per repeat"] if has_baseline else []):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for report, label in zip(result["models"], labels):
+        params = report["parameters"]
+        memory = report["peak_memory"]
+        speedup = report["speedup"]
+        if speedup is not None:
+            spread = speedup["per_repeat"]
+            speed = [f"{speedup['value']:.2f}x", f"{spread['median']:.2f} ({spread['min']:.2f}-{spread['max']:.2f})"]
+        else:
+            speed = ["baseline" if report["name"] == result["baseline"] else "", ""]
+        table.add_row(
+            label,
+            engine_label(report.get("engine") or {}),
+            f"{_millions(params['encoder'])}/{_millions(params['decoder'])}",
+            f"{report['latency_s']['median']:.3f}",
+            f"{report['latency_s']['p90']:.3f}",
+            f"{report['latency_s']['p99']:.3f}",
+            f"{report['tokens_per_s']:.0f}",
+            f"{report['mean_generated_length']:.1f}",
+            f"{memory['peak_mib']:.0f}" if memory.get("peak_mib") is not None else "",
+            *(speed if has_baseline else []),
+        )
+    console.print(table)
+    if any(report["breakdown"] for report in result["models"]):
+        parts = Table(title="where the time goes (one hooked pass; % of its total)")
+        for column in ("model", "total s", "encoder", "decoder layers", "lm_head", "rest (search, embeddings)"):
+            parts.add_column(column, justify="left" if column == "model" else "right")
+        for report, label in zip(result["models"], labels):
+            if report["breakdown"]:
+                fraction = report["breakdown"]["fraction"]
+                parts.add_row(
+                    label,
+                    f"{report['breakdown']['total_s']:.3f}",
+                    *(f"{100 * fraction[key]:.1f}%" for key in ("encoder", "decoder_layers", "lm_head", "rest")),
+                )
+        console.print(parts)
+    notes = []
+    if has_baseline:
+        notes.append(
+            "speedup: median baseline time / median model time; per repeat: median (min-max) of the "
+            "ratios baseline / model within each repeat (models interleaved)"
+        )
+    if any((report.get("engine") or {}).get("engine") == "ctranslate2" for report in result["models"]):
+        notes.append(
+            f"ct2: CTranslate2 {env.get('ctranslate2', '')}, timed translate_batch calls on the same inputs, beams "
+            "and lengths, same thread count"
+        )
+    if any((report.get("engine") or {}).get("vocab_map") is not None for report in result["models"]):
+        notes.append("+vmap: decoded with the export's vocabulary map; -vmap: it has one, turned off (--no-vocab-map)")
+    memory_kind = "max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS"
+    notes.append(f"peak MiB: {memory_kind} during one warm-up pass; samples/s and more with --json")
+    notes.append("enc/dec M: parameters of each stack without embeddings (token, position, lm_head)")
+    console.print("[dim]" + "; ".join(notes) + "[/]")
+    _common.print_notes(result.get("notes", []), console)
 
 
 def _millions(count: int) -> str:
@@ -138,76 +241,3 @@ def engine_label(engine: dict) -> str:
     restricted = {True: " +vmap", False: " -vmap"}.get(engine.get("vocab_map"), "")
     return f"{name} {engine.get('compute_type', '')}".strip() + restricted
 
-
-def print_tables(document: dict, console) -> None:
-    from rich.table import Table
-
-    first = document["models"][0]
-    gen = first["generation"]
-    length = f"exactly {gen['max_new_tokens']}" if gen["min_new_tokens"] else f"up to {gen['max_new_tokens']}"
-    inputs = document["inputs"]
-    env = document["environment"]
-    table = Table(
-        title=(
-            f"generate(): batch {inputs['batch_sizes'][0]}, beams {gen['num_beams']}, {length} new tokens, "
-            f"{document['settings']['repeats']} repeats on {env['device_name']} ({env['threads']} threads)"
-        )
-    )
-    labels = _display_names([report["name"] for report in document["models"]])
-    has_baseline = document["baseline"] is not None
-    columns = ["model", "engine", "enc/dec M", "median s", "p90 s", "p99 s", "tok/s", "len", "peak MiB"]
-    for column in columns + (["speedup", "per repeat"] if has_baseline else []):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for report, label in zip(document["models"], labels):
-        params = report["parameters"]
-        memory = report["peak_memory"]
-        speedup = report["speedup"]
-        if speedup is not None:
-            spread = speedup["per_repeat"]
-            speed = [f"{speedup['value']:.2f}x", f"{spread['median']:.2f} ({spread['min']:.2f}-{spread['max']:.2f})"]
-        else:
-            speed = ["baseline" if report["name"] == document["baseline"] else "", ""]
-        table.add_row(
-            label,
-            engine_label(report.get("engine") or {}),
-            f"{_millions(params['encoder'])}/{_millions(params['decoder'])}",
-            f"{report['latency_s']['median']:.3f}",
-            f"{report['latency_s']['p90']:.3f}",
-            f"{report['latency_s']['p99']:.3f}",
-            f"{report['tokens_per_s']:.0f}",
-            f"{report['mean_generated_length']:.1f}",
-            f"{memory['peak_mib']:.0f}" if memory.get("peak_mib") is not None else "",
-            *(speed if has_baseline else []),
-        )
-    console.print(table)
-    if any(report["breakdown"] for report in document["models"]):
-        parts = Table(title="where the time goes (one hooked pass; % of its total)")
-        for column in ("model", "total s", "encoder", "decoder layers", "lm_head", "rest (search, embeddings)"):
-            parts.add_column(column, justify="left" if column == "model" else "right")
-        for report, label in zip(document["models"], labels):
-            if report["breakdown"]:
-                fraction = report["breakdown"]["fraction"]
-                parts.add_row(
-                    label,
-                    f"{report['breakdown']['total_s']:.3f}",
-                    *(f"{100 * fraction[key]:.1f}%" for key in ("encoder", "decoder_layers", "lm_head", "rest")),
-                )
-        console.print(parts)
-    notes = []
-    if has_baseline:
-        notes.append(
-            "speedup: median baseline time / median model time; per repeat: median (min-max) of the "
-            "ratios baseline / model within each repeat (models interleaved)"
-        )
-    if any((report.get("engine") or {}).get("engine") == "ctranslate2" for report in document["models"]):
-        notes.append(
-            f"ct2: CTranslate2 {env.get('ctranslate2', '')}, timed translate_batch calls on the same inputs, beams "
-            "and lengths, same thread count"
-        )
-    if any((report.get("engine") or {}).get("vocab_map") is not None for report in document["models"]):
-        notes.append("+vmap: decoded with the export's vocabulary map; -vmap: it has one, turned off (--no-vocab-map)")
-    memory_kind = "max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS"
-    notes.append(f"peak MiB: {memory_kind} during one warm-up pass; samples/s and more with --json")
-    notes.append("enc/dec M: parameters of each stack without embeddings (token, position, lm_head)")
-    console.print("[dim]" + "; ".join(notes) + "[/]")
-    _common.print_notes(document.get("notes", []), console)

@@ -20,10 +20,11 @@ def command(
     json_output: JsonOption = False,
 ) -> None:
     """Remove the pruned encoder heads and FFN units and write a smaller, reloadable model."""
-    from nash_cli.stages.compact import run
-
     options = Options(checkpoint=checkpoint, output=output, force=force, trust_remote_code=trust_remote_code)
+    options.check()  # before torch is imported: a usage mistake answers at once
+
     from nash_cli.progress import Progress
+    from nash_cli.stages.compact import run
 
     # seconds of work: a bar on a terminal, nothing in a log
     with Progress.for_stream("compact", transient=True, disable=not _common.stderr.is_terminal) as progress:

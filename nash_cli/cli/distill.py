@@ -105,10 +105,57 @@ def command(
     Runs on CPU, one GPU, or many processes (accelerate launch / torchrun -m nash_cli distill ...);
     --resume continues an interrupted run.
     """
-    _common.run_training_stage(Options, "distill", locals(), print_summary)
+    options = Options(
+        student=student,
+        data=data,
+        output=output,
+        teacher=teacher,
+        split=split,
+        eval_data=eval_data,
+        eval_split=eval_split,
+        source_column=source_column,
+        target_column=target_column,
+        source_template=source_template,
+        source_prefix=source_prefix,
+        max_source_length=max_source_length,
+        max_target_length=max_target_length,
+        limit=limit,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        max_grad_norm=max_grad_norm,
+        seed=seed,
+        freeze_embeddings=freeze_embeddings,
+        mixed_precision=mixed_precision,
+        temperature=temperature,
+        alpha_ce=alpha_ce,
+        alpha_kd=alpha_kd,
+        alpha_enc=alpha_enc,
+        alpha_dec=alpha_dec,
+        decoder_layer_map=_common.layer_list(decoder_layer_map, "--decoder-layer-map"),
+        encoder_layer_map=_common.layer_list(encoder_layer_map, "--encoder-layer-map"),
+        save_every=save_every,
+        eval_every=eval_every,
+        log_every=log_every,
+        keep=keep,
+        resume=resume,
+        force=force,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    options.check()  # before torch is imported: a usage mistake answers at once
+
+    from nash_cli.stages.distill import run
+
+    _common.run_training_stage(run, options, json_output, print_result)
 
 
-def print_summary(result: dict, console) -> None:
+def print_result(result: dict, console) -> None:
+    """Training summary: steps, final train and eval losses, the best checkpoint and the speed."""
     from rich.table import Table
 
     title = f"distill -> {result['output']}" if result["teacher"] else f"fine-tune -> {result['output']}"
@@ -125,5 +172,5 @@ def print_summary(result: dict, console) -> None:
     table.add_row("output weights", result["selected"])
     table.add_row("steps/s", f"{result['steps_per_second']:.2f}")
     console.print(table)
-    for note in result.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+    _common.print_notes(result.get("notes", []), console)
+

@@ -79,43 +79,65 @@ def command(
     json_output: JsonOption = False,
 ) -> None:
     """Generate for every example (batched, sorted by length) and score against the references."""
-    flags = dict(locals())
-    if metric:  # not given: the options' default list
-        flags["metric"] = list(metric)
-    options = _common.checked_options(Options, flags, leave_out=() if metric else ("metric",))
-
-    from nash_cli.stages.eval import run
+    options = Options(
+        checkpoint=checkpoint,
+        data=data,
+        # not given: the options' default list (a default_factory, so not readable as Options.metric)
+        **({"metric": list(metric)} if metric else {}),
+        split=split,
+        source_column=source_column,
+        target_column=target_column,
+        source_template=source_template,
+        source_prefix=source_prefix,
+        max_source_length=max_source_length,
+        limit=limit,
+        batch=batch,
+        beams=beams,
+        max_new_tokens=max_new_tokens,
+        device=device,
+        dtype=dtype,
+        output=output,
+        generations=generations,
+        force=force,
+        vocab_map=vocab_map,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    options.check()  # before torch is imported: a usage mistake answers at once
 
     from nash_cli.progress import Progress
+    from nash_cli.stages.eval import run
 
     with Progress.for_stream("generating", unit="example", every=options.batch) as progress:
         document = run(options, progress=progress).to_dict()
-    _common.emit(document, json_output, print_table)
+    _common.emit(document, json_output, print_result)
     if document.get("files"):
         _common.human(json_output).print(f"wrote {document['files']['metrics']} and {document['files']['generations']}")
 
 
-def print_table(document: dict, console) -> None:
+def print_result(result: dict, console) -> None:
+    """The scores, the generation speed and whether the export's vocabulary map was used; notes."""
     from rich.table import Table
 
-    gen = document["generation"]
+    gen = result["generation"]
     table = Table(
         title=(
-            f"{document['model']} on {document['num_examples']} examples "
+            f"{result['model']} on {result['num_examples']} examples "
             f"(beams {gen['num_beams']}, up to {gen['max_new_tokens']} new tokens)"
         )
     )
     table.add_column("metric")
     table.add_column("score (x100)", justify="right")
-    for name, value in document["scores"].items():
+    for name, value in result["scores"].items():
         table.add_row(name, f"{100 * value:.2f}")
     console.print(table)
     console.print(
-        f"[dim]{document['seconds']['generation']:.1f}s generating "
-        f"({document['examples_per_s']:.2f} examples/s); several references: best per example[/]"
+        f"[dim]{result['seconds']['generation']:.1f}s generating "
+        f"({result['examples_per_s']:.2f} examples/s); several references: best per example[/]"
     )
-    vocab_map = (document.get("engine") or {}).get("vocab_map")
+    vocab_map = (result.get("engine") or {}).get("vocab_map")
     if vocab_map is not None:  # a CTranslate2 export with a vocabulary map
         state = "used" if vocab_map else "not used (--no-vocab-map)"
         console.print(f"[dim]the export's vocabulary map: {state}[/]")
-    _common.print_notes(document.get("notes", []), console)
+    _common.print_notes(result.get("notes", []), console)
+

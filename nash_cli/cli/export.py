@@ -76,7 +76,6 @@ def command(
     json_output: JsonOption = False,
 ) -> None:
     """Write a CTranslate2 model (int8 / float16 / float32 ...) that nash bench and nash eval run beside transformers."""
-    flags = dict(locals())
     if vocab_map is None:
         # (the stage lets these through alone, for recipes, which pass their data options to every stage)
         columns = [flag for flag, value in (("--source-column", source_column), ("--target-column", target_column),
@@ -84,7 +83,26 @@ def command(
                    if value]
         if columns:
             raise NashError(f"{' / '.join(columns)} read the data of a vocabulary map; give --vocab-map train.jsonl too")
-    options = _common.checked_options(Options, flags)
+    options = Options(
+        checkpoint=checkpoint,
+        output=output,
+        quantization=quantization,
+        device=device,
+        verify=verify,
+        force=force,
+        vocab_map=vocab_map,
+        eval_data=eval_data,
+        split=split,
+        eval_split=eval_split,
+        source_column=source_column,
+        target_column=target_column,
+        source_template=source_template,
+        source_prefix=source_prefix,
+        max_source_length=max_source_length,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    options.check()  # before torch is imported: a usage mistake answers at once
 
     from nash_cli.stages.export import run
 

@@ -26,16 +26,6 @@ _SERVE = "Serving settings"
 _SEARCH = "Candidates and budget"
 
 
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.replace(" ", "").split(",") if part != ""]
-    except ValueError:
-        raise NashError(f"{option} {text!r} is not a list of numbers; write e.g. {option} 0,0.3,0.5") from None
-    if not values:
-        raise NashError(f"{option} is empty; write e.g. {option} 0,0.3,0.5")
-    return values
-
-
 def command(
     checkpoint: Annotated[str, typer.Argument(help="The fine-tuned teacher (a dense checkpoint).")],
     speedup: Annotated[float, typer.Option("--speedup", help="The speedup to reach, e.g. 3 (three times faster than the teacher).")],
@@ -106,29 +96,54 @@ def command(
     json_output: JsonOption = False,
 ) -> None:
     """Time every configuration NASH could produce on this machine and recommend the one that meets --speedup."""
-    flags = dict(locals())
-    flags["decoder_layers"] = _common.layer_list(decoder_layers, "--decoder-layers")
-    flags["sparsities"] = _floats(sparsities, "--sparsities")
-    options = _common.checked_options(Options, flags)
+    options = Options(
+        checkpoint=checkpoint,
+        speedup=speedup,
+        data=data,
+        split=split,
+        source_column=source_column,
+        target_column=target_column,
+        source_template=source_template,
+        source_prefix=source_prefix,
+        max_source_length=max_source_length,
+        batch=batch,
+        beams=beams,
+        engine=engine,
+        quantization=quantization,
+        threads=threads,
+        source_length=source_length,
+        new_tokens=new_tokens,
+        budget_minutes=budget_minutes,
+        decoder_layers=_common.layer_list(decoder_layers, "--decoder-layers"),
+        sparsities=_floats(sparsities, "--sparsities"),
+        speedup_against=speedup_against,
+        repeats=repeats,
+        seed=seed,
+        output=output,
+        force=force,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    options.check()  # before torch is imported: a usage mistake answers at once
 
     from nash_cli.progress import Progress
     from nash_cli.stages.plan import run
 
     with Progress.for_stream("plan", unit="call", transient=True) as progress:
         result = run(options, progress=progress)
-    _common.emit(result.to_dict(), json_output, print_plan)
+    _common.emit(result.to_dict(), json_output, print_result)
     if options.output is not None:
         _common.human(json_output).print(f"wrote {Path(options.output) / 'recipe.yaml'} and plan.json")
 
 
-def print_plan(document: dict, console) -> None:
+def print_result(result: dict, console) -> None:
     """The candidates table, the recommendation and the notes."""
     from rich.table import Table
 
-    work = document["workload"]
-    engine = document["engine"]
+    work = result["workload"]
+    engine = result["engine"]
     serving = f"{engine['engine']}" + (f" {engine['quantization']}" if engine["engine"] == "ctranslate2" else "")
-    env = document.get("environment") or {}
+    env = result.get("environment") or {}
     table = Table(
         title=(
             f"nash plan: {serving}, batch {work['batch']}, beams {work['beams']}, source {work['source_length']}, "
@@ -142,10 +157,10 @@ def print_plan(document: dict, console) -> None:
     columns += ["M params", "MiB", "target"]
     for column in columns:
         table.add_column(column, justify="left" if column == "how" else "right")
-    table.add_row("teacher", "", "", "timed", f"{document['references']['engine']:.3f}", "1.00x", *(
-        [f"{document['references']['transformers'] / document['references']['engine']:.2f}x"] if two else []), "", "", "")
-    chosen = document["recommendation"]["label"]
-    for row in document["candidates"]:
+    table.add_row("teacher", "", "", "timed", f"{result['references']['engine']:.3f}", "1.00x", *(
+        [f"{result['references']['transformers'] / result['references']['engine']:.2f}x"] if two else []), "", "", "")
+    chosen = result["recommendation"]["label"]
+    for row in result["candidates"]:
         vocab = f"{row['vocab_size']:,}" if row["vocab_size"] is not None else "all"
         cells = [
             str(row["decoder_layers"]),
@@ -164,28 +179,28 @@ def print_plan(document: dict, console) -> None:
         ]
         table.add_row(*cells, style="bold" if row["label"] == chosen else None)
     console.print(table)
-    model = document["cost_model"]
-    budget = document["budget"]
+    model = result["cost_model"]
+    budget = result["budget"]
     console.print(
         f"[dim]timed {budget['timed']} of {budget['timed'] + budget['predicted']} candidates in {budget['used_s']:.0f} s "
-        f"(budget {budget['minutes']:g} min), each interleaved with the reference ({document['references']['reference']}), "
+        f"(budget {budget['minutes']:g} min), each interleaved with the reference ({result['references']['reference']}), "
         f"itself interleaved with the teacher: speedups are products of per-repeat ratio medians; 'conf.': confirmed, "
         f"timed beside the teacher as nash bench does; 'pred.': predicted by a cost model ({model['kind']}, fitted to "
         f"{model['timings']} timings, rms error {100 * model['relative_error']:.0f}%); new tokens forced (min = max); "
         f"'~': weight size estimated[/]"
     )
-    rec = document["recommendation"]
-    against = "the teacher on the same engine" if document["speedup_against"] == "engine" else "the transformers float32 teacher"
+    rec = result["recommendation"]
+    against = "the teacher on the same engine" if result["speedup_against"] == "engine" else "the transformers float32 teacher"
     how = _how(rec)
     if rec["meets_target"]:
         console.print(f"[green]recommended:[/] {rec['label']}: {rec['speedup']:.2f}x against {against} ({how}); {rec['why']}")
     else:
-        console.print(f"[red]target {document['target']:g}x not reachable:[/] the best reachable is "
+        console.print(f"[red]target {result['target']:g}x not reachable:[/] the best reachable is "
                       f"{rec['best_reachable']:.2f}x against {against}, with {rec['label']} ({how})")
-    if document.get("vocabulary"):
-        vocab = document["vocabulary"]
+    if result.get("vocabulary"):
+        vocab = result["vocabulary"]
         console.print(f"[dim]vocabulary restriction: {vocab['kept']:,} of {vocab['of']:,} tokens ({vocab['rule']})[/]")
-    _common.print_notes(document.get("notes", []), console)
+    _common.print_notes(result.get("notes", []), console)
 
 
 def _how(recommendation: dict) -> str:
@@ -195,3 +210,14 @@ def _how(recommendation: dict) -> str:
     spread = recommendation["per_repeat"]
     return (f"timed beside the teacher, per-repeat ratios {spread['min']:.2f} to {spread['max']:.2f}; "
             f"estimated {recommendation['estimate']:.2f}x before")
+
+
+def _floats(text: str, option: str) -> list[float]:
+    """A list-of-numbers flag ("0,0.3,0.5") as floats; NashError when it is not one."""
+    try:
+        values = [float(part) for part in text.replace(" ", "").split(",") if part != ""]
+    except ValueError:
+        raise NashError(f"{option} {text!r} is not a list of numbers; write e.g. {option} 0,0.3,0.5") from None
+    if not values:
+        raise NashError(f"{option} is empty; write e.g. {option} 0,0.3,0.5")
+    return values

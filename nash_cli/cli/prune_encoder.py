@@ -126,10 +126,60 @@ def command(
 
     The loss is distill's objective plus the Lagrangian lambda1 (s - t) + lambda2 (s - t)^2 on the expected encoder sparsity s. Writes a masked checkpoint (weights + masks.safetensors) for nash compact. Every distill flag works here too (resume, accelerate, logs).
     """
-    _common.run_training_stage(Options, "prune_encoder", locals(), print_summary)
+    options = Options(
+        student=student,
+        data=data,
+        output=output,
+        teacher=teacher,
+        split=split,
+        eval_data=eval_data,
+        eval_split=eval_split,
+        source_column=source_column,
+        target_column=target_column,
+        source_template=source_template,
+        source_prefix=source_prefix,
+        max_source_length=max_source_length,
+        max_target_length=max_target_length,
+        limit=limit,
+        target_sparsity=target_sparsity,
+        sparsity_warmup=sparsity_warmup,
+        reg_lr=reg_lr,
+        droprate_init=droprate_init,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        max_grad_norm=max_grad_norm,
+        seed=seed,
+        freeze_embeddings=freeze_embeddings,
+        mixed_precision=mixed_precision,
+        temperature=temperature,
+        alpha_ce=alpha_ce,
+        alpha_kd=alpha_kd,
+        alpha_enc=alpha_enc,
+        alpha_dec=alpha_dec,
+        decoder_layer_map=_common.layer_list(decoder_layer_map, "--decoder-layer-map"),
+        encoder_layer_map=_common.layer_list(encoder_layer_map, "--encoder-layer-map"),
+        save_every=save_every,
+        eval_every=eval_every,
+        log_every=log_every,
+        keep=keep,
+        resume=resume,
+        force=force,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    options.check()  # before torch is imported: a usage mistake answers at once
+
+    from nash_cli.stages.prune_encoder import run
+
+    _common.run_training_stage(run, options, json_output, print_result)
 
 
-def print_summary(result: dict, console) -> None:
+def print_result(result: dict, console) -> None:
     """Training summary, achieved sparsity (the Lagrangian's masks and the final ones) and the kept
     heads and FFN units per encoder layer (final masks)."""
     from rich.table import Table
@@ -162,5 +212,5 @@ def print_summary(result: dict, console) -> None:
     for index, (heads, units) in enumerate(zip(pruning["heads_per_layer"], pruning["ffn_units_per_layer"])):
         layers.add_row(str(index), f"{heads}/{pruning['num_heads']}", f"{units}/{pruning['d_ff']}")
     console.print(layers)
-    for note in result.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+    _common.print_notes(result.get("notes", []), console)
+

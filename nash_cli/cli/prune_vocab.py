@@ -55,7 +55,26 @@ def command(
     json_output: JsonOption = False,
 ) -> None:
     """Keep only the tokens the task uses (its targets, every character, the specials) in the embeddings, lm_head and tokenizer."""
-    options = _common.checked_options(Options, locals())
+    options = Options(
+        checkpoint=checkpoint,
+        data=data,
+        output=output,
+        keep_source_tokens=keep_source_tokens,
+        min_count=min_count,
+        multiple_of=multiple_of,
+        eval_data=eval_data,
+        eval_split=eval_split,
+        split=split,
+        source_column=source_column,
+        target_column=target_column,
+        source_template=source_template,
+        source_prefix=source_prefix,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        force=force,
+    )
+    options.check()  # before torch is imported: a usage mistake answers at once
+
     from nash_cli.progress import Progress
     from nash_cli.stages.prune_vocab import run
 

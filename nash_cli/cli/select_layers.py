@@ -47,17 +47,17 @@ def command(
     )
     options.check()  # before torch is imported: a usage mistake answers at once
 
-    from nash_cli.stages.select_layers import run
-
     from nash_cli.progress import Progress
+    from nash_cli.stages.select_layers import run
 
     # seconds of work: a bar on a terminal, nothing in a log
     with Progress.for_stream("select-layers", transient=True, disable=not _common.stderr.is_terminal) as progress:
         result = run(options, progress=progress)
-    _common.emit(result.to_dict(), json_output, print_table)
+    _common.emit(result.to_dict(), json_output, print_result)
 
 
-def print_table(result: dict, console) -> None:
+def print_result(result: dict, console) -> None:
+    """The kept layers (student to teacher) and the parameters before and after."""
     from rich.table import Table
 
     table = Table(title=f"select-layers -> {result['output']}", show_header=True)
@@ -78,5 +78,5 @@ def print_table(result: dict, console) -> None:
         ratio = after[key] / before[key] if before[key] else 1.0
         params.add_row(label, f"{before[key]:,}", f"{after[key]:,}", f"{ratio:.2f}")
     console.print(params)
-    for note in result.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+    _common.print_notes(result.get("notes", []), console)
+

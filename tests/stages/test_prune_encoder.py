@@ -277,10 +277,10 @@ def test_a_short_run_still_meets_the_target(pipeline, tmp_path, cli):
     assert any(n.startswith(note) and "train longer" in n for n in summary["notes"]), summary["notes"]
     from rich.console import Console
 
-    from nash_cli.cli.prune_encoder import print_summary
+    from nash_cli.cli.prune_encoder import print_result
 
     console = Console(width=300, record=True)
-    print_summary(summary, console)
+    print_result(summary, console)
     text = console.export_text()
     assert "Lagrangian's sparsity" in text and f"{pruning['lagrangian_sparsity']:.4f}" in text
     assert "final sparsity (ranked by log_alpha)" in text and f"{pruning['deterministic_sparsity']:.4f}" in text
