@@ -22,6 +22,8 @@ One module per job; every public name is re-exported here, so callers write `art
 - `outputs`: the checks before any work, and publishing a directory by rename (`staged_output`).
 - `locks`: the lock that lets one nash process at a time write an output.
 - `files`: output files (metrics, reports, ...): `refuse_existing`, the atomic file writer.
+- `cache`: `read_once`, by which `nash.json`, `config.json` and the weights hash are read once per
+  process while the file stays the same.
 
 Inside the package, modules import each other's functions directly: a test that replaces one
 must patch the module that looks it up (stages call `artifact.X`, so patching here reaches them).

@@ -1,9 +1,10 @@
 """Reading a checkpoint directory without running it: the on-disk format, its weights, configs and manifest.
 
 What a checkpoint is (docs/artifacts.md): a Hugging Face directory plus `nash.json`. This module
-knows the file names, finds and checks the weights, reads `config.json` and `nash.json`, and names
-any of the checkpoint's own Python code that loading it would import. Nothing here imports torch or
-transformers at import time.
+knows the file names, finds and checks the weights, reads `config.json` and `nash.json` (each once per
+process while it stays the same, see `nash_cli.artifact.cache`), and names any of the checkpoint's
+own Python code that loading it would import. Nothing here imports torch or transformers at import
+time.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from nash_cli.artifact.cache import read_once
 from nash_cli.errors import NashError
 
 MANIFEST = "nash.json"
@@ -118,7 +120,15 @@ def read_config_dict(source: str | Path) -> dict[str, Any]:
 
 
 def _read_json_object(path: Path, *, fix: str) -> dict[str, Any]:
-    """A JSON file that must hold one object; NashError (with `fix`) for anything else."""
+    """A JSON file that must hold one object; NashError (with `fix`) for anything else.
+
+    Read once per process while the file stays the same (`config.json` is asked for by the checks,
+    the code refusal and loading); every caller gets its own copy.
+    """
+    return read_once("json object", [path], lambda: _parse_json_object(path, fix=fix))
+
+
+def _parse_json_object(path: Path, *, fix: str) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as error:  # UnicodeDecodeError is a ValueError
@@ -221,7 +231,13 @@ def read_manifest(source: str | Path) -> dict[str, Any] | None:
     path = Path(source) / MANIFEST
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as error:
-        raise NashError(f"{path} is not valid JSON ({error}); rerun the stage that wrote it") from None
+
+    def parse() -> Any:
+        try:
+            return json.loads(path.read_text())
+        except ValueError as error:
+            raise NashError(f"{path} is not valid JSON ({error}); rerun the stage that wrote it") from None
+
+    # A stage asks for its parent's manifest several times (checks, its own logic, the lineage of
+    # its output): read once per process while the file stays the same; each caller gets a copy.
+    return read_once("manifest", [path], parse)

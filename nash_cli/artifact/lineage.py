@@ -19,6 +19,7 @@ from typing import Any
 
 from nash_cli import __version__
 from nash_cli._hf import quiet_transformers
+from nash_cli.artifact.cache import read_once
 from nash_cli.artifact.checkpoints import (
     FORMAT_VERSION,
     MANIFEST,
@@ -38,8 +39,14 @@ def weights_sha256(source: str | Path) -> str | None:
     """sha256 over a local checkpoint's weight files, in name order; None for a hub id."""
     if not is_local(source):
         return None
+    files = weight_files(Path(source), allow_pickle=True)
+    # Gigabytes for a real model: hashed once per process while the files stay the same.
+    return read_once("sha256", files, lambda: _sha256(files))
+
+
+def _sha256(files: list[Path]) -> str:
     digest = hashlib.sha256()
-    for path in weight_files(Path(source), allow_pickle=True):
+    for path in files:
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
