@@ -61,7 +61,7 @@ class Stage:
     """
 
     name: str
-    """Recipe key, e.g. "prune_encoder" (also the key of its result printer in `nash run`)."""
+    """Recipe key, e.g. "prune_encoder"."""
     command: str
     """The `nash` command that runs it, e.g. "prune-encoder"."""
     options: type
@@ -71,10 +71,11 @@ class Stage:
     order: int | None
     """Position in a recipe run (stages run in increasing order); None: not a recipe stage."""
     role: str | None = "transform"
-    """What a recipe run does with it (None for a stage that is not in recipes): "transform" (its checkpoint is what the next stage reads),
-    "teacher" (its checkpoint replaces the teacher as well), "branch" (its output, a copy of the
-    current student on another engine, is measured beside it; the next stage still reads the
-    student), "measure" (it reads the models and writes a result file)."""
+    """What a recipe run does with it: "transform" (its checkpoint is what the next stage reads),
+    "teacher" (it trains without a teacher, and its checkpoint becomes the teacher of the later
+    stages as well), "branch" (its output, the current student on another engine, is measured
+    beside the student; the next stage still reads the student), "measure" (it reads the models
+    and writes a result file). None for a stage that is not in recipes."""
     reads: frozenset[str] = UNMASKED
     """The checkpoint states its model input may be in."""
     refusal: str = ""
@@ -114,7 +115,9 @@ class Stage:
     @property
     def takes_list(self) -> bool:
         """Whether the model input is a list of models, measured in one call (bench)."""
-        return self.model_input.endswith("s")
+        import typing
+
+        return typing.get_origin(typing.get_type_hints(self.options)[self.model_input]) is list
 
 
 _DECLARED: dict[str, Stage] = {}
@@ -209,7 +212,7 @@ def state_refusal(stage: Stage, source: str, state: str, *, role: str = "checkpo
         passed = {"teacher": "--teacher"}.get(role, f"the {role}")
         return (
             f"{source} is a masked checkpoint (prune-encoder's output): {user} would use its weights without "
-            f"the masks; run `nash compact {source} -o DIR` first and pass DIR as {passed}"
+            f"the masks; run nash compact first (`nash compact {source} -o DIR`) and pass DIR as {passed}"
         )
     masks = " with no masks" if "masked" in reads else ""
     return f"{source} is a {state} checkpoint{masks}; {stage.refusal or f'{stage.command} cannot read it'}"
