@@ -7,7 +7,7 @@ launch` / `torchrun -m nash_cli distill ...`); `resume` continues an interrupted
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,16 +111,4 @@ STAGE = declare(
 
 #: A recipe's first stage when the teacher is not fine-tuned yet: `distill` without a teacher
 #: (cross-entropy alone); its output is the teacher of every later stage.
-FINETUNE_TEACHER = declare(
-    Stage(
-        name="finetune_teacher",
-        command="distill",
-        options=DistillOptions,
-        run=run,
-        order=10,
-        role="teacher",
-        model_input="student",
-        teacher_input="teacher",
-        data="train",
-    )
-)
+FINETUNE_TEACHER = declare(replace(STAGE, name="finetune_teacher", order=10, role="teacher"))
