@@ -110,6 +110,11 @@ def _lock(lock: Path, output: str | Path) -> int | None:
         os.close(handle)
 
 
+def holds_output(output: str | Path) -> bool:
+    """True when this process holds the lock of `output` (see `claim_output`)."""
+    return resolve_path(output) in _CLAIMS
+
+
 def release_output(output: str | Path) -> None:
     """Gives back the lock of `output` (if this process holds it) and removes parents made for it that stayed empty."""
     claim = _CLAIMS.pop(resolve_path(output), None)
