@@ -571,3 +571,29 @@ def test_a_full_disk_during_export_is_one_line(make_checkpoint, tmp_path, cli, m
     out = tmp_path / "ct2"
     assert_failed_write(cli("export", make_checkpoint("t5"), "-o", out, "--no-verify"), f"the disk is full: writing {out} failed")
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_full_disk_before_the_first_byte_is_one_line(tmp_path, monkeypatch):
+    import tempfile
+
+    out = tmp_path / "a" / "out"
+    monkeypatch.setattr(tempfile, "mkdtemp", _disk_full)  # the staging directory cannot be made
+    with pytest.raises(artifact.DiskFullError, match=f"writing {out} failed"):
+        with artifact.staged_output(out):
+            raise AssertionError("not reached")
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "open", _disk_full)  # nor the lock file
+    with pytest.raises(artifact.DiskFullError, match="free disk space"):
+        artifact.check_output(out, False)
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == set()
+
+
+def test_a_partial_left_before_its_run_record_is_nash_s(tmp_path):
+    partial = tmp_path / "out.partial"
+    (partial / ".run.json.abc123.tmp").mkdir(parents=True)  # killed while writing its first file
+    artifact.check_partial(tmp_path / "out")
+    (partial / "run.json").write_text('{"fingerprint": {}, "run": {}}')
+    (partial / "latest").write_text("step-00000002")
+    (partial / "step-00000002").mkdir()
+    artifact.check_partial(tmp_path / "out")

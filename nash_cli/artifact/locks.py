@@ -74,6 +74,10 @@ def claim_output(output: str | Path) -> None:
         handle = _lock(lock, output) if _is_main_rank() else None
     except OSError as error:
         _remove_empty(created)
+        from nash_cli.artifact.outputs import disk_full_error, is_disk_full
+
+        if is_disk_full(error):
+            raise disk_full_error(output) from None
         raise NashError(f"cannot write output {output} ({error.strerror or error}); choose a writable -o") from None
     except NashError:
         _remove_empty(created)

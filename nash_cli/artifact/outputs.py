@@ -206,7 +206,7 @@ def check_partial(output: str | Path) -> None:
     if os.path.islink(partial) or not partial.is_dir():
         raise NashError(f"{partial} is a file, not the state of an interrupted nash run, {fix}")
     names = sorted(os.listdir(partial))
-    if not names:
+    if all(name.startswith(".") for name in names):  # empty, or killed before its run record was written
         return
     foreign = [name for name in names if not _PARTIAL_ENTRY.match(name)]
     if foreign:
@@ -331,7 +331,8 @@ def staged_output(
     target = Path(output).absolute()
     check_output(target, force, kind=kind, inputs=inputs)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        with disk_full_refused(output):
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             yield staging
             record_entries(staging)
