@@ -245,6 +245,13 @@ def check_run_directory_is_nash(run_dir: Path) -> None:
     read_state(run_dir)
 
 
+def _mark_run_directory(run_dir: Path) -> None:
+    """Makes the run directory with an empty `run.json`, the file that marks it as nash's, first."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(run_dir / RUN_STATE):
+        _write_state(run_dir, {"stages": {}})
+
+
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
     from nash_cli.artifact import json_text, write_files_atomic
 
@@ -299,10 +306,9 @@ def _execute(
     from nash_cli.artifact import write_files_atomic
 
     check_run_directory_is_nash(run_dir)
-    state = read_state(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_state(run_dir, state)  # run.json first: what marks the directory as a nash run's
+    _mark_run_directory(run_dir)
     write_files_atomic({run_dir / RESOLVED_RECIPE: yaml.safe_dump(resolved, sort_keys=False)})
+    state = read_state(run_dir)
     stages = plan_run(recipe, run_dir, inputs=inputs)
     summary = []
     stale = False  # once a stage reruns, every later stage reads new outputs and reruns too
@@ -384,14 +390,12 @@ def prepare_run(recipe_path: str | Path, output: str | Path | None, overrides: l
         return PreparedRun(recipe, resolved, run_dir, inputs)
     from nash_cli.artifact import claim_output, release_output
 
-    # Held until `run_recipe` ends: a second run of the same directory is refused before this one,
-    # or it, writes anything (run.json, 00-inputs/, recipe.yaml).
+    # Taken before the first write (run.json, 00-inputs/, recipe.yaml) and held until `run_recipe`
+    # ends: a second run of the same directory is refused with the directory untouched.
     claim_output(run_dir)
     try:
         check_run_directory_is_nash(run_dir)  # again under the lock
-        state = read_state(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_state(run_dir, state)  # run.json before 00-inputs/: an interrupted start stays a nash run directory
+        _mark_run_directory(run_dir)  # before 00-inputs/: an interrupted start stays a nash run directory
         inputs = builtin.materialize(recipe.teacher, recipe.data.train, recipe.data.eval, inputs_dir)
     except BaseException:
         release_output(run_dir)
