@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -195,15 +197,59 @@ def _has_saved_state(stage: PlannedStage) -> bool:
     return (Path(f"{stage.directory}.partial") / LATEST).is_file()
 
 
+def is_run_state(state: Any) -> bool:
+    """True when `state` (a parsed `run.json`) is what nash writes: {"stages": {key: {"fingerprint", "status", ...}}}."""
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+        return False
+    return all(
+        isinstance(record, dict) and isinstance(record.get("fingerprint"), str) and record.get("status") in ("running", "done")
+        for record in state["stages"].values()
+    )
+
+
 def read_state(run_dir: Path) -> dict[str, Any]:
-    """The run's `run.json` (empty when the run is new)."""
+    """The run's `run.json` (empty when the run is new).
+
+    Raises:
+        NashError: `run.json` is not JSON, or not the record nash writes (another tool's file).
+    """
     path = run_dir / RUN_STATE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {"stages": {}}
     try:
-        return json.loads(path.read_text())
-    except ValueError:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
         raise NashError(f"{path} is not valid JSON; delete it to rerun every stage") from None
+    if not is_run_state(state):
+        raise NashError(
+            f"{path} is not the run.json nash writes, so {run_dir} is not a nash run directory; "
+            "choose a new or empty directory with -o"
+        )
+    return state
+
+
+def check_run_directory_is_nash(run_dir: Path) -> None:
+    """A run directory is new, empty, or one nash made (it holds nash's `run.json`): `nash run`
+    never writes its recipe, inputs and stages among a user's own files.
+
+    Raises:
+        NashError: the directory holds entries but no run.json, or another tool's run.json.
+    """
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if not os.path.lexists(run_dir / RUN_STATE):
+        raise NashError(
+            f"run directory {run_dir} holds files but no run.json, so nash did not make it and will not write "
+            "into it; choose a new or empty directory with -o"
+        )
+    read_state(run_dir)
+
+
+def _mark_run_directory(run_dir: Path) -> None:
+    """Makes the run directory with an empty `run.json`, the file that marks it as nash's, first."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(run_dir / RUN_STATE):
+        _write_state(run_dir, {"stages": {}})
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
@@ -237,9 +283,30 @@ def execute_run(
         log: Called with one line per stage (run, resume, skip).
         on_result: Called with each stage's key and `run` result, e.g. to print its tables.
     """
+    from nash_cli.artifact import claim_output, holds_output, release_output
+
+    claimed = not holds_output(run_dir)
+    claim_output(run_dir)  # before anything is written: a second run is refused with the directory untouched
+    try:
+        return _execute(recipe, resolved, run_dir, inputs=inputs, log=log, on_result=on_result)
+    finally:
+        if claimed:
+            release_output(run_dir)
+
+
+def _execute(
+    recipe: Recipe,
+    resolved: dict[str, Any],
+    run_dir: Path,
+    *,
+    inputs: dict[str, str],
+    log: Callable[[str], None],
+    on_result: Callable[[str, Any], None] | None,
+) -> list[dict[str, Any]]:
     from nash_cli.artifact import write_files_atomic
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_directory_is_nash(run_dir)
+    _mark_run_directory(run_dir)
     write_files_atomic({run_dir / RESOLVED_RECIPE: yaml.safe_dump(resolved, sort_keys=False)})
     state = read_state(run_dir)
     stages = plan_run(recipe, run_dir, inputs=inputs)
@@ -310,6 +377,7 @@ def prepare_run(recipe_path: str | Path, output: str | Path | None, overrides: l
     from nash_cli.recipe import load_recipe
 
     recipe, resolved = load_recipe(recipe_path, overrides)
+    check_run_name(recipe.name, source=str(recipe_path))
     check_inputs(recipe, source=str(recipe_path))
     run_dir = Path(output) if output is not None else Path("runs") / recipe.name
     run_dir = run_dir.absolute()
@@ -317,11 +385,39 @@ def prepare_run(recipe_path: str | Path, output: str | Path | None, overrides: l
         raise NashError(f"run directory {run_dir} is a file; choose a directory with -o")
     _check_run_directory(run_dir, recipe, recipe_path)
     inputs_dir = run_dir / "00-inputs"
-    if materialize:
-        inputs = builtin.materialize(recipe.teacher, recipe.data.train, recipe.data.eval, inputs_dir)
-    else:
+    if not materialize:
         inputs = builtin.planned_paths(recipe.teacher, recipe.data.train, recipe.data.eval, inputs_dir)
+        return PreparedRun(recipe, resolved, run_dir, inputs)
+    from nash_cli.artifact import claim_output, release_output
+
+    # Taken before the first write (run.json, 00-inputs/, recipe.yaml) and held until `run_recipe`
+    # ends: a second run of the same directory is refused with the directory untouched.
+    claim_output(run_dir)
+    try:
+        check_run_directory_is_nash(run_dir)  # again under the lock
+        _mark_run_directory(run_dir)  # before 00-inputs/: an interrupted start stays a nash run directory
+        inputs = builtin.materialize(recipe.teacher, recipe.data.train, recipe.data.eval, inputs_dir)
+    except BaseException:
+        release_output(run_dir)
+        raise
     return PreparedRun(recipe, resolved, run_dir, inputs)
+
+
+#: A recipe name is a directory name under runs/: one path component, not `.` or `..`.
+_UNSAFE_NAME = re.compile(r"[/\\]|\.\.|^\.?$")
+
+
+def check_run_name(name: str, *, source: str = "recipe") -> None:
+    """Refuses a recipe name that would put the default run directory (`runs/<name>`) elsewhere.
+
+    Raises:
+        NashError: the name holds `/`, `\\` or `..`, or is empty or `.`.
+    """
+    if _UNSAFE_NAME.search(name.strip()):
+        raise NashError(
+            f"{source}: name {name!r} must be a plain directory name (the run goes to runs/<name>), without '/', '\\' or '..'; "
+            "choose a name such as my-run"
+        )
 
 
 def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
@@ -383,8 +479,9 @@ def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
 
 
 def _check_run_directory(run_dir: Path, recipe: Recipe, recipe_path: str | Path) -> None:
-    """The run directory must be writable and must not be, contain or lie inside the recipe or an
-    input it names (its own saved recipe.yaml, rerun from inside it, excepted)."""
+    """The run directory must be writable, new, empty or a nash run's, and must not be, contain or
+    lie inside the recipe or an input it names (its own saved recipe.yaml, rerun from inside a nash
+    run directory, excepted)."""
     from nash_cli.artifact import check_writable, refuse_output_over_inputs, resolve_path
 
     named = {"teacher": recipe.teacher, "train data": recipe.data.train, "eval data": recipe.data.eval, "recipe": recipe_path}
@@ -392,6 +489,7 @@ def _check_run_directory(run_dir: Path, recipe: Recipe, recipe_path: str | Path)
         del named["recipe"]
     refuse_output_over_inputs([run_dir], named)
     check_writable(run_dir)
+    check_run_directory_is_nash(run_dir)
 
 
 def _flag_lines(declared: Stage, kwargs: dict[str, Any], defaults: dict[str, Any]) -> str:
@@ -483,8 +581,14 @@ def describe_plan(prepared: PreparedRun) -> dict[str, Any]:
 def run_recipe(
     prepared: PreparedRun, *, log: Callable[[str], None] = print, on_result: Callable[[str, Any], None] | None = None
 ) -> dict[str, Any]:
-    """Executes the prepared run; returns the run directory and a summary per stage."""
-    summary = execute_run(
-        prepared.recipe, prepared.resolved, prepared.run_dir, inputs=prepared.inputs, log=log, on_result=on_result
-    )
+    """Executes the prepared run (releasing the run directory's lock `prepare_run` took); returns
+    the run directory and a summary per stage."""
+    from nash_cli.artifact import release_output
+
+    try:
+        summary = execute_run(
+            prepared.recipe, prepared.resolved, prepared.run_dir, inputs=prepared.inputs, log=log, on_result=on_result
+        )
+    finally:
+        release_output(prepared.run_dir)
     return {"name": prepared.recipe.name, "run_dir": str(prepared.run_dir), "stages": summary}

@@ -124,7 +124,7 @@ def test_force_replaces_only_the_same_kind(teacher, tmp_path, cli):
     assert json.loads((student / "config.json").read_text())["num_decoder_layers"] == 2
     exported = tmp_path / "exported"
     exported.mkdir()
-    (exported / "nash.json").write_text(json.dumps({"stage": "export"}))
+    (exported / "nash.json").write_text(json.dumps({"format_version": 1, "stage": "export", "state": "compact"}))
     assert_user_error(cli("select-layers", teacher, "-k", "1", "-o", exported, "--force"), "is a nash export, not a checkpoint")
     assert os.listdir(exported) == ["nash.json"]
     with pytest.raises(NashError, match="is a nash checkpoint, not a export"):
@@ -407,3 +407,193 @@ def test_report_killed_between_its_renames(run_dir, monkeypatch, cli):
     (run_dir / "report.md").write_text("my own notes\n")
     assert_user_error(cli("report", run_dir, "--force"), "not a report file nash wrote")
     assert (run_dir / "report.md").read_text() == "my own notes\n"
+
+
+# --------------------------------------------------------------------------- what --force may replace: a manifest nash wrote, nash's entries
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["{}", '{"stage": "select-layers"}', '{"format_version": 1, "stage": "select-layers", "state": "banana"}',
+     '{"format_version": "1", "stage": "select-layers", "state": "dense"}', "[]"],
+)
+def test_force_requires_a_manifest_nash_wrote(manifest, teacher, tmp_path, cli):
+    thesis = tmp_path / "d"
+    thesis.mkdir()
+    (thesis / "nash.json").write_text(manifest)
+    (thesis / "thesis.tex").write_text("years of work\n")
+    before = snapshot(thesis)
+    assert_user_error(cli("select-layers", teacher, "-k", "1", "-o", thesis, "--force"), "has no nash.json that nash wrote")
+    assert snapshot(thesis) == before and (thesis / "thesis.tex").read_text() == "years of work\n"
+    assert not list(tmp_path.glob(".*nash-lock"))
+
+
+@pytest.mark.parametrize("added", ["README.md", "eval-results/", "notes.json"])
+def test_force_never_removes_what_a_user_added_to_a_nash_output(added, teacher, tmp_path, cli):
+    student = tmp_path / "student"
+    assert cli("select-layers", teacher, "-k", "1", "-o", student).exit_code == 0
+    listed = json.loads((student / "nash.json").read_text())[artifact.FILES_KEY]
+    assert sorted(os.listdir(student)) == listed and "nash.json" in listed
+    if added.endswith("/"):
+        (student / added).mkdir()
+        (student / added / "scores.json").write_text("{}")
+    else:
+        (student / added).write_text("mine\n")
+    name = added.rstrip("/")
+    assert_user_error(
+        cli("select-layers", teacher, "-k", "2", "-o", student, "--force"),
+        f"holds {name}, which nash did not write", "--force will not replace it",
+    )
+    assert (student / name).exists() and json.loads((student / "config.json").read_text())["num_decoder_layers"] == 1
+    shutil.rmtree(student / name) if (student / name).is_dir() else (student / name).unlink()
+    assert cli("select-layers", teacher, "-k", "2", "-o", student, "--force").exit_code == 0
+
+
+def test_force_over_an_output_written_before_nash_listed_its_entries(teacher, tmp_path, cli):
+    student = tmp_path / "student"
+    assert cli("select-layers", teacher, "-k", "1", "-o", student).exit_code == 0
+    manifest = json.loads((student / "nash.json").read_text())
+    del manifest[artifact.FILES_KEY]  # as nash wrote it before
+    (student / "nash.json").write_text(json.dumps(manifest))
+    (student / "README.md").write_text("mine\n")
+    assert_user_error(cli("select-layers", teacher, "-k", "2", "-o", student, "--force"), "holds README.md")
+    (student / "README.md").unlink()
+    assert cli("select-layers", teacher, "-k", "2", "-o", student, "--force").exit_code == 0
+
+
+def _distill_args(teacher, data, out):
+    return ["distill", teacher, "--teacher", teacher, "--data", data, "--source-column", "text",
+            "--target-column", "summary", "-o", out, "--max-steps", "1", "--batch-size", "2"]
+
+
+@pytest.mark.parametrize("flags", [["--force"], ["--resume"], []])
+def test_a_partial_that_nash_did_not_write_is_neither_removed_nor_resumed(flags, teacher, data, tmp_path, cli, no_loading):
+    out = tmp_path / "out"
+    partial = tmp_path / "out.partial"
+    partial.write_text("my file\n")
+    assert_user_error(cli(*_distill_args(teacher, data, out), *flags), f"{partial} is a file", "nash will neither")
+    assert partial.read_text() == "my file\n"
+    partial.unlink()
+    (partial / "figures").mkdir(parents=True)
+    assert_user_error(cli(*_distill_args(teacher, data, out), *flags), "holds figures, which nash did not write")
+    shutil.rmtree(partial / "figures")
+    (partial / "run.json").write_text('{"experiment": 3}')
+    assert_user_error(cli(*_distill_args(teacher, data, out), *flags), "has no run.json that nash wrote")
+    assert (partial / "run.json").read_text() == '{"experiment": 3}'
+    assert not out.exists() and not list(tmp_path.glob(".*nash-lock"))
+
+
+# --------------------------------------------------------------------------- a full disk: one line, cleanup unchanged
+
+
+def _disk_full(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _FullFile:
+    """A file object on a full disk: every write fails as the system's does."""
+
+    def __init__(self, handle, mode="r", *args, **kwargs):
+        self._file = _REAL_FDOPEN(handle, mode, *args, **kwargs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def write(self, data):
+        _disk_full()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+_REAL_FDOPEN = os.fdopen
+
+
+def assert_failed_write(result, *fragments: str) -> None:
+    """A failure after the work: the progress printed so far, then one error line (exit 2, no traceback)."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*") if ".tmp" in p.name or p.name.endswith(".nash-lock"))
+
+
+@pytest.mark.parametrize("error", ["oserror", "safetensors"])
+def test_a_full_disk_in_select_layers_is_one_line(error, teacher, tmp_path, cli, monkeypatch):
+    import transformers.modeling_utils
+
+    def full(*args, **kwargs):
+        if error == "safetensors":  # what safetensors' Rust writer raises
+            raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+        _disk_full()
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    out = tmp_path / "student"
+    assert_user_error(cli("select-layers", teacher, "-k", "1", "-o", out), f"the disk is full: writing {out} failed",
+                      "free disk space")
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_full_disk_writing_eval_and_bench_files_is_one_line(teacher, data, tmp_path, cli, monkeypatch):
+    monkeypatch.setattr(os, "fdopen", _FullFile)
+    metrics = tmp_path / "eval" / "metrics.json"
+    assert_failed_write(cli(*eval_args(teacher, data, metrics)), f"the disk is full: writing {metrics} failed")
+    bench = tmp_path / "bench.json"
+    args = ["bench", teacher, "--batch", "1", "--repeats", "1", "--warmup", "0", "--max-new-tokens", "2", "--num-batches", "1"]
+    assert_failed_write(cli(*args, "-o", bench), f"the disk is full: writing {bench} failed", "free disk space")
+    assert not metrics.exists() and not bench.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_full_disk_during_a_state_save_is_one_line(teacher, data, tmp_path, cli, monkeypatch):
+    import nash_cli.train.state as state
+
+    monkeypatch.setattr(state, "commit_dir", _disk_full)
+    out = tmp_path / "out"
+    result = cli(*_distill_args(teacher, data, out)[:-4], "--max-steps", "3", "--batch-size", "2", "--save-every", "1")
+    assert_failed_write(result, f"the disk is full: writing {out}.partial failed", "free disk space, then rerun with --resume")
+    assert not out.exists() and not (tmp_path / "out.partial").exists()  # no state was saved: nothing kept
+
+
+def test_a_full_disk_during_export_is_one_line(make_checkpoint, tmp_path, cli, monkeypatch):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+
+    monkeypatch.setattr(ctranslate2.specs.model_spec.ModelSpec, "save", _disk_full)
+    out = tmp_path / "ct2"
+    assert_failed_write(cli("export", make_checkpoint("t5"), "-o", out, "--no-verify"), f"the disk is full: writing {out} failed")
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_full_disk_before_the_first_byte_is_one_line(tmp_path, monkeypatch):
+    import tempfile
+
+    out = tmp_path / "a" / "out"
+    monkeypatch.setattr(tempfile, "mkdtemp", _disk_full)  # the staging directory cannot be made
+    with pytest.raises(artifact.DiskFullError, match=f"writing {out} failed"):
+        with artifact.staged_output(out):
+            raise AssertionError("not reached")
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "open", _disk_full)  # nor the lock file
+    with pytest.raises(artifact.DiskFullError, match="free disk space"):
+        artifact.check_output(out, False)
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == set()
+
+
+def test_a_partial_left_before_its_run_record_is_nash_s(tmp_path):
+    partial = tmp_path / "out.partial"
+    (partial / ".run.json.abc123.tmp").mkdir(parents=True)  # killed while writing its first file
+    artifact.check_partial(tmp_path / "out")
+    (partial / "run.json").write_text('{"fingerprint": {}, "run": {}}')
+    (partial / "latest").write_text("step-00000002")
+    (partial / "step-00000002").mkdir()
+    artifact.check_partial(tmp_path / "out")

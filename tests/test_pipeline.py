@@ -213,3 +213,91 @@ def test_an_export_stage_builds_its_vocabulary_map_from_the_recipe_data(tiny_rec
     path.write_text(yaml.safe_dump(recipe))
     assert_user_error(cli("run", path, "-o", tmp_path / "other", "--dry-run"), "stages.export.vocab_map is true or false",
                       "data.train")
+
+
+# --------------------------------------------------------------------------- the run directory: new, empty, or nash's
+
+
+@pytest.fixture
+def layers_recipe(tiny_recipe, tmp_path) -> Path:
+    """The fixture's recipe cut to select_layers (a run of seconds)."""
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    recipe["stages"] = {"select_layers": {"decoder_layers": 2}}
+    path = tmp_path / "layers.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_run_never_writes_into_a_directory_nash_did_not_make(layers_recipe, tmp_path, cli, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    mine = "# my recipe, with my comments\n" + layers_recipe.read_text()
+    (project / "recipe.yaml").write_text(mine)
+    monkeypatch.chdir(project)
+    before = snapshot(project)
+    for extra in ([], ["--dry-run"]):
+        result = cli("run", "recipe.yaml", "-o", ".", "--set", "select_layers.decoder_layers=1", *extra)
+        assert_user_error(result, "holds files but no run.json", "choose a new or empty directory with -o")
+    assert snapshot(project) == before and (project / "recipe.yaml").read_text() == mine
+    # another tool's run.json beside it: refused, not a KeyError
+    for foreign in ('{"experiments": []}', '{"stages": []}', '{"stages": {"select_layers": 3}}', "[1]"):
+        (project / "run.json").write_text(foreign)
+        assert_user_error(cli("run", "recipe.yaml", "-o", "."), "is not the run.json nash writes")
+        assert (project / "recipe.yaml").read_text() == mine and (project / "run.json").read_text() == foreign
+    assert not list(tmp_path.rglob("*.nash-lock"))
+
+
+def test_a_nash_run_directory_is_rerun_from_its_own_recipe(layers_recipe, tmp_path, cli):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # empty: nothing to lose
+    assert cli("run", layers_recipe, "-o", run_dir).exit_code == 0
+    assert json.loads((run_dir / "run.json").read_text())["stages"]["select_layers"]["status"] == "done"
+    (run_dir / "notes.md").write_text("mine\n")  # a user's note in a nash run directory is left alone
+    again = cli("run", run_dir / "recipe.yaml", "-o", run_dir, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert [s["status"] for s in again.json()["stages"]] == ["skipped"]
+    assert (run_dir / "notes.md").read_text() == "mine\n" and not list(tmp_path.rglob("*.nash-lock"))
+
+
+@pytest.mark.parametrize("name", ["..", "../x", "a/b", "runs/../../x", ".", "a\\b"])
+def test_a_recipe_name_cannot_move_the_run_out_of_runs(name, layers_recipe, tmp_path, cli, monkeypatch):
+    recipe = yaml.safe_load(layers_recipe.read_text())
+    recipe["name"] = name
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = snapshot(tmp_path)
+    assert_user_error(cli("run", path, "--dry-run"), f"name {name!r} must be a plain directory name", "without '/'")
+    assert_user_error(cli("run", path), "must be a plain directory name")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_run_refused_by_the_lock_has_written_nothing(layers_recipe, tmp_path, cli):
+    import fcntl
+    import os
+
+    from nash_cli import artifact
+
+    run_dir = tmp_path / "run"
+    assert cli("run", layers_recipe, "-o", run_dir).exit_code == 0
+    recipe_before = (run_dir / "recipe.yaml").read_text()
+    state_before = (run_dir / "run.json").read_text()
+    held = []
+    try:
+        # the first run, still running: it holds the run directory and the stage it writes
+        for path in (run_dir, run_dir / "01-select-layers"):
+            handle = os.open(artifact.lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(handle, b"4242\n")
+            held.append((handle, artifact.lock_path(path)))
+        result = cli("run", layers_recipe, "-o", run_dir, "--set", "select_layers.decoder_layers=1")
+        assert_user_error(result, "is being written by another nash process (pid 4242)")
+    finally:
+        for handle, lock in held:
+            os.close(handle)
+            lock.unlink()
+    assert (run_dir / "recipe.yaml").read_text() == recipe_before
+    assert (run_dir / "run.json").read_text() == state_before
+    assert json.loads((run_dir / "01-select-layers" / "config.json").read_text())["num_decoder_layers"] == 2

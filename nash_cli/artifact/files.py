@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nash_cli.artifact.locks import claim_output, release_output
-from nash_cli.artifact.outputs import _umask, check_writable, refuse_output_over_inputs
+from nash_cli.artifact.outputs import _umask, check_writable, disk_full_error, is_disk_full, refuse_output_over_inputs
 from nash_cli.errors import NashError
 
 #: The files nash writes outside a checkpoint, by kind (see `is_nash_file`).
@@ -171,10 +171,12 @@ def write_files_atomic(contents: Mapping[Path, str | bytes], *, durable: bool = 
     staged: list[tuple[str, Path]] = []
     journal = set_journal(paths[0]) if len(paths) > 1 else None
     journaled = False
+    writing = paths[0]
     try:
         if journal is not None:
             finish_partial_set(paths[0])
         for path, data in zip(paths, contents.values()):
+            writing = path
             path.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             staged.append((temporary, path))
@@ -198,6 +200,10 @@ def write_files_atomic(contents: Mapping[Path, str | bytes], *, durable: bool = 
                 fsync_dir(path.parent)
         if journal is not None:
             journal.unlink()
+    except OSError as error:
+        if is_disk_full(error):  # the temporaries are removed below, as for any failure
+            raise disk_full_error(writing) from None
+        raise
     finally:
         # Once journaled, the temporaries are the set's only complete copy: the next write finishes it.
         if not (journaled and journal.exists()):

@@ -74,6 +74,10 @@ def claim_output(output: str | Path) -> None:
         handle = _lock(lock, output) if _is_main_rank() else None
     except OSError as error:
         _remove_empty(created)
+        from nash_cli.artifact.outputs import disk_full_error, is_disk_full
+
+        if is_disk_full(error):
+            raise disk_full_error(output) from None
         raise NashError(f"cannot write output {output} ({error.strerror or error}); choose a writable -o") from None
     except NashError:
         _remove_empty(created)
@@ -108,6 +112,11 @@ def _lock(lock: Path, output: str | Path) -> int | None:
             os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
             return handle
         os.close(handle)
+
+
+def holds_output(output: str | Path) -> bool:
+    """True when this process holds the lock of `output` (see `claim_output`)."""
+    return resolve_path(output) in _CLAIMS
 
 
 def release_output(output: str | Path) -> None:

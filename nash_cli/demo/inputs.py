@@ -69,9 +69,9 @@ def _check_names(names: dict[str, str | None]) -> None:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    temporary.replace(path)
+    from nash_cli.artifact import write_files_atomic
+
+    write_files_atomic({path: "".join(json.dumps(row) + "\n" for row in rows)})
 
 
 def _teacher_init(path: Path, rows: list[dict]) -> Path:

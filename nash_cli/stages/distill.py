@@ -74,9 +74,11 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
         options.force,
         inputs={"student": options.student, "teacher": options.teacher, "data": options.data, "eval data": options.eval_data},
     )
+    artifact.check_partial(options.output)  # resumed from or removed below: only nash's own state
     inputs = load_training_inputs(options, STAGE)
     recorded = arguments(options)
-    result = train_with(options, inputs, run_info=recorded, progress=progress)
+    with artifact.disk_full_refused(artifact.partial_path(options.output), fix=artifact.TRAINING_DISK_FULL_FIX):
+        result = train_with(options, inputs, run_info=recorded, progress=progress)
     save_output(
         result,
         options.output,

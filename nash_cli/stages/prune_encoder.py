@@ -89,13 +89,17 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
         options.force,
         inputs={"student": options.student, "teacher": options.teacher, "data": options.data, "eval data": options.eval_data},
     )
+    artifact.check_partial(options.output)  # resumed from or removed below: only nash's own state
     inputs = load_training_inputs(options, STAGE)
     notes = inputs.notes
     reference, reference_origin = _reference_non_embedding(inputs.teacher, inputs.student_input.manifest)
     extension = L0Extension(inputs.student, options, teacher_non_embedding=reference, seed=options.seed)
     recorded = arguments(options)
 
-    result = train_with(options, inputs, run_info=recorded, extension=extension, progress=progress if progress is not None else "prune-encoder")
+    with artifact.disk_full_refused(artifact.partial_path(options.output), fix=artifact.TRAINING_DISK_FULL_FIX):
+        result = train_with(
+            options, inputs, run_info=recorded, extension=extension, progress=progress if progress is not None else "prune-encoder"
+        )
     # The hooks made the model compute with masks; the saved weights are the plain trained
     # ones (masks go to masks.safetensors), so detach them before anything else uses the model.
     extension.hooks.remove()

@@ -37,3 +37,14 @@ def test_demo_runs_the_whole_pipeline_offline(tmp_path, cli):
         assert manifest["stage"] == "export" and manifest["quantization"] == "int8"
         assert manifest["parent"]["path"] == str(run / "05-distill")
         assert (run / "08-eval" / "exported" / "metrics.json").is_file()
+
+
+def test_demo_never_writes_into_a_directory_nash_did_not_make(tmp_path, cli):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work\n")
+    result = cli("demo", "-o", mine)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert f"error: run directory {mine} holds files but no run.json" in result.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]  # no 00-inputs/, recipe.yaml or run.json
+    assert not list(tmp_path.glob(".*nash-lock"))
