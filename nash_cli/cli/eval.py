@@ -66,7 +66,7 @@ def command(
             "-o",
             metavar="PATH",
             help="Write the scores here (e.g. metrics.json) and the outputs beside it "
-            "(generations.jsonl, or <name>.generations.jsonl).",
+            "(generations.jsonl, or <name>.generations.jsonl); DIR/ writes both inside DIR.",
         ),
     ] = Options.output,
     generations: Annotated[
