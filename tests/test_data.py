@@ -386,3 +386,20 @@ def test_collator_types():
     batch = Seq2SeqCollator(pad_token_id=0)([Features([5, 6, 1], [7, 1]), Features([5, 1], [7, 8, 9, 1])])
     assert batch["input_ids"].tolist() == [[5, 6, 1], [5, 1, 0]]
     assert batch["labels"].tolist() == [[7, 1, -100, -100], [7, 8, 9, 1]]
+
+
+def test_template_lookups_reach_inside_lists_and_objects(tmp_path):
+    # `{answers[0]}` indexed the joined text ("a", the first letter); `{meta.title}` was a traceback.
+    path = tmp_path / "nested.json"
+    path.write_text(json.dumps([{"answers": ["abc", "def"], "meta": {"title": "T"}, "score": 0.5, "summary": "s"}]))
+    assert load_examples(str(path), source_template="{answers[1]} {meta.title} {meta[title]} {score:.2f} {answers}")[
+        0
+    ].source == "def T T 0.50 abc def"
+    for template, message in (
+        ("{answers[5]}", "record 1: 'answers' has 2 items, no \\[5\\]"),
+        ("{meta.nope}", "record 1: 'meta' has no key 'nope'.*its keys are 'title'"),
+        ("{summary[0]}", "record 1: 'summary' is a str, which has no \\[0\\]"),
+        ("{summary:d}", "record 1: --source-template cannot format it"),
+    ):
+        with pytest.raises(NashError, match=message):
+            load_examples(str(path), source_template=template)

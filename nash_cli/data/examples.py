@@ -257,6 +257,8 @@ def _example(
             source = source_template.format_map(_FieldTexts(record))
         except KeyError as missing:
             raise _NotText(f" has no field {missing}; its fields are {quoted_names(record)}") from None
+        except ValueError as error:  # a format spec the value does not take, e.g. {text:d}
+            raise _NotText(f": --source-template cannot format it ({error})") from None
     else:
         value = record.get(source_column)
         if value is None:
@@ -269,11 +271,54 @@ def _example(
 
 
 class _FieldTexts(dict):
-    """A record's fields as `--source-template` reads them: each one's text, made only when the
-    template uses it (a column the template ignores may hold anything)."""
+    """A record's fields as `--source-template` reads them: each one a `_Field`, whose text is made
+    only when the template uses it (a column the template ignores may hold anything)."""
 
-    def __getitem__(self, column: str) -> str:
-        return _column_text(super().__getitem__(column), column)
+    def __getitem__(self, column: str) -> _Field:
+        return _Field(super().__getitem__(column), column)
+
+
+class _Field:
+    """One value a `--source-template` field names: formatted as its text (a list joined with
+    spaces, as a column is); `{a[0]}` and `{a.b}` / `{a[b]}` look inside a list or an object.
+
+    Formatting the text itself would index its characters: `{answers[0]}` gave the first letter
+    of the joined answers, and `{meta.title}` was a traceback.
+    """
+
+    def __init__(self, value: Any, name: str):
+        self.value = value
+        self.name = name
+
+    def __format__(self, spec: str) -> str:
+        value = self.value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return format(value, spec)  # "{score:.2f}" formats the number
+        return format(_column_text(value, self.name), spec)
+
+    def __str__(self) -> str:
+        return _column_text(self.value, self.name)
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __getitem__(self, key: int | str) -> _Field:
+        value = self.value
+        if isinstance(value, dict):
+            if key not in value:
+                raise _NotText(f": {self.name!r} has no key {key!r} (--source-template); its keys are {quoted_names(value)}")
+            return _Field(value[key], f"{self.name}[{key}]")
+        if isinstance(value, (list, tuple)) and isinstance(key, int):
+            if not -len(value) <= key < len(value):
+                raise _NotText(f": {self.name!r} has {len(value)} items, no [{key}] (--source-template)")
+            return _Field(value[key], f"{self.name}[{key}]")
+        kind = "a list" if isinstance(value, (list, tuple)) else "null" if value is None else f"a {type(value).__name__}"
+        raise _NotText(f": {self.name!r} is {kind}, which has no [{key!r}] (--source-template)")
+
+    def __getattr__(self, name: str) -> _Field:
+        if name.startswith("__"):  # copy / pickle probes, not template lookups
+            raise AttributeError(name)
+        return self[name]
 
 
 def _column_text(value: Any, column: str | None) -> str:
