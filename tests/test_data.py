@@ -239,12 +239,15 @@ def test_unusual_parquet_is_one_line(tmp_path):
         load_examples(str(twice))
 
 
-def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path):
+def test_csv_long_fields_and_trailing_empty_columns_are_read(tmp_path):
     # csv refuses a field over 128 KiB by default; a long document in one cell is data.
     import csv as csv_module
 
     path = tmp_path / "long.csv"
     path.write_text("document,summary\n" + "word " * 40_000 + ",short\n")
+    spreadsheet = tmp_path / "spreadsheet.csv"  # trailing empty columns and fields: nothing lost, read
+    spreadsheet.write_text("document,summary,,\nthe cat,cat,,\nthe dog,dog,,,\n")
+    assert load_examples(str(spreadsheet)) == [Example("the cat", ["cat"]), Example("the dog", ["dog"])]
     limit = csv_module.field_size_limit()
     assert load_examples(str(path))[0].references == ["short"]
     assert csv_module.field_size_limit() == limit  # the process-wide limit is put back

@@ -238,16 +238,17 @@ def _read_csv(path: Path, *, split: str | None = None, limit: int | None, delimi
             for row in reader:
                 if not row:  # a blank line, as csv.DictReader skips it
                     continue
-                if len(row) > len(header):
+                if len(row) > len(header) and any(value.strip() for value in row[len(header) :]):
                     # csv.DictReader would file the extra values under the key None: a row
                     # with an unquoted delimiter in a field, whose values are now shifted.
+                    # Empty extra fields (a spreadsheet's trailing delimiters) hold nothing to lose.
                     raise NashError(
                         f"{path} line {reader.line_num} has {len(row)} fields but the header has "
                         f"{len(header)}; quote fields that hold {_delimiter_name(delimiter)}, or fix that row"
                     )
                 # A short row leaves its last columns None, as csv.DictReader does: a record
                 # without an input or target value is then refused with its number.
-                records.append(dict(zip(header, row + [None] * (len(header) - len(row)))))
+                records.append(dict(zip(header, row[: len(header)] + [None] * (len(header) - len(row)))))
                 if limit is not None and len(records) >= limit:
                     break
         except csv.Error as error:
@@ -256,10 +257,13 @@ def _read_csv(path: Path, *, split: str | None = None, limit: int | None, delimi
 
 
 def _check_header(path: Path, header: list[str]) -> None:
-    """Refuses a header naming one column twice: a record would keep only the last such value."""
+    """Refuses a header naming one column twice: a record would keep only the last such value.
+
+    Unnamed columns (a spreadsheet's trailing empty columns) may repeat: no option can name them.
+    """
     seen: set[str] = set()
     for name in header:
-        if name in seen:
+        if name in seen and name.strip():
             raise NashError(f"{path} has two columns named {name!r} in its header; rename one of them")
         seen.add(name)
 
