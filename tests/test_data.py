@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from conftest import make_unreadable
+from conftest import assert_user_error, make_unreadable, snapshot
 
 from nash_cli.data import (
     DataOptions,
@@ -176,6 +176,102 @@ def test_non_utf8_data_is_one_line_naming_the_file_and_the_fix(tmp_path):
         assert "\n" not in str(raised.value)
 
 
+def _parquet(path, columns: dict):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_arrays([pa.array(values) for values in columns.values()], names=list(columns)), path)
+    return path
+
+
+def test_binary_columns_are_decoded_as_utf8_text(tmp_path):
+    # pyarrow gives a binary column as bytes; str() of them made the text "b'the cat sat'".
+    path = _parquet(tmp_path / "binary.parquet", {"document": [b"the cat sat"], "summary": [[b"cat sat", b"a cat"]]})
+    assert load_examples(str(path)) == [Example("the cat sat", ["cat sat", "a cat"])]
+    path = _parquet(tmp_path / "template.parquet", {"q": [b"why"], "c": ["because"], "image": [b"\x89PNG\xff"]})
+    # A column the template does not use may hold any bytes.
+    assert load_examples(str(path), source_template="{q} {c}") == [Example("why because", [])]
+
+    import datasets
+
+    datasets.Dataset.from_dict({"document": [b"the dog ran"], "summary": [b"dog ran"]}).save_to_disk(str(tmp_path / "saved"))
+    assert load_examples(str(tmp_path / "saved")) == [Example("the dog ran", ["dog ran"])]
+
+
+# Valid but unusual data: each is one line naming the file (and the line, record or column),
+# never a traceback, and never silently read as something else.
+UNUSUAL = {
+    "surrogate.json": ('[{"document": "a \\ud800 b", "summary": "x"}]', "record 1: column 'document' holds a lone surrogate"),
+    "surrogate.jsonl": ('{"document": "a", "summary": "x \\udfff"}\n', "record 1: column 'summary' holds a lone surrogate"),
+    "deep.json": ('[{"document": "a", "summary": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}]", "deep.json nests"),
+    "deep.jsonl": ('{"document": "a", "summary": "b"}\n{"x": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "deep.jsonl line 2 nests"),
+    "bigint.json": ('[{"document": "a", "summary": ' + "7" * 5000 + "}]", "bigint.json holds an integer longer than Python reads"),
+    "bigint.jsonl": ('{"document": "a", "summary": ' + "7" * 5000 + "}\n", "bigint.jsonl line 1 holds an integer"),
+    "twice.json": ('[{"document": "a", "summary": "b", "summary": "c"}]', "naming the key 'summary' twice"),
+    "twice.jsonl": ('{"document": "a", "summary": "b"}\n{"document": "a", "document": "c"}\n', "line 2 has an object naming the key 'document' twice"),
+    "ragged.csv": ("document,summary\nthe cat,cat\nthe cat, the dog,cat\n", "ragged.csv line 3 has 3 fields but the header has 2"),
+    "ragged.tsv": ("document\tsummary\nthe cat\tcat\tmore\n", "line 2 has 3 fields but the header has 2; quote fields that hold a tab"),
+    "twice.csv": ("document,summary,summary\nthe cat,cat,dog\n", "twice.csv has two columns named 'summary'"),
+    "twice.tsv": ("summary\tdocument\tsummary\nthe cat\tcat\tdog\n", "twice.tsv has two columns named 'summary'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNUSUAL))
+def test_unusual_data_is_one_line(tmp_path, name):
+    content, message = UNUSUAL[name]
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8", errors="surrogatepass")
+    with pytest.raises(NashError, match=message.replace("(", r"\(").replace("[", r"\[")) as raised:
+        load_examples(str(path), require_references=True)
+    assert "\n" not in str(raised.value) and len(str(raised.value)) < 300
+
+
+def test_unusual_parquet_is_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = _parquet(tmp_path / "latin1.parquet", {"document": ["caf\u00e9".encode("latin-1")], "summary": ["x"]})
+    with pytest.raises(NashError, match="record 1: column 'document' holds bytes that are not UTF-8 text"):
+        load_examples(str(path))
+    twice = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["summary", "summary"]), twice)
+    with pytest.raises(NashError, match="twice.parquet has two columns named 'summary'"):
+        load_examples(str(twice))
+
+
+def test_csv_long_fields_and_trailing_empty_columns_are_read(tmp_path):
+    # csv refuses a field over 128 KiB by default; a long document in one cell is data.
+    import csv as csv_module
+
+    path = tmp_path / "long.csv"
+    path.write_text("document,summary\n" + "word " * 40_000 + ",short\n")
+    spreadsheet = tmp_path / "spreadsheet.csv"  # trailing empty columns and fields: nothing lost, read
+    spreadsheet.write_text("document,summary,,\nthe cat,cat,,\nthe dog,dog,,,\n")
+    assert load_examples(str(spreadsheet)) == [Example("the cat", ["cat"]), Example("the dog", ["dog"])]
+    limit = csv_module.field_size_limit()
+    assert load_examples(str(path))[0].references == ["short"]
+    assert csv_module.field_size_limit() == limit  # the process-wide limit is put back
+
+
+@pytest.mark.parametrize("name", ["surrogate.jsonl", "deep.json", "bigint.jsonl", "ragged.csv", "twice.csv", "binary.parquet"])
+def test_unusual_data_through_the_cli_exits_2_and_writes_nothing(make_checkpoint, cli, tmp_path, name):
+    checkpoint = make_checkpoint("t5")
+    path = tmp_path / name
+    if name == "binary.parquet":
+        _parquet(path, {"document": [b"\xffcat"], "summary": ["cat"]})
+        message = "holds bytes that are not UTF-8 text"
+    else:
+        content, message = UNUSUAL[name]
+        path.write_text(content, encoding="utf-8", errors="surrogatepass")
+    before = snapshot(tmp_path)
+    assert_user_error(cli("eval", checkpoint, "--data", path, "-o", tmp_path / "out" / "metrics.json"), message)
+    assert_user_error(
+        cli("distill", checkpoint, "--teacher", checkpoint, "--data", path, "--max-steps", "1", "-o", tmp_path / "student"),
+        message,
+    )
+    assert snapshot(tmp_path) == before
+
+
 def test_unreadable_data_file_is_one_line(tmp_path, monkeypatch):
     path = write_jsonl(tmp_path / "secret.jsonl", RECORDS)
     make_unreadable(path, monkeypatch, method="open")
@@ -293,3 +389,20 @@ def test_collator_types():
     batch = Seq2SeqCollator(pad_token_id=0)([Features([5, 6, 1], [7, 1]), Features([5, 1], [7, 8, 9, 1])])
     assert batch["input_ids"].tolist() == [[5, 6, 1], [5, 1, 0]]
     assert batch["labels"].tolist() == [[7, 1, -100, -100], [7, 8, 9, 1]]
+
+
+def test_template_lookups_reach_inside_lists_and_objects(tmp_path):
+    # `{answers[0]}` indexed the joined text ("a", the first letter); `{meta.title}` was a traceback.
+    path = tmp_path / "nested.json"
+    path.write_text(json.dumps([{"answers": ["abc", "def"], "meta": {"title": "T"}, "score": 0.5, "summary": "s"}]))
+    assert load_examples(str(path), source_template="{answers[1]} {meta.title} {meta[title]} {score:.2f} {answers}")[
+        0
+    ].source == "def T T 0.50 abc def"
+    for template, message in (
+        ("{answers[5]}", "record 1: 'answers' has 2 items, no \\[5\\]"),
+        ("{meta.nope}", "record 1: 'meta' has no key 'nope'.*its keys are 'title'"),
+        ("{summary[0]}", "record 1: 'summary' is a str, which has no \\[0\\]"),
+        ("{summary:d}", "record 1: --source-template cannot format it"),
+    ):
+        with pytest.raises(NashError, match=message):
+            load_examples(str(path), source_template=template)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -61,16 +60,17 @@ def command(
     device: Annotated[str, typer.Option("--device", help="auto (cuda if present), cpu or cuda.")] = Options.device,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = Options.dtype,
     output: Annotated[
-        Optional[Path],
+        Optional[str],  # a str keeps a trailing "/" (a directory), which Path drops
         typer.Option(
             "--output",
             "-o",
+            metavar="PATH",
             help="Write the scores here (e.g. metrics.json) and the outputs beside it "
-            "(generations.jsonl, or <name>.generations.jsonl).",
+            "(generations.jsonl, or <name>.generations.jsonl); DIR/ writes both inside DIR.",
         ),
     ] = Options.output,
     generations: Annotated[
-        Optional[Path], typer.Option("--generations", help="Where to write the outputs instead (JSON Lines).")
+        Optional[str], typer.Option("--generations", metavar="PATH", help="Where to write the outputs instead (JSON Lines).")
     ] = Options.generations,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = Options.force,
     vocab_map: VocabMapOption = Options.vocab_map,

@@ -8,6 +8,7 @@ that `nash_cli.data.sources` reads. `read_examples` calls it with a stage's opti
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ TARGET_COLUMNS = (
     "label",
     "response",
 )
+#: Half of a UTF-16 surrogate pair: JSON's "\ud800" escape parses to it, and it is not text.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: The split read where the options name none: the stage's data at its train split, held-out
 #: data at its validation split (hub datasets, saved DatasetDicts, JSON keyed by split).
 DEFAULT_SPLITS = {"train": "train", "eval": "validation"}
@@ -114,27 +117,14 @@ def load_examples(
             kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
             kind = kinds.get(type(record), "null" if record is None else f"a {type(record).__name__}")
             raise NashError(f"{where}: record {row} is {kind}, not an object with named fields")
-        if source_template is not None:
-            try:
-                source = source_template.format_map({k: _text(v) for k, v in record.items()})
-            except KeyError as missing:
-                raise NashError(
-                    f"{where}: record {row} has no field {missing}; its fields are {quoted_names(record)}"
-                ) from None
-        else:
-            value = record.get(source_column)
-            if value is None:
-                raise NashError(
-                    f"{where}: record {row} has no {source_column!r} value; fill it in or drop the record"
-                )
-            source = _text(value)
-        references = _references(record.get(target)) if target is not None else []
-        if require_references and not references:
-            raise NashError(
-                f"{where}: record {row} has no {target!r} value; training and scoring need a "
-                "target for every example"
+        try:
+            examples.append(
+                _example(record, source_column, source_template, target, source_prefix, require_references)
             )
-        examples.append(Example(source=source_prefix + source, references=references))
+        except _NotText as problem:
+            raise NashError(f"{where}: record {row}{problem}") from None
+        except RecursionError:
+            raise NashError(f"{where}: record {row} nests lists too deeply to read as text; flatten it") from None
     return examples
 
 
@@ -250,20 +240,121 @@ def _template_fields(template: str) -> list[str]:
     return fields
 
 
+class _NotText(Exception):
+    """A record's value that cannot become an example's text; the message continues "record N"."""
+
+
+def _example(
+    record: dict[str, Any],
+    source_column: str | None,
+    source_template: str | None,
+    target: str | None,
+    source_prefix: str,
+    require_references: bool,
+) -> Example:
+    if source_template is not None:
+        try:
+            source = source_template.format_map(_FieldTexts(record))
+        except KeyError as missing:
+            raise _NotText(f" has no field {missing}; its fields are {quoted_names(record)}") from None
+        except ValueError as error:  # a format spec the value does not take, e.g. {text:d}
+            raise _NotText(f": --source-template cannot format it ({error})") from None
+    else:
+        value = record.get(source_column)
+        if value is None:
+            raise _NotText(f" has no {source_column!r} value; fill it in or drop the record")
+        source = _column_text(value, source_column)
+    references = _references(record.get(target), target) if target is not None else []
+    if require_references and not references:
+        raise _NotText(f" has no {target!r} value; training and scoring need a target for every example")
+    return Example(source=source_prefix + source, references=references)
+
+
+class _FieldTexts(dict):
+    """A record's fields as `--source-template` reads them: each one a `_Field`, whose text is made
+    only when the template uses it (a column the template ignores may hold anything)."""
+
+    def __getitem__(self, column: str) -> _Field:
+        return _Field(super().__getitem__(column), column)
+
+
+class _Field:
+    """One value a `--source-template` field names: formatted as its text (a list joined with
+    spaces, as a column is); `{a[0]}` and `{a.b}` / `{a[b]}` look inside a list or an object.
+
+    Formatting the text itself would index its characters: `{answers[0]}` gave the first letter
+    of the joined answers, and `{meta.title}` was a traceback.
+    """
+
+    def __init__(self, value: Any, name: str):
+        self.value = value
+        self.name = name
+
+    def __format__(self, spec: str) -> str:
+        value = self.value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return format(value, spec)  # "{score:.2f}" formats the number
+        return format(_column_text(value, self.name), spec)
+
+    def __str__(self) -> str:
+        return _column_text(self.value, self.name)
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __getitem__(self, key: int | str) -> _Field:
+        value = self.value
+        if isinstance(value, dict):
+            if key not in value:
+                raise _NotText(f": {self.name!r} has no key {key!r} (--source-template); its keys are {quoted_names(value)}")
+            return _Field(value[key], f"{self.name}[{key}]")
+        if isinstance(value, (list, tuple)) and isinstance(key, int):
+            if not -len(value) <= key < len(value):
+                raise _NotText(f": {self.name!r} has {len(value)} items, no [{key}] (--source-template)")
+            return _Field(value[key], f"{self.name}[{key}]")
+        kind = "a list" if isinstance(value, (list, tuple)) else "null" if value is None else f"a {type(value).__name__}"
+        raise _NotText(f": {self.name!r} is {kind}, which has no [{key!r}] (--source-template)")
+
+    def __getattr__(self, name: str) -> _Field:
+        if name.startswith("__"):  # copy / pickle probes, not template lookups
+            raise AttributeError(name)
+        return self[name]
+
+
+def _column_text(value: Any, column: str | None) -> str:
+    """`_text`, with values that are not Unicode text named by their column."""
+    try:
+        text = _text(value)
+    except UnicodeDecodeError:
+        raise _NotText(
+            f": column {column!r} holds bytes that are not UTF-8 text; store text in it, or pick another column"
+        ) from None
+    if _SURROGATE.search(text):
+        # JSON can escape half of a UTF-16 pair ("\ud800"); no tokenizer or UTF-8 file takes it.
+        raise _NotText(
+            f": column {column!r} holds a lone surrogate (a \\ud800-\\udfff escape without its pair), "
+            "which is not text; fix or remove that escape"
+        )
+    return text
+
+
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, (bytes, bytearray)):  # Parquet / Arrow binary columns: text stored as bytes
+        return bytes(value).decode("utf-8")
     if isinstance(value, list):
         return " ".join(_text(item) for item in value)
     return "" if value is None else str(value)
 
 
-def _references(value: Any) -> list[str]:
+def _references(value: Any, column: str | None = None) -> list[str]:
     if value is None:
         return []
     if isinstance(value, dict) and "text" in value:  # SQuAD-style {"text": [...], "answer_start": [...]}
         value = value["text"]
     if isinstance(value, (list, tuple)):
-        return [_text(item) for item in value if item is not None and _text(item) != ""]
-    text = _text(value)
+        texts = [_column_text(item, column) for item in value if item is not None]
+        return [text for text in texts if text != ""]
+    text = _column_text(value, column)
     return [text] if text != "" else []

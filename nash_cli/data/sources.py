@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +131,7 @@ def _read_json(path: Path, *, split: str | None, limit: int | None) -> list[Any]
     if not text.strip():
         raise NashError(f"{path} is empty; point --data at a file with at least one record")
     try:
-        content = json.loads(text)
+        content = parse_json(text, where=str(path))
     except json.JSONDecodeError as error:
         if error.msg == "Extra data":  # one object per line: JSON Lines under a .json name
             return _read_jsonl(path, split=split, limit=limit)
@@ -153,6 +155,51 @@ def _read_json(path: Path, *, split: str | None, limit: int | None) -> list[Any]
     return content[:limit] if limit is not None else content
 
 
+def parse_json(text: str, *, where: str) -> Any:
+    """`json.loads`, with valid JSON that Python cannot hold as one line naming `where`.
+
+    Raises:
+        json.JSONDecodeError: the text is not JSON (each reader words that itself).
+        NashError: an object naming one key twice (Python would keep the last value silently),
+            nesting deeper than Python's recursion limit, or an integer of more digits than
+            Python converts (`sys.get_int_max_str_digits`, 4,300 by default).
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_duplicates)
+    except _DuplicateKey as duplicate:
+        raise NashError(f"{where} has an object naming the key {duplicate.key!r} twice; keep one of them") from None
+    except RecursionError:
+        raise NashError(
+            f"{where} nests arrays or objects too deeply for Python to read; flatten the records"
+        ) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as error:
+        if "integer string conversion" not in str(error):
+            raise
+        raise NashError(
+            f"{where} holds an integer longer than Python reads ({sys.get_int_max_str_digits()} digits); "
+            "quote it as a string"
+        ) from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return record
+
+
 def _read_jsonl(path: Path, *, split: str | None = None, limit: int | None) -> list[Any]:
     records = []
     with path.open(encoding=TEXT_ENCODING) as lines:
@@ -160,7 +207,7 @@ def _read_jsonl(path: Path, *, split: str | None = None, limit: int | None) -> l
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = parse_json(line, where=f"{path} line {number}")
             except json.JSONDecodeError as error:
                 raise NashError(
                     f"{path} line {number} is not valid JSON ({error.msg}, column {error.colno}); "
@@ -181,15 +228,60 @@ def _read_jsonl(path: Path, *, split: str | None = None, limit: int | None) -> l
 
 def _read_csv(path: Path, *, split: str | None = None, limit: int | None, delimiter: str = ",") -> list[Any]:
     records = []
-    with path.open(encoding=TEXT_ENCODING, newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        if not reader.fieldnames:
-            raise NashError(f"{path} is empty; point --data at a file with a header row and records")
-        for row in reader:
-            records.append(row)
-            if limit is not None and len(records) >= limit:
-                break
+    with path.open(encoding=TEXT_ENCODING, newline="") as handle, _long_csv_fields():
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            header = next(reader, None)
+            if not header:
+                raise NashError(f"{path} is empty; point --data at a file with a header row and records")
+            _check_header(path, header)
+            for row in reader:
+                if not row:  # a blank line, as csv.DictReader skips it
+                    continue
+                if len(row) > len(header) and any(value.strip() for value in row[len(header) :]):
+                    # csv.DictReader would file the extra values under the key None: a row
+                    # with an unquoted delimiter in a field, whose values are now shifted.
+                    # Empty extra fields (a spreadsheet's trailing delimiters) hold nothing to lose.
+                    raise NashError(
+                        f"{path} line {reader.line_num} has {len(row)} fields but the header has "
+                        f"{len(header)}; quote fields that hold {_delimiter_name(delimiter)}, or fix that row"
+                    )
+                # A short row leaves its last columns None, as csv.DictReader does: a record
+                # without an input or target value is then refused with its number.
+                records.append(dict(zip(header, row[: len(header)] + [None] * (len(header) - len(row)))))
+                if limit is not None and len(records) >= limit:
+                    break
+        except csv.Error as error:
+            raise NashError(f"{path} line {reader.line_num} is not valid CSV ({error}); fix that row") from None
     return records
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Refuses a header naming one column twice: a record would keep only the last such value.
+
+    Unnamed columns (a spreadsheet's trailing empty columns) may repeat: no option can name them.
+    """
+    seen: set[str] = set()
+    for name in header:
+        if name in seen and name.strip():
+            raise NashError(f"{path} has two columns named {name!r} in its header; rename one of them")
+        seen.add(name)
+
+
+def _delimiter_name(delimiter: str) -> str:
+    return "a tab" if delimiter == "\t" else repr(delimiter)
+
+
+@contextmanager
+def _long_csv_fields():
+    """Lifts the csv module's 128 KiB limit on one field for the read: a long document in one
+    cell is data, not an error. The limit is process-wide, so the old one is put back after."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _read_tsv(path: Path, *, split: str | None = None, limit: int | None) -> list[Any]:
@@ -200,7 +292,10 @@ def _read_parquet(path: Path, *, limit: int | None) -> list[Any]:
     import pyarrow.parquet as pq
 
     try:
+        _check_header(path, pq.read_schema(path).names)
         table = pq.read_table(path)
+    except NashError:
+        raise
     except Exception as error:  # pyarrow raises several types for a damaged file
         raise NashError(f"{path} is not a readable Parquet file ({_first_line(error)}); fix or re-export it") from None
     if limit is not None:

@@ -11,6 +11,7 @@ the best reference for that example (BLEU, a corpus metric, uses all references 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ from nash_cli.stages import ANY_STATE, Stage, declare
 
 if TYPE_CHECKING:
     from nash_cli.generation import GenerationSettings
+
+#: What `-o DIR/` writes inside DIR: the scores, and the generations beside them.
+METRICS_FILE = "metrics.json"
+GENERATIONS_FILE = "generations.jsonl"
 
 
 @dataclass(kw_only=True)
@@ -51,13 +56,18 @@ class EvalOptions(ExampleReading, SourceLength, LoadOptions):
     dtype: str = "float32"
     """float32, bfloat16 or float16."""
     output: Path | None = None
-    """Write the scores here (e.g. metrics.json) and the outputs beside it."""
+    """Write the scores here (e.g. metrics.json) and the outputs beside it; a directory (an
+    existing one, or a path ending in "/") gets `metrics.json` and `generations.jsonl` inside."""
     generations: Path | None = None
-    """Where to write the outputs instead (JSON Lines)."""
+    """Where to write the outputs instead (JSON Lines); a directory gets `generations.jsonl` inside."""
     force: bool = False
     """Overwrite existing output files."""
     vocab_map: bool = True
     """Decode a CTranslate2 export that has a vocabulary map (`nash export --vocab-map`) with it."""
+
+    def __post_init__(self) -> None:
+        self.output = file_in(self.output, METRICS_FILE)
+        self.generations = file_in(self.generations, GENERATIONS_FILE)
 
     def check(self) -> None:
         """NashError for an impossible setting (before any data or model is read)."""
@@ -159,11 +169,26 @@ def evaluate(
     )
 
 
+def file_in(path: str | Path | None, name: str) -> Path | None:
+    """`path` as the file to write: `path/name` where it names a directory (an existing one, or a
+    string ending in a path separator, as `-o results/` does), else `path` itself.
+
+    Written as a file, `-o results/` would become a file named `results`, and an existing
+    directory would be refused as an existing output (or, with --force, fail to be replaced).
+    """
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return Path(text) / name
+    return Path(text)
+
+
 def generations_path_for(metrics_path: Path) -> Path:
     """Where generations go beside a metrics file: `generations.jsonl` for `metrics.json`,
     else `<stem>.generations.jsonl`."""
     if metrics_path.stem == "metrics":
-        return metrics_path.with_name("generations.jsonl")
+        return metrics_path.with_name(GENERATIONS_FILE)
     return metrics_path.with_name(f"{metrics_path.stem}.generations.jsonl")
 
 
@@ -309,6 +334,6 @@ STAGE = declare(
         reads=ANY_STATE,
         writes=None,
         data="eval",
-        result_file="metrics.json",
+        result_file=METRICS_FILE,
     )
 )

@@ -57,6 +57,31 @@ def load_features(spec: DataOptions, tokenizer):
     return tokenize(train), tokenize(evaluation) if evaluation is not None else None
 
 
+def fit_batch_to_data(options: TrainConfig, examples: int) -> list[str]:
+    """Lowers `options.batch_size` to the number of training examples where it is larger; the notes.
+
+    A global batch larger than the data is filled by repeating examples (`DataOrder`): with
+    `--batch-size 100000` on 40 examples every step would hold each example 2,500 times, 2,500
+    times the work (or an out-of-memory error) for the gradient of the 40. A data loader gives one
+    batch of all the data there, and so does this. A global batch that exceeds the data only
+    through `--grad-accum` (or several processes) is kept, with a note: that is the user's
+    choice of step, and its examples repeat.
+    """
+    notes = []
+    if options.batch_size > examples:
+        notes.append(
+            f"--batch-size {options.batch_size} is larger than the {examples} training examples; "
+            f"trained with batches of {examples} (each example once a step)"
+        )
+        options.batch_size = examples
+    if options.batch_size * options.grad_accum > examples:
+        notes.append(
+            f"--batch-size {options.batch_size} x --grad-accum {options.grad_accum} is more than the {examples} "
+            "training examples; each step repeats some of them (lower --grad-accum to see each once a step)"
+        )
+    return notes
+
+
 def check_families(student_config, teacher_config, *, student: str, teacher: str) -> None:
     """NashError unless student and teacher are of one family (checked from their configs, before
     any weights are loaded): the hidden-state losses pair layers of the same architecture."""
@@ -226,10 +251,10 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
             )
     tokenizer = artifact.load_tokenizer(options.student, trust_remote_code=options.trust_remote_code)
     train_features, eval_features = load_features(options, tokenizer)
+    notes: list[str] = fit_batch_to_data(options, len(train_features))
 
     student = artifact.load_model(options.student, config=student_config, **load)
     teacher = None
-    notes: list[str] = []
     encoder, decoder = None, None
     if options.teacher is not None:
         teacher = artifact.load_model(options.teacher, config=teacher_config, **load)
@@ -237,7 +262,7 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
             student, teacher, student_tokenizer=tokenizer, teacher_source=options.teacher,
             trust_remote_code=options.trust_remote_code,
         )
-        encoder, decoder, notes = resolve_layer_maps(
+        encoder, decoder, map_notes = resolve_layer_maps(
             student,
             teacher,
             student_source=options.student,
@@ -246,6 +271,7 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
             alpha_dec=options.alpha_dec,
             alpha_enc=options.alpha_enc,
         )
+        notes.extend(map_notes)
     return TrainingInputs(student, teacher, tokenizer, train_features, eval_features, encoder, decoder, notes, opened)
 
 

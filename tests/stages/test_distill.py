@@ -246,3 +246,27 @@ def test_two_processes_match_one_with_the_same_global_batch(setup, tmp_path, cli
     expected, got = weights(tmp_path / "one"), weights(tmp_path / "two")
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_batch_larger_than_the_data_is_one_batch_of_all_of_it(setup, tmp_path, cli):
+    # Before, --batch-size 100000 on 24 examples filled each step by repeating every example
+    # 4,167 times, without a word: 4,167 times the work for the same gradient.
+    result = cli(
+        "distill", setup["student"], "--teacher", setup["teacher"], "--data", setup["train"],
+        "--max-steps", "1", "--batch-size", "100000", "-o", tmp_path / "out", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    summary = result.json()
+    assert summary["global_batch_size"] == 24
+    assert any("--batch-size 100000 is larger than the 24 training examples" in note for note in summary["notes"])
+    manifest = json.loads((tmp_path / "out" / "nash.json").read_text())
+    assert manifest["arguments"]["batch_size"] == 24  # what it trained with
+    # Through --grad-accum the global batch may still exceed the data: kept, and said.
+    result = cli(
+        "distill", setup["student"], "--teacher", setup["teacher"], "--data", setup["train"],
+        "--max-steps", "1", "--batch-size", "10", "--grad-accum", "3", "-o", tmp_path / "accum", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    summary = result.json()
+    assert summary["global_batch_size"] == 30
+    assert any("each step repeats some of them" in note for note in summary["notes"])

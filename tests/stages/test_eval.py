@@ -128,6 +128,24 @@ def test_generations_path_beside_the_metrics():
     assert generations_path_for(Path("out/flan.json")) == Path("out/flan.generations.jsonl")
 
 
+
+def test_an_output_directory_gets_metrics_and_generations_inside(bart, data, tmp_path, cli):
+    # `-o results/` wrote a file named "results"; an existing directory was refused as an
+    # existing output. Both are directories: metrics.json and generations.jsonl go inside.
+    common = ["eval", bart, "--data", data, "--target-column", "summary", "--limit", "2"]
+    result = cli(*common, "-o", f"{tmp_path / 'new'}/")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["generations.jsonl", "metrics.json"]
+    (tmp_path / "existing").mkdir()
+    result = cli(*common, "-o", tmp_path / "existing", "--generations", f"{tmp_path / 'gens'}/")
+    assert result.exit_code == 0, result.stderr
+    assert [p.name for p in (tmp_path / "existing").iterdir()] == ["metrics.json"]
+    assert [p.name for p in (tmp_path / "gens").iterdir()] == ["generations.jsonl"]
+    # The files inside are outputs like any other: a second run needs --force.
+    before = snapshot(tmp_path)
+    assert_user_error(cli(*common, "-o", f"{tmp_path / 'new'}/"), "already exists", "--force")
+    assert snapshot(tmp_path) == before
+
 @pytest.mark.parametrize(
     "args, fragment",
     [
