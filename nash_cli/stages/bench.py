@@ -105,7 +105,7 @@ def require_source_length(source_length: int | None) -> None:
     is held to its own, smaller bound once loaded)."""
     if source_length is not None and source_length > MAX_SOURCE_LENGTH:
         raise NashError(
-            f"--source-length {source_length} is past the longest input nash times ({MAX_SOURCE_LENGTH} tokens); "
+            f"--source-length {source_length} exceeds the longest input nash times ({MAX_SOURCE_LENGTH} tokens); "
             f"use at most {MAX_SOURCE_LENGTH}"
         )
 
