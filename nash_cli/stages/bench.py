@@ -152,7 +152,11 @@ def load_for_generation(source: str, options: LoadOptions, *, device, dtype: str
     from nash_cli.masking import apply_checkpoint_masks
 
     if is_exported(source):
+        from nash_cli.artifact.loading import check_generation_config
         from nash_cli.export.runtime import CTranslate2Model
+
+        # transformers would ignore an unparsable file here too, or fail with a TypeError on a list.
+        check_generation_config(source)
 
         model = CTranslate2Model(source, device=device.type, threads=threads or torch.get_num_threads(),
                                  vocab_map=vocab_map)

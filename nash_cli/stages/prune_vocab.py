@@ -347,6 +347,10 @@ def _generation_config(source: str):
         return None
     from transformers import GenerationConfig
 
+    from nash_cli.artifact.loading import check_generation_config
+
+    check_generation_config(source)  # a JSON list was a TypeError; an unparsable file was ignored
+
     with quiet_transformers():
         try:
             return GenerationConfig.from_pretrained(str(source))

@@ -72,6 +72,15 @@ def test_an_unusable_generation_config_is_named(text, fragment, make_checkpoint,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("text", ["[1, 2]", '{"num_beams": 4,'])
+def test_prune_vocab_names_an_unusable_generation_config(text, make_checkpoint, tmp_path, data_file, cli):
+    checkpoint = copy_of(make_checkpoint, tmp_path)
+    (checkpoint / "generation_config.json").write_text(text)
+    result = cli("prune-vocab", checkpoint, "--data", data_file, "-o", tmp_path / "out")
+    assert_user_error(result, str(checkpoint / "generation_config.json"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_generation_config_cap_of_zero_names_the_file(make_checkpoint, tmp_path):
     from types import SimpleNamespace
 
@@ -181,6 +190,16 @@ def export_dir(tmp_path_factory, make_checkpoint):
     output = tmp_path_factory.mktemp("export") / "ct2"
     run(ExportOptions(checkpoint=str(make_checkpoint("t5")), output=output))
     return output
+
+
+@pytest.mark.parametrize("text, fragment", [("[1]", "holds a JSON array"), ('{"num_beams": 4,', "is not valid")])
+def test_an_exports_generation_config_is_checked(text, fragment, export_dir, tmp_path, data_file, cli):
+    export = tmp_path / "ct2"
+    shutil.copytree(export_dir, export)
+    (export / "generation_config.json").write_text(text)
+    path = str(export / "generation_config.json")
+    assert_user_error(cli("eval", export, "--data", data_file), path, fragment)
+    assert_user_error(cli("bench", export, "--repeats", "1", "--num-batches", "1"), path, fragment)
 
 
 def test_an_export_without_its_tokenizer_config_is_named(export_dir, tmp_path, data_file, cli):
