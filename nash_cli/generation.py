@@ -75,8 +75,15 @@ def resolve_settings(
         if max_new_tokens is not None and max_new_tokens != fixed_length:
             raise NashError("--fixed-length sets the number of new tokens; drop --max-new-tokens")
         max_new_tokens = fixed_length
+    flag = "--fixed-length" if fixed_length is not None else "--max-new-tokens"
+    given = max_new_tokens is not None
     if max_new_tokens is None:
         max_new_tokens = getattr(config, "max_new_tokens", None)
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise NashError(
+                f"{_generation_file(model)} sets max_new_tokens to {max_new_tokens}, so nothing would be generated; "
+                "fix it there, or pass --max-new-tokens"
+            )
     if max_new_tokens is None:
         max_length = getattr(config, "max_length", None)
         # As stock generate(): a set max_length counts the decoder start token of an
@@ -84,6 +91,16 @@ def resolve_settings(
         max_new_tokens = max(1, int(max_length) - 1) if max_length is not None else 20
     if max_new_tokens < 1:
         raise NashError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    positions = decoder_positions(model)
+    if positions is not None and max_new_tokens + 1 > positions:
+        # The decoder start token takes a position too; past the last one BART's position
+        # embedding fails with an IndexError mid-generation.
+        if given:
+            raise NashError(
+                f"{flag} {max_new_tokens} needs {max_new_tokens + 1} decoder positions, but the model has "
+                f"{positions}; use at most {positions - 1}"
+            )
+        max_new_tokens = positions - 1  # the checkpoint's own cap, longer than its decoder can go
     if compile and needs_explicit_cache(model):
         raise NashError(
             "--compile needs a static cache, which transformers sizes by the encoder depth; this model's "
@@ -95,6 +112,41 @@ def resolve_settings(
         min_new_tokens=int(fixed_length or 0),
         compile=compile,
     )
+
+
+def decoder_positions(model) -> int | None:
+    """The most positions the model's decoder can read (BART's learned positions), or None when
+    it has no such bound (T5's relative positions; an engine without a config)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+
+def source_positions(config, max_source_length: int | None) -> tuple[int | None, str | None]:
+    """`max_source_length` within what the encoder can read, and a note when it was lowered.
+
+    BART's learned positions end at `max_position_embeddings`; a longer input fails with an
+    IndexError inside the encoder. Inputs are truncated to the model's positions instead (what
+    the model can read of them), since the default `--max-source-length` of 512 would otherwise
+    fail on every long input to a 256-position BART. T5 (relative positions) has no such bound.
+
+    Returns:
+        (the length to truncate to, a note saying it was lowered, or None).
+    """
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return max_source_length, None
+    if max_source_length is not None and max_source_length <= positions:
+        return max_source_length, None
+    asked = f"--max-source-length {max_source_length}" if max_source_length is not None else "the tokenizer's limit"
+    return positions, f"inputs truncated to {positions} tokens, the model's positions ({asked} is longer)"
+
+
+def _generation_file(model) -> str:
+    """The generation config file behind `model`'s defaults, for messages."""
+    from pathlib import Path
+
+    source = getattr(getattr(model, "config", None), "_name_or_path", None) or getattr(model, "path", None)
+    return str(Path(source) / "generation_config.json") if source else "the generation config"
 
 
 def decoder_depth(model) -> int:
@@ -417,6 +469,7 @@ def generate_texts(
         max_source_length: Truncate inputs to this many tokens (None: the tokenizer's limit).
         on_batch: Called with the number of sources after each batch (progress bars).
     """
+    max_source_length, _ = source_positions(getattr(model, "config", None), max_source_length)
     encoded = tokenizer(
         list(sources),
         truncation=True,

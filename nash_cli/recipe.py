@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from nash_cli import stages
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.stages import Stage
 
 #: Options the runner fills in for every stage from the run itself (paths, data, run control);
@@ -177,6 +177,9 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe") -> Recipe:
         recipe = Recipe.model_validate({**raw, "stages": {}})
     except ValidationError as error:
         raise NashError(f"{source}: {_first_problem(error)}") from None
+    for name in ("max_source_length", "max_target_length"):
+        # Checked here: the stages' own checks never see `data:`, so 0 would pass --dry-run.
+        require_at_least(f"{source}: data.{name}", getattr(recipe.data, name))
     declared = stages.recipe_stages()
     parsed: dict[str, Any] = {}
     for name in stages_raw:

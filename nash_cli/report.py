@@ -67,11 +67,23 @@ class RunSummary:
     """How speed was measured (device, batch, beams, lengths)."""
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A result file of the run as a JSON object; None when it is missing or unreadable.
+
+    Raises:
+        NashError: naming the file when it holds JSON of another shape (a list, a number), which
+            nash never writes.
+    """
     try:
-        return json.loads(path.read_text())
+        document = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(document, dict):
+        raise NashError(
+            f"{path} holds a JSON {type(document).__name__}, not the JSON object nash writes; rerun the stage "
+            "that wrote it (nash run RECIPE -o RUN reruns what changed)"
+        )
+    return document
 
 
 def _stage_dirs(run_dir: Path) -> dict[str, Path]:
@@ -136,37 +148,13 @@ def collect(run_dir: str | Path) -> RunSummary:
     bench = _read_json(dirs["bench"] / "bench.json") if "bench" in dirs else None
     bench_settings = None
     if bench:
-        reports = bench.get("models", [])
-        baseline = bench.get("baseline")
-        for report in reports:
-            engine = report.get("engine") or {}
-            if report["name"] == baseline:
-                row = rows.get("teacher")
-            elif engine.get("engine") == "ctranslate2":
-                row = rows.get("exported")
-            else:
-                row = rows.get("student")
-            if row is None:
-                continue
-            if engine:
-                name = {"transformers": "torch", "ctranslate2": "ct2"}.get(engine.get("engine"), engine.get("engine"))
-                row.engine = f"{name} {engine.get('compute_type', '')}".strip()
-            row.parameters = report["parameters"]["total"]
-            row.latency_s = report["latency_s"]["median"]
-            row.mean_generated_length = report.get("mean_generated_length")
-            if report.get("speedup"):
-                row.speedup = report["speedup"]["value"]
-                spread = report["speedup"].get("per_repeat", {})
-                if spread:
-                    row.speedup_range = (spread["min"], spread["max"])
-            elif report["name"] == baseline:
-                row.speedup = 1.0
-        bench_settings = {
-            "settings": bench.get("settings"),
-            "inputs": {k: v for k, v in (bench.get("inputs") or {}).items() if not isinstance(v, list)},
-            "environment": bench.get("environment"),
-            "generation": reports[0].get("generation") if reports else None,
-        }
+        try:
+            bench_settings = _read_bench(bench, rows)
+        except (KeyError, TypeError, AttributeError, IndexError) as error:
+            raise NashError(
+                f"{dirs['bench'] / 'bench.json'} is not the bench result nash writes ({type(error).__name__}: {error}); "
+                "rerun the bench stage (nash run RECIPE -o RUN reruns what changed)"
+            ) from None
     for row in rows.values():
         if row.path:
             row.decoder_layers = _decoder_layers(row.path)
@@ -192,6 +180,41 @@ def collect(run_dir: str | Path) -> RunSummary:
         stage_seconds=seconds,
         bench_settings=bench_settings,
     )
+
+
+def _read_bench(bench: dict[str, Any], rows: dict[str, ModelRow]) -> dict[str, Any]:
+    """Fills the rows' engine, size and speed from `bench.json`; returns how speed was measured."""
+    reports = bench.get("models", [])
+    baseline = bench.get("baseline")
+    for report in reports:
+        engine = report.get("engine") or {}
+        if report["name"] == baseline:
+            row = rows.get("teacher")
+        elif engine.get("engine") == "ctranslate2":
+            row = rows.get("exported")
+        else:
+            row = rows.get("student")
+        if row is None:
+            continue
+        if engine:
+            name = {"transformers": "torch", "ctranslate2": "ct2"}.get(engine.get("engine"), engine.get("engine"))
+            row.engine = f"{name} {engine.get('compute_type', '')}".strip()
+        row.parameters = report["parameters"]["total"]
+        row.latency_s = report["latency_s"]["median"]
+        row.mean_generated_length = report.get("mean_generated_length")
+        if report.get("speedup"):
+            row.speedup = report["speedup"]["value"]
+            spread = report["speedup"].get("per_repeat", {})
+            if spread:
+                row.speedup_range = (spread["min"], spread["max"])
+        elif report["name"] == baseline:
+            row.speedup = 1.0
+    return {
+        "settings": bench.get("settings"),
+        "inputs": {k: v for k, v in (bench.get("inputs") or {}).items() if not isinstance(v, list)},
+        "environment": bench.get("environment"),
+        "generation": reports[0].get("generation") if reports else None,
+    }
 
 
 def table1_rows(summary: RunSummary, *, max_metrics: int = 4) -> tuple[list[str], list[list[str]]]:

@@ -62,10 +62,7 @@ def weight_files(directory: Path, *, allow_pickle: bool = False) -> list[Path]:
         if (directory / single).is_file():
             files = [directory / single]
         elif index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (ValueError, KeyError, TypeError) as error:
-                raise NashError(f"{index} is not a valid weight index ({error}); re-save the checkpoint") from None
+            shards = _index_shards(index)
             files = [directory / name for name in shards]
             missing = [f.name for f in files if not f.is_file()]
             if missing:
@@ -81,6 +78,26 @@ def weight_files(directory: Path, *, allow_pickle: bool = False) -> list[Path]:
     raise NashError(
         f"{directory} has no weights (expected {SAFE_WEIGHTS} or {SAFE_INDEX}); point to a saved checkpoint directory"
     )
+
+
+def _index_shards(index: Path) -> list[str]:
+    """The shard file names a weight index names; NashError naming the index when it names none
+    or names them with anything but file names."""
+    fix = "re-save the checkpoint (or copy its index back)"
+    try:
+        document = json.loads(index.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:
+        raise NashError(f"{index} is not a valid weight index ({_first_line(error)}); {fix}") from None
+    weight_map = document.get("weight_map") if isinstance(document, dict) else None
+    if not isinstance(weight_map, dict):
+        raise NashError(f"{index} is not a valid weight index (no weight_map object of tensor -> shard); {fix}")
+    if not weight_map:
+        raise NashError(f"{index} is not a valid weight index (its weight_map names no tensors); {fix}")
+    bad = next((name for name in weight_map.values() if not isinstance(name, str) or not name
+                or Path(name).name != name), None)  # a number, an empty name, or a path out of the checkpoint
+    if bad is not None:
+        raise NashError(f"{index} is not a valid weight index (shard {bad!r} is not a file name); {fix}")
+    return sorted(set(weight_map.values()))
 
 
 def safetensors_problem(path: Path) -> str | None:
@@ -116,10 +133,10 @@ def read_config_dict(source: str | Path) -> dict[str, Any]:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise NashError(f"{directory} has no config.json, so it is not a Hugging Face checkpoint; pass a saved model directory")
-    return _read_json_object(config_path, fix="re-save the checkpoint")
+    return read_json_object(config_path, fix="re-save the checkpoint")
 
 
-def _read_json_object(path: Path, *, fix: str) -> dict[str, Any]:
+def read_json_object(path: Path, *, fix: str) -> dict[str, Any]:
     """A JSON file that must hold one object; NashError (with `fix`) for anything else.
 
     Read once per process while the file stays the same (`config.json` is asked for by the checks,
@@ -134,9 +151,7 @@ def _parse_json_object(path: Path, *, fix: str) -> dict[str, Any]:
     except (ValueError, OSError) as error:  # UnicodeDecodeError is a ValueError
         raise NashError(f"{path} is not valid UTF-8 JSON ({_first_line(error)}); {fix}") from None
     if not isinstance(document, dict):
-        kinds = {list: "a JSON array", str: "a JSON string", int: "a JSON number", float: "a JSON number", bool: "a JSON boolean"}
-        kind = kinds.get(type(document), "JSON null")
-        raise NashError(f"{path} holds {kind}, not a JSON object of settings; {fix}")
+        raise NashError(f"{path} holds {_json_kind(document)}, not a JSON object of settings; {fix}")
     return document
 
 
@@ -183,7 +198,7 @@ def code_files(directory: Path) -> list[tuple[str, str]]:
         path = directory / name
         if not path.is_file():
             continue
-        document = _read_json_object(path, fix="re-save the checkpoint")
+        document = read_json_object(path, fix="re-save the checkpoint")
         if name == "config.json" and modeling.family_of_config(document) is not None:
             continue
         mapping = document.get("auto_map")
@@ -234,10 +249,44 @@ def read_manifest(source: str | Path) -> dict[str, Any] | None:
 
     def parse() -> Any:
         try:
-            return json.loads(path.read_text())
+            document = json.loads(path.read_text())
         except ValueError as error:
             raise NashError(f"{path} is not valid JSON ({error}); rerun the stage that wrote it") from None
+        check_manifest(path, document)
+        return document
 
     # A stage asks for its parent's manifest several times (checks, its own logic, the lineage of
     # its output): read once per process while the file stays the same; each caller gets a copy.
     return read_once("manifest", [path], parse)
+
+
+def check_manifest(path: Path, document: Any) -> None:
+    """NashError naming `path` when a `nash.json` does not have the shape nash writes.
+
+    Only what nash reads back is checked (the document an object, `state` one of `STATES`,
+    `layer_map` a mapping of stack to a list of layer indices or null), so a manifest of an older
+    or newer nash with more keys still reads.
+    """
+    fix = "rerun the stage that wrote it (or delete nash.json if nash did not write this checkpoint)"
+    if not isinstance(document, dict):
+        raise NashError(f"{path} holds {_json_kind(document)}, not the JSON object nash writes; {fix}")
+    state = document.get("state")
+    if state is not None and state not in STATES:
+        raise NashError(f"{path} records state {state!r}, not one of {', '.join(STATES)}; {fix}")
+    layer_map = document.get("layer_map")
+    if layer_map is None:
+        return
+    if not isinstance(layer_map, dict):
+        raise NashError(f"{path}: layer_map must map encoder / decoder to lists of layers, not {layer_map!r}; {fix}")
+    for stack, layers in layer_map.items():
+        if layers is None:
+            continue
+        if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+            raise NashError(
+                f"{path}: layer_map.{stack} must be a list of teacher layer indices (e.g. [0, 3]), not {layers!r}; {fix}"
+            )
+
+
+def _json_kind(document: Any) -> str:
+    kinds = {list: "a JSON array", str: "a JSON string", int: "a JSON number", float: "a JSON number", bool: "a JSON boolean"}
+    return kinds.get(type(document), "JSON null")

@@ -18,6 +18,7 @@ from nash_cli.artifact.checkpoints import (
     check_checkpoint,
     is_local,
     read_config_dict,
+    read_json_object,
     refuse_code,
 )
 from nash_cli.errors import NashError
@@ -151,6 +152,8 @@ def load_model(
 
     if config is None:
         config = load_config(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if is_local(source):
+        check_generation_config(source, vocab_size=getattr(config, "vocab_size", None))
     kwargs: dict[str, Any] = {}
     if dtype is not None:
         kwargs["dtype"] = dtype
@@ -194,7 +197,80 @@ def load_model(
         raise NashError(_shape_failure(source, f"the config's model has {missing[0]}, the weights do not"))
     if unexpected:
         raise NashError(_shape_failure(source, f"the weights have {unexpected[0]}, the config's model does not"))
+    refuse_non_finite(model, source)
     return model.eval()
+
+
+def refuse_non_finite(model, source) -> None:
+    """NashError naming the first tensor of `model` that holds NaN or an infinity.
+
+    Such weights generate garbage that still looks like output (empty predictions are scored, an
+    export "verifies", bench times it), so they are refused where they are loaded. One pass of
+    `isfinite` over the weights: far cheaper than reading them was.
+    """
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            bad = tensor[~torch.isfinite(tensor)]
+            kind = "NaN" if bool(torch.isnan(bad).any()) else "infinite"
+            raise NashError(
+                f"the weights of {source} hold {kind} values ({name}); such a model only generates garbage: "
+                "restore the weights from before the run that produced them (a diverged training run "
+                "writes such weights: lower --lr, or use bf16 rather than fp16)"
+            )
+
+
+#: The generation config's token ids, each an id of the model's vocabulary where set.
+GENERATION_TOKEN_IDS = (
+    "decoder_start_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+)
+
+
+def check_generation_config(source: str | Path, *, vocab_size: int | None = None) -> None:
+    """NashError naming `generation_config.json` of a local checkpoint when it cannot be used.
+
+    transformers ignores a generation config it cannot parse (generating with beam 1 and 20 new
+    tokens instead of the checkpoint's settings, without a word), fails with a TypeError on a
+    JSON list, and accepts token ids past the vocabulary; nash refuses each, naming the file.
+    A checkpoint without the file passes (the model's config supplies the defaults).
+
+    Args:
+        source: A local checkpoint directory.
+        vocab_size: The model's vocabulary size; token ids must fall below it.
+    """
+    from transformers import GenerationConfig
+
+    path = Path(source) / "generation_config.json"
+    if not path.is_file():
+        return
+    fix = "fix it, or delete it to use the model config's defaults"
+    document = read_json_object(path, fix=fix)
+    with quiet_transformers():
+        try:
+            GenerationConfig.from_dict(dict(document)).validate()
+        except (ValueError, TypeError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            if len(reason) > 200:
+                reason = reason[:197] + "..."
+            raise NashError(f"{path} is not a valid generation config ({reason}); {fix}") from None
+    for key in GENERATION_TOKEN_IDS:
+        value = document.get(key)
+        for token in value if isinstance(value, list) else [value]:
+            if token is None:
+                continue
+            if not isinstance(token, int) or isinstance(token, bool):
+                raise NashError(f"{path} sets {key} to {token!r}, not a token id; {fix}")
+            if vocab_size is not None and not token < vocab_size:
+                raise NashError(
+                    f"{path} sets {key} to {token}, past the model's vocabulary of {vocab_size} tokens "
+                    f"(ids 0 to {vocab_size - 1}); {fix}"
+                )
 
 
 def _shape_failure(source, detail: str) -> str:
@@ -243,7 +319,89 @@ def load_tokenizer(source: str | Path, *, trust_remote_code: bool = False):
                 kwargs["config"] = config
     with quiet_transformers():
         try:
-            return AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code, **kwargs)
-        except (OSError, ValueError) as error:
+            tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code, **kwargs)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as error:
             failure = _code_failure(source, error)
+            if failure is None and is_local(source):
+                failure = _tokenizer_files_failure(Path(source), error)
             raise NashError(failure or f"could not load the tokenizer of {source}: {_first_line(error)}") from None
+    if is_local(source) and (Path(source) / "config.json").is_file():
+        check_tokenizer_fits(source, tokenizer, read_config_dict(source).get("vocab_size"))
+    if tokenizer.pad_token is None:
+        # Batches are padded (eval, bench, training); without a pad token that is a ValueError
+        # deep inside transformers. It is lost with tokenizer_config.json, where it is recorded.
+        where = Path(source) / "tokenizer_config.json"
+        missing = is_local(source) and not where.is_file()
+        raise NashError(
+            f"the tokenizer of {source} has no padding token"
+            + (
+                " because its tokenizer_config.json is missing; copy tokenizer_config.json from the model it "
+                "came from (tokenizer.save_pretrained(dir) writes it)"
+                if missing
+                else "; set pad_token in its tokenizer_config.json (T5 and BART use \"<pad>\")"
+            )
+        )
+    return tokenizer
+
+
+def check_tokenizer_fits(source, tokenizer, vocab_size: Any) -> None:
+    """NashError when `tokenizer` has ids past the model's embedding (`vocab_size` rows).
+
+    Such ids fail with an IndexError deep inside eval or training, and an export of them is a
+    model that cannot read its own tokens. A tokenizer smaller than the embedding is normal (T5
+    pads its embedding to a multiple of 128).
+    """
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        return
+    size = len(tokenizer)
+    if size > vocab_size:
+        raise NashError(
+            f"the tokenizer of {source} has {size} tokens but the model's embedding has {vocab_size} rows "
+            f"(ids from {vocab_size} on index nothing); save the tokenizer that belongs to these weights into "
+            "the checkpoint, or resize the embedding (model.resize_token_embeddings(len(tokenizer))) and save both"
+        )
+
+
+#: SentencePiece model files a tokenizer may be read from (`TOKENIZER_FILES`).
+SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model")
+
+
+def _tokenizer_files_failure(directory: Path, error: BaseException) -> str | None:
+    """Which of the checkpoint's tokenizer files made loading fail, said with the fix; None when
+    none of them is to blame.
+
+    transformers words these failures after its last fall-back, not the file: a corrupt
+    `spiece.model` ends in "`tiktoken` is required", a `tokenizer.json` without its
+    `tokenizer_config.json` in a TypeError of the class it guessed from the model type.
+    """
+    for name in SENTENCEPIECE_FILES:
+        path = directory / name
+        if path.is_file():
+            problem = _sentencepiece_problem(path)
+            if problem is not None:
+                return (
+                    f"{path} is not a readable SentencePiece model ({problem}); copy it again from the original "
+                    "model (tokenizer.save_pretrained(dir) writes it)"
+                )
+    if not (directory / "tokenizer_config.json").is_file():
+        present = [name for name in TOKENIZER_FILES if (directory / name).is_file()]
+        return (
+            f"the tokenizer of {directory} could not be read from {', '.join(present)} alone "
+            f"({_first_line(error)}): its tokenizer_config.json is missing, so its class and special tokens are "
+            "unknown; copy tokenizer_config.json from the original model (tokenizer.save_pretrained(dir) writes it)"
+        )
+    return None
+
+
+def _sentencepiece_problem(path: Path) -> str | None:
+    """Why `path` is not a SentencePiece model sentencepiece can load, or None (None too when
+    sentencepiece is not installed: transformers then says what to install)."""
+    try:
+        import sentencepiece
+    except ImportError:
+        return None
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=str(path))
+    except Exception as error:  # sentencepiece raises RuntimeError / OSError with its own wording
+        return _first_line(error)
+    return None

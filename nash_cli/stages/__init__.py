@@ -238,6 +238,7 @@ def open_input(
     manifest: dict[str, Any] = {}
     config: dict[str, Any] = {}
     if artifact.is_local(source):
+        refuse_export(stage, source)
         config = artifact.check_checkpoint(source, allow_pickle=allow_pickle)
         manifest = artifact.read_manifest(source) or {}
     state = checkpoint_state(manifest, config)
@@ -245,6 +246,26 @@ def open_input(
     if problem:
         raise NashError(problem)
     return StageInput(source=source, manifest=manifest, state=state)
+
+
+def refuse_export(stage: Stage, source: str) -> None:
+    """NashError when `source` is a CTranslate2 export, which only bench and eval read: its
+    config.json is CTranslate2's (no `model_type`), and "architecture unknown" would hide that the
+    checkpoint it came from is what the stage needs."""
+    from nash_cli import artifact
+    from nash_cli.export.runtime import is_ctranslate2_dir
+
+    if not is_ctranslate2_dir(source):
+        return
+    try:
+        parent = ((artifact.read_manifest(source) or {}).get("parent") or {}).get("path")
+    except (NashError, AttributeError):
+        parent = None
+    where = f" ({parent})" if isinstance(parent, str) and parent else ""
+    raise NashError(
+        f"{source} is a CTranslate2 export (nash export's output), which {stage.command} cannot read; pass the "
+        f"checkpoint it was exported from{where} instead (nash bench and nash eval read exports)"
+    )
 
 
 def output_state(stage: Stage, input_state: str) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import InputReading, SourceLength
-from nash_cli.errors import NashError, require_at_least
+from nash_cli.errors import NashError, require_at_least, require_finite_options, require_seed
 from nash_cli.progress import Progress
 from nash_cli.stages import ANY_STATE, Stage, declare
 
@@ -72,6 +72,8 @@ class BenchOptions(InputReading, SourceLength, LoadOptions):
 
     def check(self) -> None:
         """NashError for an impossible setting (checked before any model loads)."""
+        require_finite_options(self)
+        require_seed("--seed", self.seed)
         if not self.models:
             raise NashError("give at least one model to benchmark")
         for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--repeats", self.repeats),
@@ -79,6 +81,7 @@ class BenchOptions(InputReading, SourceLength, LoadOptions):
                             ("--fixed-length", self.fixed_length), ("--max-new-tokens", self.max_new_tokens),
                             ("--threads", self.threads)):
             require_at_least(flag, value)
+        require_source_length(self.source_length)
         SourceLength.check(self)
         if self.fixed_length is not None and self.max_new_tokens is not None and self.fixed_length != self.max_new_tokens:
             raise NashError("--fixed-length sets the number of new tokens; drop --max-new-tokens")
@@ -90,6 +93,21 @@ class BenchOptions(InputReading, SourceLength, LoadOptions):
         if self.data is None and (self.source_column or self.source_template or self.split):
             raise NashError("--source-column / --source-template / --split read --data; give --data too")
         InputReading.check(self)
+
+
+#: The longest random input bench and plan build: far past what T5 and BART were trained on, and
+#: already gigabytes of attention scores per sequence; 100,000 tokens would ask for some 80 GB.
+MAX_SOURCE_LENGTH = 8192
+
+
+def require_source_length(source_length: int | None) -> None:
+    """NashError for a `--source-length` past `MAX_SOURCE_LENGTH` (a model with learned positions
+    is held to its own, smaller bound once loaded)."""
+    if source_length is not None and source_length > MAX_SOURCE_LENGTH:
+        raise NashError(
+            f"--source-length {source_length} exceeds the longest input nash times ({MAX_SOURCE_LENGTH} tokens); "
+            f"use at most {MAX_SOURCE_LENGTH}"
+        )
 
 
 def check_device(device: str, dtype: str) -> None:
@@ -134,7 +152,11 @@ def load_for_generation(source: str, options: LoadOptions, *, device, dtype: str
     from nash_cli.masking import apply_checkpoint_masks
 
     if is_exported(source):
+        from nash_cli.artifact.loading import check_generation_config
         from nash_cli.export.runtime import CTranslate2Model
+
+        # transformers would ignore an unparsable file here too, or fail with a TypeError on a list.
+        check_generation_config(source)
 
         model = CTranslate2Model(source, device=device.type, threads=threads or torch.get_num_threads(),
                                  vocab_map=vocab_map)
@@ -206,7 +228,7 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
 
     from nash_cli import artifact
     from nash_cli.batches import random_batches, text_batches
-    from nash_cli.generation import as_engine, resolve_settings
+    from nash_cli.generation import as_engine, resolve_settings, source_positions
     from nash_cli.timing import BenchSettings, run_bench
 
     options.check()
@@ -261,12 +283,16 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
         examples = read_examples(options, limit=options.batch * options.num_batches)
         tokenizers = own_tokenizers(names, trust_remote_code=options.trust_remote_code)
 
+        max_source_length = options.max_source_length
+        for model in loaded.values():  # within every model's positions (BART's end)
+            max_source_length, _ = source_positions(getattr(model, "config", None), max_source_length)
+
         def encode(tokenizer):
             return text_batches(
                 tokenizer,
                 [e.source for e in examples],
                 batch_size=options.batch,
-                max_source_length=options.max_source_length,
+                max_source_length=max_source_length,
                 pad_to_max=options.compile,  # one input shape, so compiled graphs are reused across batches
             )
 
@@ -281,7 +307,7 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
         config = reference.config
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and options.source_length > limit:
-            raise NashError(f"--source-length {options.source_length} exceeds the model's {limit} positions")
+            raise NashError(f"--source-length {options.source_length} exceeds the model's {limit} positions; use at most {limit}")
         special = [getattr(config, key, None) for key in ("pad_token_id", "eos_token_id", "bos_token_id",
                                                           "decoder_start_token_id", "unk_token_id")]
         batches = random_batches(

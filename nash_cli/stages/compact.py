@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nash_cli.artifact import releases_outputs
+from nash_cli.errors import require_finite_options
 from nash_cli.progress import Progress
 from nash_cli.stages import Stage, arguments, declare, open_input
 
@@ -31,7 +32,8 @@ class CompactOptions:
     """Load a checkpoint whose config or tokenizer names its own code (only if you trust it)."""
 
     def check(self) -> None:
-        """Nothing to check before the checkpoint is read (kept for a uniform stage interface)."""
+        """NashError for a non-finite number (the stage has no other option to check before reading)."""
+        require_finite_options(self)
 
 
 @dataclass

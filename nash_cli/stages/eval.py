@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import Example, ExampleReading, SourceLength
-from nash_cli.errors import NashError, require_at_least
+from nash_cli.errors import NashError, require_at_least, require_finite_options
 from nash_cli.metrics import MetricScores, check_metrics
 from nash_cli.progress import Progress
 from nash_cli.stages import ANY_STATE, Stage, declare
@@ -71,6 +71,7 @@ class EvalOptions(ExampleReading, SourceLength, LoadOptions):
 
     def check(self) -> None:
         """NashError for an impossible setting (before any data or model is read)."""
+        require_finite_options(self)
         from nash_cli.stages.bench import check_device
 
         check_metrics(self.metric)

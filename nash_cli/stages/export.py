@@ -23,7 +23,7 @@ from typing import Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import HeldOutReading, SourceLength
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_finite_options
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.progress import Progress
 from nash_cli.stages import Stage, arguments, declare, open_input
@@ -57,6 +57,7 @@ class ExportOptions(HeldOutReading, SourceLength, LoadOptions):
     def check(self) -> None:
         """NashError for an unknown quantization or device, data flags without a map, or
         ctranslate2 missing (before anything is read)."""
+        require_finite_options(self)
         if self.vocab_map is None:
             # (The column options alone are let through: a recipe passes its data options to every
             # stage that has them; the command line refuses them without --vocab-map.)

@@ -20,7 +20,7 @@ from typing import Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import HeldOutReading
-from nash_cli.errors import NashError, require_at_least
+from nash_cli.errors import NashError, require_at_least, require_finite_options
 from nash_cli.progress import Progress
 from nash_cli.stages import Stage, arguments, declare, open_input, output_state
 
@@ -53,6 +53,7 @@ class PruneVocabOptions(HeldOutReading, LoadOptions):
 
     def check(self) -> None:
         """NashError for an impossible setting (before anything is read)."""
+        require_finite_options(self)
         require_at_least("--min-count", self.min_count)
         require_at_least("--multiple-of", self.multiple_of, hint=" (1 = no rounding)")
         HeldOutReading.check(self)
@@ -345,6 +346,10 @@ def _generation_config(source: str):
     if not path.is_file():
         return None
     from transformers import GenerationConfig
+
+    from nash_cli.artifact.loading import check_generation_config
+
+    check_generation_config(source)  # a JSON list was a TypeError; an unparsable file was ignored
 
     with quiet_transformers():
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_finite_options
 from nash_cli.progress import Progress
 from nash_cli.stages import Stage, arguments, declare, open_input, output_state
 
@@ -40,6 +40,7 @@ class SelectLayersOptions(LoadOptions):
 
     def check(self) -> None:
         """NashError for a selection that no teacher can satisfy."""
+        require_finite_options(self)
         if self.layers is not None and self.decoder_layers is not None:
             raise NashError("--layers and --decoder-layers both given; use one: a count with --strategy, or explicit indices")
         if self.layers is None and self.decoder_layers is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from nash_cli.errors import NashError, require_at_least
+from nash_cli.errors import NashError, require_at_least, require_finite_options, require_seed
 
 
 @dataclass(kw_only=True)
@@ -74,7 +74,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raises NashError for impossible settings; call it before any heavy work."""
-        """Raises NashError for impossible settings; call it before any heavy work."""
+        require_finite_options(self)
+        require_seed("--seed", self.seed)
         for name in ("batch_size", "grad_accum", "log_every"):
             require_at_least(f"--{name.replace('_', '-')}", getattr(self, name))
         require_at_least("--max-steps", self.max_steps)
@@ -174,6 +175,7 @@ class PruneSettings:
 
     def check(self) -> None:
         """NashError for an impossible pruning option."""
+        require_finite_options(self)
         if not 0.0 < self.target_sparsity < 1.0:
             raise NashError(f"--target-sparsity must be between 0 and 1 (e.g. 0.3), not {self.target_sparsity}")
         if self.sparsity_warmup < 0:

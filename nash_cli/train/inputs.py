@@ -82,6 +82,21 @@ def fit_batch_to_data(options: TrainConfig, examples: int) -> list[str]:
     return notes
 
 
+def within_positions(spec: DataOptions, config) -> DataOptions:
+    """`spec` with its source and target lengths lowered to the model's positions (BART's learned
+    positions end at `max_position_embeddings`; a longer sequence is an IndexError mid-step),
+    as `nash eval` and `nash bench` truncate their inputs (`generation.source_positions`)."""
+    import dataclasses
+
+    from nash_cli.generation import source_positions
+
+    source, _ = source_positions(config, spec.max_source_length)
+    target, _ = source_positions(config, spec.max_target_length)
+    if (source, target) == (spec.max_source_length, spec.max_target_length):
+        return spec
+    return dataclasses.replace(spec, max_source_length=source, max_target_length=target)
+
+
 def check_families(student_config, teacher_config, *, student: str, teacher: str) -> None:
     """NashError unless student and teacher are of one family (checked from their configs, before
     any weights are loaded): the hidden-state losses pair layers of the same architecture."""
@@ -250,7 +265,7 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
                 "(the checkpoint the student came from)"
             )
     tokenizer = artifact.load_tokenizer(options.student, trust_remote_code=options.trust_remote_code)
-    train_features, eval_features = load_features(options, tokenizer)
+    train_features, eval_features = load_features(within_positions(options, student_config), tokenizer)
     notes: list[str] = fit_batch_to_data(options, len(train_features))
 
     student = artifact.load_model(options.student, config=student_config, **load)

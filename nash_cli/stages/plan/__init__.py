@@ -22,10 +22,11 @@ from nash_cli import artifact
 from nash_cli.arch import family_of
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import ExampleReading, SourceLength
-from nash_cli.errors import NashError, require_at_least
+from nash_cli.errors import NashError, require_at_least, require_finite_options, require_seed
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.progress import Progress
 from nash_cli.stages import Stage, arguments, declare, open_input
+from nash_cli.stages.bench import require_source_length
 from nash_cli.stages.plan import cost, summary
 from nash_cli.stages.plan.candidates import (
     build_candidate,
@@ -101,12 +102,15 @@ class PlanOptions(ExampleReading, SourceLength, LoadOptions):
 
     def check(self) -> None:
         """NashError for an impossible setting (checked before any model loads)."""
+        require_finite_options(self)
+        require_seed("--seed", self.seed)
         if not self.speedup > 1:
             raise NashError(f"--speedup must be above 1 (the teacher itself is 1), got {self.speedup:g}")
         for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--repeats", self.repeats),
                             ("--source-length", self.source_length), ("--new-tokens", self.new_tokens),
                             ("--threads", self.threads)):
             require_at_least(flag, value)
+        require_source_length(self.source_length)
         SourceLength.check(self)
         if not self.budget_minutes > 0:
             raise NashError(f"--budget-minutes must be above 0, got {self.budget_minutes:g}")
