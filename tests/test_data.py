@@ -406,3 +406,14 @@ def test_template_lookups_reach_inside_lists_and_objects(tmp_path):
     ):
         with pytest.raises(NashError, match=message):
             load_examples(str(path), source_template=template)
+
+
+def test_a_pipe_is_named_not_called_missing(tmp_path):
+    """`--data <(cat f)` hands nash /dev/fd/N, a pipe: it said "does not exist"."""
+    import os
+
+    pipe = tmp_path / "data.jsonl"
+    os.mkfifo(pipe)
+    for call in (lambda: check_data_source(str(pipe)), lambda: load_examples(str(pipe))):
+        with pytest.raises(NashError, match="is a pipe or a device, not a regular file"):
+            call()

@@ -48,6 +48,17 @@ def local_data_path(data: str) -> Path | None:
     return None
 
 
+def _not_a_regular_file(data: str, path: Path) -> NashError | None:
+    """A path that exists but is a pipe or a device (`--data <(cat f)` gives /dev/fd/63): nash reads
+    its data more than once (a check, then the stage), which a pipe cannot give."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        return NashError(
+            f"{data} is a pipe or a device, not a regular file (a shell's <(...) gives one); "
+            "write the data to a file and pass its path"
+        )
+    return None
+
+
 def check_data_source(data: str, flag: str = "--data") -> None:
     """Checks, without parsing it, that local data exists and can be read as the reader would.
 
@@ -63,6 +74,9 @@ def check_data_source(data: str, flag: str = "--data") -> None:
         return
     if not path.exists():
         raise NashError(f"{flag} {data} does not exist; check the path")
+    problem = _not_a_regular_file(data, path)
+    if problem:
+        raise problem
     if path.is_dir():
         if not any((path / name).is_file() for name in ("dataset_dict.json", "dataset_info.json", "state.json")):
             raise NashError(
@@ -104,6 +118,9 @@ def read_records(data: str, *, split: str | None, limit: int | None) -> tuple[li
     path = Path(data).expanduser()
     if path.is_dir():
         return _read_saved_dataset(path, split=split, limit=limit), str(path)
+    problem = _not_a_regular_file(data, path)
+    if problem:
+        raise problem
     suffix = path.suffix.lower()
     if path.is_file():
         kind = EXTENSIONS.get(suffix)
