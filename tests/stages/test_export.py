@@ -135,6 +135,22 @@ def test_float32_export_equals_transformers(family, shape, tmp_path, tokenizer):
         assert seen["ended"] > 0  # some outputs end early: EOS and length normalisation are exercised
 
 
+@pytest.mark.parametrize("family", ["t5"])
+def test_encoder_layers_selected_from_a_compact_model_export_exactly(family, tmp_path, tokenizer, cli):
+    # keeping the last two of four compact encoder layers: the export reads their heads, not layers 0-1's
+    source = _checkpoint(tmp_path, tokenizer, family, "compact")
+    student = tmp_path / "student"
+    result = cli("select-layers", source, "-k", "2", "--encoder-layers", "2", "--strategy", "high", "-o", student)
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((student / "config.json").read_text())
+    assert config["encoder_heads"] == [[0, 1, 2, 3], [0, 2, 3]]
+    assert len(config["encoder_ffn_dims"]) == 2 and config["encoder_ffn_dims"][0] == 0
+    exported = run(ExportOptions(checkpoint=str(student), output=tmp_path / "ct2"))
+    assert exported.padding["heads_per_layer"] == [4, 3]
+    assert exported.check["tokens_equal"] is True
+    _compare(student, tmp_path / "ct2")
+
+
 def test_gated_t5_keeps_its_untied_head_and_no_output_scaling(make_checkpoint, tmp_path):
     # The project's own untied fixture: lm_head differs from the shared embedding in the file,
     # though transformers 5 reports tie_word_embeddings=True for it.
