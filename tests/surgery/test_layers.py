@@ -176,7 +176,6 @@ def test_parameter_counts():
 def _compact_encoder(family):
     """A compact model whose three encoder layers keep different heads (same count) and widths."""
     from nash_cli.masking import encoder_shape
-    from nash_cli.surgery.compact import compact_model
 
     dense = tiny_model(family, vocab_size=96, d_model=32, num_heads=4, d_ff=64, encoder_layers=3, decoder_layers=2)
     shape = encoder_shape(dense)
