@@ -211,3 +211,18 @@ def test_encoder_selection_on_a_compact_model_reindexes_its_per_layer_widths(fam
     # what an exporter reads: each kept layer's original heads
     blocks = family_of(student).anatomy(student).encoder.blocks
     assert [list(block.heads) for block in blocks] == [[h for h in range(4) if heads[i, h]] for i in kept]
+
+
+def test_per_layer_lists_that_do_not_match_the_depth_are_refused():
+    from nash_cli.surgery.compact import compact_model
+    from nash_cli.surgery.layers import keep_layers
+
+    dense, heads, ffn = _compact_encoder("t5")
+    compact, _ = compact_model(dense, heads, ffn)
+    config = compact.config
+    config.encoder_ffn_dims = config.encoder_ffn_dims[:2]  # a hand-edited config: 2 widths, 3 layers
+    with pytest.raises(NashError, match="encoder_ffn_dims has 2 entries for 3 encoder layers"):
+        keep_layers(family_of(compact), config, compact.state_dict(), "encoder", [0, 2])
+    # the decoder's selection does not read the encoder's lists
+    new_config, _ = keep_layers(family_of(compact), config, compact.state_dict(), "decoder", [1])
+    assert new_config.encoder_ffn_dims == config.encoder_ffn_dims
