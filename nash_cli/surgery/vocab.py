@@ -7,6 +7,7 @@ order of the original ids: new id i is `kept[i]`.
 
 from __future__ import annotations
 
+import ast
 import copy
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -95,8 +96,11 @@ def _entries(config: Any, field: str, name: str | None) -> list[tuple[list[int],
     )
     entries: list[tuple[list[int], Any]] = []
     if field == "sequence_bias":
-        items = value.items() if isinstance(value, dict) else value
-        if not isinstance(items, (list, tuple)) and not isinstance(value, dict):
+        if isinstance(value, dict):
+            items = list(value.items())
+        elif isinstance(value, (list, tuple)):
+            items = value
+        else:
             raise problem
         for item in items:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
@@ -104,8 +108,6 @@ def _entries(config: Any, field: str, name: str | None) -> list[tuple[list[int],
             key, bias = item
             form = "list" if not isinstance(value, dict) else ("string" if isinstance(key, str) else "tuple")
             if isinstance(key, str):
-                import ast
-
                 try:
                     key = ast.literal_eval(key)
                 except (ValueError, SyntaxError):
