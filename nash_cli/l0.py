@@ -83,12 +83,27 @@ def deterministic_mask(log_alpha: torch.Tensor) -> torch.Tensor:
     if log_alpha.dim() == 1:
         return deterministic_mask(log_alpha[None])[0]
     q = prob_zero(log_alpha.double())
-    n_zero = torch.round(q.sum(dim=-1)).long().clamp(0, log_alpha.shape[-1])
-    # Stable sort so that ties drop the lower index first, the same on every run.
+    return drop_lowest(log_alpha, torch.round(q.sum(dim=-1)).long())
+
+
+def drop_lowest(log_alpha: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The binary mask that drops, in each row, its `counts[row]` smallest log_alphas.
+
+    Ties drop the lower index first (a stable sort), the same on every run.
+
+    Args:
+        log_alpha: `(groups, units)`.
+        counts: `(groups,)` how many units each row drops (clamped to [0, units]).
+
+    Returns:
+        A float tensor shaped like `log_alpha`, 1 for kept and 0 for dropped, on its device.
+    """
+    log_alpha = log_alpha.detach()
+    counts = counts.to(log_alpha.device).long().clamp(0, log_alpha.shape[-1])
     order = torch.sort(log_alpha.float(), dim=-1, stable=True).indices
     rank = torch.empty_like(order)
     rank.scatter_(-1, order, torch.arange(log_alpha.shape[-1], device=order.device).expand_as(order))
-    return (rank >= n_zero[:, None]).float()
+    return (rank >= counts[:, None]).float()
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,115 @@ def mask_sparsity(head_mask: torch.Tensor, ffn_mask: torch.Tensor, shape: Encode
 TARGET_TOLERANCE = 0.01
 
 
+@dataclass(frozen=True)
+class DropCounts:
+    """How many heads and FFN units each encoder layer drops to meet a target sparsity."""
+
+    heads: list[int]
+    """Heads dropped per layer."""
+    ffn_units: list[int]
+    """FFN units dropped per layer."""
+    expected_heads: list[float]
+    """Expected heads dropped per layer, sum Q(0) under the (shifted) distribution."""
+    expected_ffn_units: list[float]
+    """Expected FFN units dropped per layer, likewise."""
+    shift: float
+    """What every log_alpha was lowered by so that the expected sparsity is the target (0 when
+    it already was; positive when the run had pruned too little)."""
+
+
+def expected_drops(log_alpha: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
+    """Each row's expected number of dropped units, sum Q(0), with every log_alpha lowered by
+    `shift` (float64, on the CPU)."""
+    return prob_zero(log_alpha.detach().double().cpu() - shift).sum(dim=-1)
+
+
+def shift_for_target(heads_log_alpha: torch.Tensor, ffn_log_alpha: torch.Tensor, shape: EncoderShape, target: float) -> float:
+    """The common amount to lower every log_alpha by so that the expected sparsity is `target`.
+
+    Expected sparsity rises monotonically as all log_alphas are lowered together, so the
+    shift is found by bisection. Lowering all log_alphas together keeps their order and spacing:
+    the distribution the training learnt, moved to the target. Targets outside what Q(0)'s clamp
+    can express get the nearest end of the search interval.
+    """
+    heads = heads_log_alpha.detach().double()
+    ffn = ffn_log_alpha.detach().double()
+
+    def sparsity(shift: float) -> float:
+        return float(expected_sparsity(heads - shift, ffn - shift, shape))
+
+    if abs(sparsity(0.0) - target) <= 1e-12:
+        return 0.0
+    low, high = -64.0, 64.0  # Q(0) is at its clamp well inside these
+    for _ in range(200):
+        middle = (low + high) / 2
+        if sparsity(middle) < target:
+            low = middle
+        else:
+            high = middle
+        if high - low < 1e-12:
+            break
+    return (low + high) / 2
+
+
+def drop_counts_for_target(
+    heads_log_alpha: torch.Tensor, ffn_log_alpha: torch.Tensor, shape: EncoderShape, target: float
+) -> DropCounts:
+    """Per-layer drop counts that meet `target`, each the floor or the ceiling of the layer's
+    expected count.
+
+    1. Each layer's expected number of dropped heads and of dropped FFN units, sum Q(0), from
+       the log_alphas; lowered together first (`shift_for_target`) when their expected sparsity
+       is not the target (a run that has not settled).
+    2. Each layer drops the floor or the ceiling of its expected count, per kind. Starting from
+       the floors, the layers whose expected count is nearest its ceiling are rounded up first
+       (ties: lower layer first); of every number of heads rounded up and of FFN rows rounded up,
+       the combination whose removed parameters are closest to `target * prunable_params` wins
+       (ties: fewer parameters removed, then the rounding nearest the expected counts).
+
+    Since the expected sparsity is the target, the target lies between all floors and all
+    ceilings, and the result is within half a head's share of it (half an FFN unit's where the
+    heads alone cannot come closer).
+    """
+    shift = shift_for_target(heads_log_alpha, ffn_log_alpha, shape, target)
+    budget = target * shape.prunable_params
+    kinds = []
+    for log_alpha, size in ((heads_log_alpha, shape.params_per_head), (ffn_log_alpha, shape.params_per_unit)):
+        expected = expected_drops(log_alpha, shift)
+        floor = expected.floor()
+        fraction = expected - floor
+        # rows that can round up, nearest their ceiling first; a stable sort keeps layer order on ties
+        order = torch.sort(-fraction, stable=True).indices
+        order = order[fraction[order] > 0]
+        # cost[k]: how far the first k round-ups move the counts from the expected ones, in units
+        cost = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(1 - 2 * fraction[order], 0)])
+        kinds.append((expected, floor, order, cost, size))
+    (_, head_floor, head_order, head_cost, head_size), (_, ffn_floor, ffn_order, ffn_cost, ffn_size) = kinds
+    base = float(head_floor.sum()) * head_size + float(ffn_floor.sum()) * ffn_size
+    up_heads = torch.arange(len(head_order) + 1, dtype=torch.float64)[:, None]
+    up_units = torch.arange(len(ffn_order) + 1, dtype=torch.float64)[None, :]
+    removed = base + up_heads * head_size + up_units * ffn_size
+    distance = (removed - budget).abs()
+    deviation = head_cost[:, None] + ffn_cost[None, :]
+    # lexicographic minimum of (distance, removed, deviation) over the grid
+    chosen = distance == distance.min()
+    chosen &= removed == removed[chosen].min()
+    chosen &= deviation == deviation[chosen].min()
+    a, b = (int(i) for i in chosen.nonzero()[0])
+    counts = []
+    for (expected, floor, order, _, _), rounded_up in ((kinds[0], a), (kinds[1], b)):
+        count = floor.clone()
+        count[order[:rounded_up]] += 1
+        counts.append([int(n) for n in count])
+    return DropCounts(
+        heads=counts[0],
+        ffn_units=counts[1],
+        expected_heads=kinds[0][0].tolist(),
+        expected_ffn_units=kinds[1][0].tolist(),
+        shift=shift,
+    )
+
+
 def masks_for_target(
     heads_log_alpha: torch.Tensor,
     ffn_log_alpha: torch.Tensor,
@@ -162,22 +286,22 @@ def masks_for_target(
 
     The rule, deterministic and without randomness:
 
-    1. Start from the Lagrangian's own deterministic masks (`deterministic_mask` of each group).
-       If they remove within `tolerance` of `target` (|gap| <= 0.01 by default), return them
-       unchanged: a run that settled is not perturbed.
-    2. Otherwise rank every unit of the encoder together, heads of all layers and FFN units of
-       all layers, by log_alpha (the keep score; the same HardConcrete scale for both kinds),
-       lowest first. Ties go first to units the Lagrangian's masks drop, then heads before FFN
-       units, then by layer, then by index. A head is one unit (kept or removed whole); so is an
-       FFN unit (for a gated FFN, its `wi_0`, `wi_1` and `wo` slices together).
-    3. Remove a prefix of that ranking: with the removed parameters counted per unit
-       (`params_per_head`, `params_per_unit`), the prefix whose removed count is closest to
-       `target * prunable_params`; on a tie between stopping before the unit that crosses the
-       budget and including it, stop before it (never exceed the target on a tie). The result
-       is within half the crossing unit's parameter share of the target, and every removed unit
-       has a log_alpha no larger than any kept unit's.
-    4. If that prefix is no closer to the target than the Lagrangian's masks (possible only where
-       one unit is a large share of the encoder), the Lagrangian's masks are returned instead.
+    1. Start from the Lagrangian's own deterministic masks (`deterministic_mask` of each group:
+       round(sum Q(0)) per layer and kind). If they remove within `tolerance` of `target`
+       (|gap| <= 0.01 by default), return them unchanged: a run that settled is not perturbed.
+    2. Otherwise keep the structure the distribution learnt: each layer drops the floor or the
+       ceiling of its expected count of heads and of FFN units (`drop_counts_for_target`, which
+       also lowers all log_alphas together first when their expected sparsity is not the
+       target), rounded so that the target is met; within a layer, the units with the lowest
+       log_alphas go (`drop_lowest`, as the Lagrangian's masks choose them). A head is one unit
+       (kept or removed whole); so is an FFN unit (gated: its `wi_0`, `wi_1` and `wo` slices).
+    3. If that is no closer to the target than the Lagrangian's masks (possible only where one
+       unit is a large share of the encoder), the Lagrangian's masks are returned instead.
+
+    One global log_alpha cut-off across both kinds is not used: heads and FFN units have the
+    same HardConcrete scale but not the same role, and clustered log_alphas (a short run) would
+    let the cut-off fall on one kind, removing most heads while restoring FFN units the
+    distribution drops.
 
     No per-layer minimum is imposed: a layer may lose every head or every FFN unit, as the
     Lagrangian's own masks may. The compact model skips such a sublayer (nash's modeling files;
@@ -200,29 +324,9 @@ def masks_for_target(
     lagrangian_gap = abs(mask_sparsity(*lagrangian, shape) - target)
     if lagrangian_gap <= tolerance:
         return lagrangian
-
-    n_heads, n_ffn = heads_la.numel(), ffn_la.numel()
-    scores = torch.cat([heads_la.reshape(-1), ffn_la.reshape(-1)]).double().cpu()
-    kept_by_lagrangian = torch.cat([lagrangian[0].reshape(-1), lagrangian[1].reshape(-1)]).cpu()
-    sizes = torch.cat(
-        [
-            torch.full((n_heads,), shape.params_per_head, dtype=torch.long),
-            torch.full((n_ffn,), shape.params_per_unit, dtype=torch.long),
-        ]
-    )
-    # Lexicographic order (log_alpha, kept by the Lagrangian, position): stable sorts, last key first.
-    order = torch.sort(kept_by_lagrangian, stable=True).indices
-    order = order[torch.sort(scores[order], stable=True).indices]
-    removed = torch.cumsum(sizes[order], 0)
-    budget = target * shape.prunable_params
-    # Candidate prefixes: remove nothing, or the first k + 1 units. Closest to the budget wins;
-    # `argmin` returns the first minimum, so a tie keeps the shorter prefix (not exceeding).
-    distance = torch.cat([torch.tensor([float(budget)], dtype=torch.float64), (removed.double() - budget).abs()])
-    count = int(torch.argmin(distance))
-    keep = torch.ones(n_heads + n_ffn)
-    keep[order[:count]] = 0.0
-    heads = keep[:n_heads].reshape(heads_la.shape).to(heads_la.device)
-    ffn = keep[n_heads:].reshape(ffn_la.shape).to(ffn_la.device)
+    counts = drop_counts_for_target(heads_la, ffn_la, shape, target)
+    heads = drop_lowest(heads_la, torch.tensor(counts.heads))
+    ffn = drop_lowest(ffn_la, torch.tensor(counts.ffn_units))
     if abs(mask_sparsity(heads, ffn, shape) - target) >= lagrangian_gap:
         return lagrangian
     return heads, ffn

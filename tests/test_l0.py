@@ -219,17 +219,53 @@ def _random_log_alphas(shape, seed):
     return heads, ffn
 
 
-def _removed_and_kept(heads_log_alpha, ffn_log_alpha, heads, ffn):
-    scores = torch.cat([heads_log_alpha.reshape(-1), ffn_log_alpha.reshape(-1)])
-    keep = torch.cat([heads.reshape(-1), ffn.reshape(-1)])
-    return scores[keep == 0], scores[keep == 1]
+def _check_the_rule(heads_log_alpha, ffn_log_alpha, shape, target, heads, ffn):
+    """The fall-back's rule, checked against a brute force over the floor / ceiling choices.
+
+    Each layer drops the floor or the ceiling of its expected count (under the log_alphas lowered
+    by the shift that makes the expected sparsity the target), its lowest log_alphas; no choice
+    of floors and ceilings comes closer to the target; within a kind, the layers rounded up are
+    those nearest their ceiling."""
+    import itertools
+
+    counts = l0.drop_counts_for_target(heads_log_alpha, ffn_log_alpha, shape, target)
+    shifted = (heads_log_alpha.double() - counts.shift, ffn_log_alpha.double() - counts.shift)
+    if 1e-4 < target < 1 - 1e-4:
+        assert float(l0.expected_sparsity(*shifted, shape)) == pytest.approx(target, abs=1e-9)
+    budget = target * shape.prunable_params
+    rounding = []
+    for log_alpha, mask, expected, size in (
+        (heads_log_alpha, heads, counts.expected_heads, shape.params_per_head),
+        (ffn_log_alpha, ffn, counts.expected_ffn_units, shape.params_per_unit),
+    ):
+        dropped = (mask == 0).sum(-1).tolist()
+        expected = torch.tensor(expected, dtype=torch.float64)
+        assert torch.allclose(expected, l0.prob_zero(log_alpha.double() - counts.shift).sum(-1))
+        floor, ceil = expected.floor().tolist(), expected.ceil().tolist()
+        assert all(n in (lo, hi) for n, lo, hi in zip(dropped, floor, ceil)), (dropped, expected)
+        _drops_lowest_in_each_row(log_alpha, mask)
+        fraction = (expected - expected.floor()).tolist()
+        up = [f for n, lo, hi, f in zip(dropped, floor, ceil, fraction) if n == hi != lo]
+        down = [f for n, lo, hi, f in zip(dropped, floor, ceil, fraction) if n == lo != hi]
+        if up and down:
+            assert min(up) >= max(down)
+        rounding.append((floor, [hi - lo for lo, hi in zip(floor, ceil)], size))
+    removed = l0.mask_sparsity(heads, ffn, shape) * shape.prunable_params
+    # the brute force: any number of rows of each kind rounded up (rows of a kind are equal in size)
+    options = [
+        sum(sum(floor) * size for floor, _, size in rounding) + a * rounding[0][2] + b * rounding[1][2]
+        for a, b in itertools.product(range(int(sum(rounding[0][1])) + 1), range(int(sum(rounding[1][1])) + 1))
+    ]
+    best = min(abs(option - budget) for option in options)
+    assert abs(removed - budget) == pytest.approx(best, abs=1e-6)
+    ties = [option for option in options if abs(abs(option - budget) - best) <= 1e-6]
+    assert removed == pytest.approx(min(ties), abs=1e-6)  # a tie stops below the target
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_masks_for_target_meet_the_target_within_half_a_head(name):
-    """Random log_alphas, several targets: the final masks are within half the crossing unit's
-    share (at most half a head's) of the target, binary, shaped (L, H) and (L, F), and every
-    removed unit has a log_alpha no larger than any kept one."""
+    """Random log_alphas, several targets: the final masks are within half a head's share of the
+    target, binary, shaped (L, H) and (L, F), and follow the rule (`_check_the_rule`)."""
     shape = SHAPES[name]
     head_share = shape.params_per_head / shape.prunable_params
     for seed in range(3):
@@ -239,8 +275,7 @@ def test_masks_for_target_meet_the_target_within_half_a_head(name):
             assert heads.shape == heads_log_alpha.shape and ffn.shape == ffn_log_alpha.shape
             assert set(heads.unique().tolist()) <= {0.0, 1.0} and set(ffn.unique().tolist()) <= {0.0, 1.0}
             assert abs(l0.mask_sparsity(heads, ffn, shape) - target) <= head_share / 2 + 1e-12, (seed, target)
-            removed, kept = _removed_and_kept(heads_log_alpha, ffn_log_alpha, heads, ffn)
-            assert float(removed.max()) <= float(kept.min())
+            _check_the_rule(heads_log_alpha, ffn_log_alpha, shape, target, heads, ffn)
             # with the default tolerance, the result is within 0.01 or half a head, whichever is larger
             heads, ffn = l0.masks_for_target(heads_log_alpha, ffn_log_alpha, shape, target)
             assert abs(l0.mask_sparsity(heads, ffn, shape) - target) <= max(0.01, head_share / 2) + 1e-12
@@ -253,7 +288,7 @@ def _small():
     return shape
 
 
-def test_masks_for_target_remove_the_lowest_log_alphas_first():
+def test_masks_for_target_round_each_layers_expected_count():
     shape = _small()
     heads = torch.tensor([[3.0, -2.0], [1.0, 2.0]])
     ffn = torch.full((2, 16), 4.0)
@@ -262,18 +297,19 @@ def test_masks_for_target_remove_the_lowest_log_alphas_first():
     # the Lagrangian drops head (0, 1) and FFN unit (0, 0): 144 parameters, far from 0.3
     lagrangian = (l0.deterministic_mask(heads), l0.deterministic_mask(ffn))
     assert l0.mask_sparsity(*lagrangian, shape) == pytest.approx(144 / 1024)
-    # ascending log_alpha: ffn(0,0) -3, head(0,1) -2, ffn(1,0) -1, ffn(0,2) .4, ffn(0,1) .5, head(1,0) 1
-    # removed parameters 16, 144, 160, 176, 192, 320: the budget 0.3 * 1024 = 307.2 is closest to 320
+    for target in (0.3, 0.18):
+        got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, target)
+        _check_the_rule(heads, ffn, shape, target, got_heads, got_ffn)
+    # 0.3: the expected counts, lowered to the target, are 1.07 and 0.77 heads, 2.87 and 1.59 FFN
+    # units; rounding to 1, 1 heads and 2, 1 units removes 304 of the budget's 307.2 parameters
+    counts = l0.drop_counts_for_target(heads, ffn, shape, 0.3)
+    assert counts.expected_heads == pytest.approx([1.072, 0.770], abs=1e-3)
+    assert counts.expected_ffn_units == pytest.approx([2.869, 1.594], abs=1e-3)
+    assert (counts.heads, counts.ffn_units) == ([1, 1], [2, 1])
     got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 0.3)
     assert got_heads.tolist() == [[1, 0], [0, 1]]
-    expected_ffn = torch.ones(2, 16)
-    expected_ffn[0, :3] = 0
-    expected_ffn[1, 0] = 0
-    assert torch.equal(got_ffn, expected_ffn)
-    assert l0.mask_sparsity(got_heads, got_ffn, shape) == pytest.approx(320 / 1024)
-    # a smaller target stops before the head: 0.18 * 1024 = 184.3 is closest to 192 (five units)
-    got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 0.18)
-    assert got_heads.tolist() == [[1, 0], [1, 1]] and int((got_ffn == 0).sum()) == 4
+    assert (got_ffn == 0).nonzero().tolist() == [[0, 0], [0, 2], [1, 0]]  # each layer's lowest
+    assert l0.mask_sparsity(got_heads, got_ffn, shape) == pytest.approx(304 / 1024)
 
 
 def test_masks_for_target_resolve_the_last_step_to_the_closest_and_ties_below():
@@ -285,9 +321,11 @@ def test_masks_for_target_resolve_the_last_step_to_the_closest_and_ties_below():
     # 40 parameters: 32 (two units) and 48 (three) are equally close -> two, not exceeding
     got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 40 / 1024)
     assert got_heads.sum() == 4 and got_ffn[0, :3].tolist() == [0, 0, 1] and got_ffn.sum() == 30
-    # 44 parameters: 48 is closer than 32 -> three units, exceeding by 4
+    # 44 parameters: 48 is closer than 32 -> three units, exceeding by 4. Layer 0 expects 2.11
+    # drops, layer 1 0.21: layer 1 is nearer its ceiling, so it is the one rounded up.
     got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 44 / 1024)
-    assert got_ffn[0, :3].tolist() == [0, 0, 0] and got_ffn.sum() == 29
+    assert got_ffn[0, :3].tolist() == [0, 0, 1] and got_ffn[1, 0] == 0 and got_ffn.sum() == 29
+    _check_the_rule(heads, ffn, shape, 44 / 1024, got_heads, got_ffn)
 
 
 def test_masks_for_target_keep_the_lagrangians_masks_within_tolerance():
@@ -309,7 +347,8 @@ def test_masks_for_target_keep_the_lagrangians_masks_within_tolerance():
 def test_masks_for_target_fall_back_to_the_lagrangian_when_whole_heads_cannot_come_closer():
     """One head is 1024 of 2304 parameters. The Lagrangian drops head (0, 0) and one FFN unit per
     layer whose log_alpha (0.3) is above the kept head's (0.2): 1088 parameters, 0.012 below the
-    target. The ranking reaches only 1024 or 2048 near it, so the Lagrangian's masks stay."""
+    target. Rounding reaches only 1024 or 2048 (and a few FFN units) near it, so the Lagrangian's
+    masks stay."""
     shape = l0.EncoderShape(2, 1, 16, 4, 16, gated=False, bias=False)
     assert (shape.params_per_head, shape.params_per_unit, shape.prunable_params) == (1024, 32, 2304)
     heads = torch.tensor([[-4.0], [0.2]])
@@ -319,9 +358,11 @@ def test_masks_for_target_fall_back_to_the_lagrangian_when_whole_heads_cannot_co
     target = 1088 / 2304 + 0.012
     got = l0.masks_for_target(heads, ffn, shape, target)
     assert torch.equal(got[0], lagrangian[0]) and torch.equal(got[1], lagrangian[1])
-    # where the ranking does come closer it wins: both heads (2048) for a target of 0.85
+    # where rounding does come closer it wins: both heads for a target of 0.85, and the floor of
+    # each layer's expected FFN drops (2 of 4), 2176 parameters, the closest the rounding reaches
     got = l0.masks_for_target(heads, ffn, shape, 0.85)
-    assert got[0].tolist() == [[0], [0]] and got[1].sum() == 8
+    assert got[0].tolist() == [[0], [0]] and got[1].sum(1).tolist() == [2, 2]
+    _check_the_rule(heads, ffn, shape, 0.85, *got)
 
 
 def test_masks_for_target_may_remove_every_head_of_a_layer():
@@ -331,3 +372,60 @@ def test_masks_for_target_may_remove_every_head_of_a_layer():
     ffn = torch.full((2, 16), 4.0)
     got_heads, got_ffn = l0.masks_for_target(heads, ffn, shape, 0.25)
     assert got_heads.tolist() == [[0, 0], [1, 1]] and got_ffn.sum() == 32
+
+
+#: T5-small's encoder: 6 layers of 8 heads (d_kv 64) and 2048 ReLU FFN units, d_model 512.
+T5_SMALL = l0.EncoderShape(6, 8, 64, 2048, 512, gated=False, bias=False)
+
+
+def _clustered(shape, head_drop: float, ffn_drop: float, seed: int, spread: float = 0.01):
+    """log_alphas clustered (as at initialisation, or in a short run) where Q(0) is `head_drop`
+    for the heads and `ffn_drop` for the FFN units."""
+
+    def centre(drop):
+        return l0.BETA * math.log(-l0.LIMIT_L / l0.LIMIT_R) - math.log(drop / (1 - drop))
+
+    generator = torch.Generator().manual_seed(seed)
+    heads = centre(head_drop) + spread * torch.randn(shape.num_layers, shape.num_heads, generator=generator)
+    ffn = centre(ffn_drop) + spread * torch.randn(shape.num_layers, shape.d_ff, generator=generator)
+    return heads.double(), ffn.double()
+
+
+def _expected_drops(log_alpha):
+    return l0.prob_zero(log_alpha.double()).sum(-1)
+
+
+def _drops_lowest_in_each_row(log_alpha, mask):
+    for scores, kept in zip(log_alpha, mask):
+        if bool((kept == 0).any()) and bool((kept == 1).any()):
+            assert float(scores[kept == 0].max()) <= float(scores[kept == 1].min())
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("head_drop", "ffn_drop"), [(0.30, 0.30), (0.31, 0.295)])
+def test_the_target_fall_back_keeps_the_distributions_structure(head_drop, ffn_drop, seed):
+    """Clustered log_alphas at T5-small's shape, expected sparsity 0.30: rounding each layer's
+    expected drop count (about 2.4 heads, 614 units) gives 0.28, beyond the tolerance. The final
+    masks must still prune the heads and FFN units the distribution expects (one global cut-off
+    pruned 90% of the heads and no FFN unit when the heads sat slightly lower), every layer
+    dropping the floor or the ceiling of its expected count, the lowest log_alphas of that layer."""
+    shape = T5_SMALL
+    heads_la, ffn_la = _clustered(shape, head_drop, ffn_drop, seed)
+    assert float(l0.expected_sparsity(heads_la, ffn_la, shape)) == pytest.approx(0.30, abs=2e-3)
+    target = float(l0.expected_sparsity(heads_la, ffn_la, shape))
+    lagrangian = (l0.deterministic_mask(heads_la), l0.deterministic_mask(ffn_la))
+    assert abs(l0.mask_sparsity(*lagrangian, shape) - target) > l0.TARGET_TOLERANCE
+    heads, ffn = l0.masks_for_target(heads_la, ffn_la, shape, target)
+    assert abs(l0.mask_sparsity(heads, ffn, shape) - target) <= shape.params_per_head / shape.prunable_params / 2
+    assert float(1 - heads.mean()) == pytest.approx(head_drop, abs=0.03)
+    assert float(1 - ffn.mean()) == pytest.approx(ffn_drop, abs=0.005)
+    for log_alpha, mask in ((heads_la, heads), (ffn_la, ffn)):
+        expected = _expected_drops(log_alpha)
+        dropped = (mask == 0).sum(-1).double()
+        assert bool(((dropped == expected.floor()) | (dropped == expected.ceil())).all()), (dropped, expected)
+        _drops_lowest_in_each_row(log_alpha, mask)
+    counts = l0.drop_counts_for_target(heads_la, ffn_la, shape, target)
+    assert counts.heads == [int(n) for n in (heads == 0).sum(-1)]
+    assert counts.ffn_units == [int(n) for n in (ffn == 0).sum(-1)]
+    assert counts.shift == pytest.approx(0.0, abs=1e-6)  # expected sparsity is the target: no shift
+    assert counts.expected_heads == pytest.approx(_expected_drops(heads_la).tolist())

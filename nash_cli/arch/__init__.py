@@ -30,6 +30,15 @@ TOKEN_ID_FIELDS = (
 )
 #: Generation config fields that list tokens to suppress.
 GENERATION_ID_LISTS = ("suppress_tokens", "begin_suppress_tokens")
+#: Generation config fields naming tokens that generation must still be able to produce: the
+#: token forced at a position (`forced_decoder_ids`, `[[position, id], ...]`) and the words a
+#: constrained beam search must emit (`force_words_ids`, `[[id, ...], ...]`, or alternatives
+#: per word `[[[id, ...], ...], ...]`).
+GENERATION_FORCED_IDS = ("forced_decoder_ids", "force_words_ids")
+#: Generation config fields that ban or bias token sequences: `bad_words_ids` (`[[id, ...], ...]`)
+#: and `sequence_bias` (`{(id, ...): bias}`; `{"(id, ...)": bias}` once written to JSON;
+#: or `[[[id, ...], bias], ...]`).
+GENERATION_ID_SEQUENCES = ("bad_words_ids", "sequence_bias")
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,25 @@ _UNSUPPORTED = ("bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "en
                 "exponential_decay_length_penalty", "sequence_bias")
 
 
+def unmatched_settings(config) -> dict[str, Any]:
+    """The settings of a generation config that CTranslate2 does not reproduce, each with the
+    value that turns it off in transformers (docs/export.md, "What is exact").
+
+    The forced end-of-sequence at the length cap (every real BART sets it), the generation
+    settings CTranslate2 has no option for, and diverse beam groups. Comparing the engines with
+    these off in transformers compares what they are meant to agree on.
+    """
+    off: dict[str, Any] = {}
+    if getattr(config, "forced_eos_token_id", None) is not None:
+        off["forced_eos_token_id"] = None
+    for key in _UNSUPPORTED:
+        if getattr(config, key, None):
+            off[key] = None
+    if getattr(config, "num_beam_groups", 1) not in (None, 1):
+        off["num_beam_groups"] = 1
+    return off
+
+
 def is_ctranslate2_dir(path: str | Path) -> bool:
     """Whether `path` is a CTranslate2 model directory (its `model.bin` beside a config without a
     transformers `model_type`)."""

@@ -155,11 +155,22 @@ def choose_tokens(
     from nash_cli.surgery import tokenizer as tokenizer_surgery
     from nash_cli.surgery import vocab
 
+    generation_ids = set()
+    if generation_config is not None:
+        generation_ids = vocab.config_ids(generation_config, name=_GENERATION_NAME)
+        rows = getattr(config, "vocab_size", None)
+        beyond = sorted(i for i in generation_ids if i < 0 or (rows is not None and i >= rows))
+        if beyond:
+            field = vocab.field_naming(generation_config, beyond[0])
+            raise NashError(
+                f"{_GENERATION_NAME}'s {field} names token {beyond[0]}, beyond the model's {rows} vocabulary rows "
+                "(0..{}); fix or remove it in that file".format(rows - 1 if rows else 0)
+            )
     required = (
         tokenizer_surgery.required_ids(document)
         | set(tokenizer.all_special_ids)
         | vocab.config_ids(config)
-        | (vocab.config_ids(generation_config) if generation_config is not None else set())
+        | generation_ids
     )
     chosen = vocab.choose_kept_ids(required, counts, min_count)
     closed = tokenizer_surgery.close_ids(document, chosen)
@@ -220,12 +231,13 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     references, sources = _texts(examples, sources=options.keep_source_tokens)
     target_ids = _encode(tokenizer, references)
     counts = vocab.count_tokens(target_ids + _encode(tokenizer, sources))
+    generation = _generation_document(options.checkpoint)
     choice = choose_tokens(
         document,
         tokenizer,
         config,
         counts,
-        generation_config=_generation_config(options.checkpoint),
+        generation_config=_as_config(generation),
         min_count=options.min_count,
         multiple_of=options.multiple_of,
     )
@@ -301,6 +313,12 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
             }
         }
         map_text = artifact.json_text({"kept_ids": kept, "vocab_size_before": original_rows})
+        files = {ID_MAP_FILE: lambda directory: (directory / ID_MAP_FILE).write_text(map_text)}
+        if generation is not None:
+            # The checkpoint's own generation_config.json, renumbered: every field it holds, also
+            # those transformers does not load (forced_decoder_ids), names the same tokens.
+            generation_text = _renumbered_generation_text(generation, kept)
+            files[GENERATION_FILE] = lambda directory: (directory / GENERATION_FILE).write_text(generation_text)
         artifact.save_checkpoint(
             pruned,
             options.output,
@@ -309,7 +327,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
             arguments=arguments(options),
             state=output_state(STAGE, source.state),
             extra=extra,
-            extra_files={ID_MAP_FILE: lambda directory: (directory / ID_MAP_FILE).write_text(map_text)},
+            extra_files=files,
             force=options.force,
             tokenizer_source=scratch_dir,
         )
@@ -337,6 +355,49 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
         seconds=time.perf_counter() - started,
         notes=notes,
     )
+
+
+GENERATION_FILE = "generation_config.json"
+#: How refusals name the generation config.
+_GENERATION_NAME = "the generation config (generation_config.json)"
+
+
+def _generation_document(source: str) -> dict[str, Any] | None:
+    """The checkpoint's generation_config.json as written (None without one).
+
+    Read as JSON, not through `GenerationConfig`, which drops fields it does not know (such as
+    `forced_decoder_ids`) but whose token ids still have to be kept and renumbered. It must also
+    load in transformers (`_generation_config`).
+
+    Raises:
+        NashError: an unreadable file, or one that is not a JSON object.
+    """
+    path = Path(source) / GENERATION_FILE
+    if _generation_config(source) is None:
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise NashError(f"{path} is unreadable ({str(error).splitlines()[0]}); re-save the checkpoint") from None
+    if not isinstance(document, dict):
+        raise NashError(f"{path} is not a JSON object of generation settings; re-save the checkpoint")
+    return document
+
+
+def _as_config(document: dict[str, Any] | None):
+    """A generation config document as an object `nash_cli.surgery.vocab` reads fields of."""
+    from types import SimpleNamespace
+
+    return None if document is None else SimpleNamespace(**document)
+
+
+def _renumbered_generation_text(document: dict[str, Any], kept: list[int]) -> str:
+    """`document` with every token id renumbered to the kept ids (`surgery.vocab.renumber_config`)."""
+    from nash_cli.surgery import vocab
+
+    renumbered = vocab.renumber_config(_as_config(document), kept, vocab_size=False, name=_GENERATION_NAME)
+    fields = {key: value for key, value in vars(renumbered).items() if value is not None or document.get(key) is None}
+    return json.dumps(fields, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def _generation_config(source: str):

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 STRATEGIES: tuple[str, ...] = ("uniform", "low", "high")
 
+#: Config fields of nash's compact models that hold one entry per layer of a stack (the kept
+#: original heads and the FFN width of each encoder layer): keeping layers keeps their entries.
+PER_LAYER_FIELDS: dict[str, tuple[str, ...]] = {"encoder": ("encoder_heads", "encoder_ffn_dims"), "decoder": ()}
+
 
 def uniform_indices(num_layers: int, k: int) -> list[int]:
     """The official NASH rule: `floor(d * (L - 1) / (k - 1))` for d = 0..k-1, and [0] when k = 1.
@@ -120,6 +124,17 @@ def keep_layers(
         elif layer in position:
             kept[f"{prefix}{position[layer]}.{rest}"] = tensor
     new_config = copy.deepcopy(config)
+    depth = family.num_layers(config, stack)
+    for name in PER_LAYER_FIELDS[stack]:
+        values = getattr(config, name, None)
+        if values is None:
+            continue
+        if len(values) != depth:
+            raise NashError(
+                f"the config's {name} has {len(values)} entries for {depth} {stack} layers; "
+                "the checkpoint is inconsistent: rebuild it with nash compact"
+            )
+        setattr(new_config, name, [copy.deepcopy(values[i]) for i in indices])
     family.set_num_layers(new_config, stack, len(indices))
     return new_config, kept
 

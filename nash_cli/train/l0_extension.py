@@ -15,7 +15,17 @@ from typing import Any
 
 import torch
 
-from nash_cli.l0 import L0Masks, Lagrangian, lagrangian_term, mask_sparsity, masks_for_target, resolve_warmup, target_at
+from nash_cli.l0 import (
+    L0Masks,
+    Lagrangian,
+    drop_counts_for_target,
+    expected_drops,
+    lagrangian_term,
+    mask_sparsity,
+    masks_for_target,
+    resolve_warmup,
+    target_at,
+)
 from nash_cli.masking import MASKS_FILE, attach_l0, encoder_shape, pruned_params, save_masks, whole_model_sparsity
 from nash_cli.train.config import PruneSettings, TrainConfig
 
@@ -136,6 +146,13 @@ class L0Extension:
         lagrangian_heads, lagrangian_ffn = self.masks.deterministic()
         heads, ffn = self.final_masks()
         own = torch.equal(heads, lagrangian_heads) and torch.equal(ffn, lagrangian_ffn)
+        # the per-layer counts the final masks were rounded from: the distribution's own (the
+        # Lagrangian's masks round them), or those the fall-back met the target with
+        heads_log_alpha, ffn_log_alpha = self.masks.heads_log_alpha, self.masks.ffn_log_alpha
+        if own:
+            shift = 0.0
+        else:
+            shift = drop_counts_for_target(heads_log_alpha, ffn_log_alpha, self.shape, self.settings.target_sparsity).shift
         removed = pruned_params(self.shape, heads, ffn)
         whole = None
         if self.teacher_non_embedding:
@@ -149,6 +166,9 @@ class L0Extension:
             "whole_model_sparsity": whole,
             "heads_per_layer": [int(row.sum()) for row in heads],
             "ffn_units_per_layer": [int(row.sum()) for row in ffn],
+            "expected_heads_dropped_per_layer": [round(n, 6) for n in expected_drops(heads_log_alpha, shift).tolist()],
+            "expected_ffn_units_dropped_per_layer": [round(n, 6) for n in expected_drops(ffn_log_alpha, shift).tolist()],
+            "log_alpha_shift": shift,
             "num_heads": self.shape.num_heads,
             "d_ff": self.shape.d_ff,
             "prunable_params": self.shape.prunable_params,

@@ -135,6 +135,22 @@ def test_float32_export_equals_transformers(family, shape, tmp_path, tokenizer):
         assert seen["ended"] > 0  # some outputs end early: EOS and length normalisation are exercised
 
 
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_encoder_layers_selected_from_a_compact_model_export_exactly(family, tmp_path, tokenizer, cli):
+    # keeping the last two of four compact encoder layers: the export reads their heads, not layers 0-1's
+    source = _checkpoint(tmp_path, tokenizer, family, "compact")
+    student = tmp_path / "student"
+    result = cli("select-layers", source, "-k", "2", "--encoder-layers", "2", "--strategy", "high", "-o", student)
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((student / "config.json").read_text())
+    assert config["encoder_heads"] == [[0, 1, 2, 3], [0, 2, 3]]
+    assert len(config["encoder_ffn_dims"]) == 2 and config["encoder_ffn_dims"][0] == 0
+    exported = run(ExportOptions(checkpoint=str(student), output=tmp_path / "ct2"))
+    assert exported.padding["heads_per_layer"] == [4, 3]
+    assert exported.check["tokens_equal"] is True
+    _compare(student, tmp_path / "ct2")
+
+
 def test_gated_t5_keeps_its_untied_head_and_no_output_scaling(make_checkpoint, tmp_path):
     # The project's own untied fixture: lm_head differs from the shared embedding in the file,
     # though transformers 5 reports tie_word_embeddings=True for it.
@@ -300,6 +316,41 @@ def test_a_recipe_exports_the_student_and_benches_and_evaluates_it(tmp_path, mak
     monkeypatch.setitem(sys.modules, "ctranslate2", None)
     with pytest.raises(NashError, match=r"stages\.export: .*nash-cli\[ctranslate2\]"):
         parse_recipe(raw)
+
+
+#: bart-large-cnn's generation settings (a summariser: forced first token, long minimum).
+CNN = {"forced_bos_token_id": 0, "min_length": 56, "max_length": 142, "no_repeat_ngram_size": 3,
+       "length_penalty": 2.0, "num_beams": 4, "early_stopping": True}
+
+
+@pytest.mark.parametrize("unsupported", [{}, {"suppress_tokens": [7, 8], "bad_words_ids": [[9]]}, CNN])
+def test_the_load_back_check_leaves_out_what_ctranslate2_documents_it_lacks(unsupported, tmp_path, tokenizer):
+    # Every real BART sets forced_eos_token_id: transformers forces EOS at the length cap,
+    # CTranslate2 cannot. Outputs that reach the cap (here all: EOS made unlikely) must not turn
+    # an exact export into "please report this as a nash bug".
+    from transformers import GenerationConfig
+
+    model = _lively(tiny_model("bart", vocab_size=len(tokenizer), d_model=32, num_heads=4, d_ff=64,
+                               encoder_layers=2, decoder_layers=2, seed=3), "bart", seed=14)
+    with torch.no_grad():
+        model.final_logits_bias[0, EOS] = -20.0
+    source = write_checkpoint(tmp_path / "bart", model, tokenizer)
+    config = GenerationConfig.from_pretrained(source)
+    assert config.forced_eos_token_id == EOS
+    for key, value in unsupported.items():
+        setattr(config, key, value)
+    config.save_pretrained(source)
+    result = run(ExportOptions(checkpoint=str(source), output=tmp_path / "ct2"))
+    assert result.check["tokens_equal"] is True and result.check["token_agreement"] == 1.0
+    assert not any("report" in note for note in result.notes)
+    left_out = ["forced_eos_token_id", *sorted(key for key in unsupported if key not in CNN)]
+    assert sorted(result.check["left_out"]) == sorted(left_out)
+    assert any("forced_eos_token_id" in note and "docs/export.md" in note for note in result.notes)
+    # and the outputs did reach the cap, where transformers' forced EOS and CTranslate2 differ
+    engine = CTranslate2Model(tmp_path / "ct2", vocab_map=False)
+    ids, mask = _inputs(engine.config.vocab_size)
+    got = engine.generate(ids, mask, GenerationSettings(num_beams=1, max_new_tokens=16))
+    assert got.shape[1] == 17 and EOS not in got[:, 1:].tolist()[0]
 
 
 def test_forced_first_token_becomes_a_target_prefix(tmp_path, tokenizer):

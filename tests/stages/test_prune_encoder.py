@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -75,18 +76,28 @@ def test_extension_contract(tmp_path):
     assert torch.equal(other.masks.heads_log_alpha, extension.masks.heads_log_alpha)
 
     # output file and manifest: the Lagrangian's masks drop every head (0.50 of the encoder), so
-    # the final masks are ranked to the target 0.4: six of the eight (tied) heads, lowest first
+    # the final masks are rounded to the target 0.4: each layer drops three of its four (tied)
+    # heads, the floor of its expected 3.2, lowest index first, and one FFN unit (the ceiling of
+    # its expected 0.03) brings the encoder closer to the target
     shape = encoder_shape(model)
     extension.extra_files()["masks.safetensors"](tmp_path)
     masks = load_masks(tmp_path, shape)
-    assert masks.heads_mask.tolist() == [[0, 0, 0, 0], [0, 0, 1, 1]] and masks.ffn_mask.sum() == masks.ffn_mask.numel()
+    assert masks.heads_mask.tolist() == [[0, 0, 0, 1], [0, 0, 0, 1]]
+    assert masks.ffn_mask.sum(1).tolist() == [63, 63]
     results = extension.manifest_extra()["prune_encoder"]
     assert results["lagrangian_sparsity"] == pytest.approx(8 * shape.params_per_head / shape.prunable_params)
     assert results["mask_selection"] == "ranked_to_target"
-    assert results["heads_per_layer"] == [0, 2] and results["ffn_units_per_layer"] == [64, 64]
+    assert results["heads_per_layer"] == [1, 1] and results["ffn_units_per_layer"] == [63, 63]
+    # the per-layer counts the masks were rounded from, recorded
+    assert results["log_alpha_shift"] < 0  # the run pruned too much: log_alphas raised to meet 0.4
+    for expected, kept, width in (
+        (results["expected_heads_dropped_per_layer"], results["heads_per_layer"], 4),
+        (results["expected_ffn_units_dropped_per_layer"], results["ffn_units_per_layer"], 64),
+    ):
+        assert all(math.floor(e) <= width - k <= math.ceil(e) for e, k in zip(expected, kept)), (expected, kept)
     assert results["target_sparsity"] == 0.4
     removed = results["pruned_params"]
-    assert removed == 6 * shape.params_per_head
+    assert removed == 6 * shape.params_per_head + 2 * shape.params_per_unit
     assert results["deterministic_sparsity"] == pytest.approx(removed / shape.prunable_params)
     assert results["whole_model_sparsity"] == pytest.approx(1 - (count_parameters(model)["non_embedding"] - removed) / 10**6)
 
@@ -365,7 +376,7 @@ def test_eval_and_bench_apply_a_masked_checkpoints_masks(pipeline, tmp_path, cli
     and scores equal those of its compact form (they differ from the unmasked weights'), and
     both commands say the masks were applied."""
     masked, compact = tmp_path / "masked", tmp_path / "compact"
-    pruned = cli(*_prune_args(pipeline, masked, "--max-steps", "30", "--target-sparsity", "0.6"))
+    pruned = cli(*_prune_args(pipeline, masked, "--max-steps", "30", "--target-sparsity", "0.8"))
     assert pruned.exit_code == 0, pruned.stderr
     assert cli("compact", masked, "-o", compact).exit_code == 0
     common = ["--data", pipeline["eval"], "--metric", "rouge", "--metric", "exact_match", "--beams", "2",

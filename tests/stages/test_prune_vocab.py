@@ -413,3 +413,60 @@ def test_bad_inputs_exit_2_and_write_nothing(case, fragment, make_checkpoint, ma
     assert snapshot(tmp_path) == before
     if case in ("existing output", "force over a directory nash did not write"):
         assert (out / "keep.txt").read_text() == "mine"
+
+
+def _with_generation_settings(source: Path, path: Path, **settings) -> Path:
+    """A copy of `source` whose generation_config.json also holds `settings`."""
+    shutil.copytree(source, path)
+    document = json.loads((path / "generation_config.json").read_text())
+    document.update(settings)
+    (path / "generation_config.json").write_text(json.dumps(document))
+    return path
+
+
+def test_the_generation_configs_token_ids_are_renumbered(make_checkpoint, tokenizer, tmp_path, cli):
+    """bad_words_ids, forced_decoder_ids, sequence_bias, force_words_ids and the suppress lists
+    name tokens by id: after prune-vocab they name the same tokens. A forced token the data
+    never uses is kept; a ban or bias naming a dropped token is removed (it cannot be generated)."""
+    vocabulary = tokenizer.get_vocab()
+    used = [vocabulary[word] for word in ("dog", "cat")]  # in the training targets
+    unused = vocabulary["coffee"]  # only in a target prune-vocab does not see
+    high = max(vocabulary.values())  # a word the data never uses, forced below
+    source = _with_generation_settings(
+        make_checkpoint("t5"), tmp_path / "t5",
+        bad_words_ids=[used, [unused]], forced_decoder_ids=[[1, high]], sequence_bias={str(tuple(used)): -2.0},
+        force_words_ids=[[used[1]]], suppress_tokens=[used[0]], begin_suppress_tokens=[used[1]],
+    )  # fmt: skip
+    out, _ = _prune(cli, source, tmp_path, multiple_of=1)
+    kept = json.loads((out / "vocab_map.json").read_text())["kept_ids"]
+    mapping = {old: new for new, old in enumerate(kept)}
+    assert unused not in mapping and high in mapping  # the forced token is kept, the banned one not
+    generation = json.loads((out / "generation_config.json").read_text())
+    new_used = [mapping[i] for i in used]
+    assert new_used != used  # renumbered for real
+    assert generation["bad_words_ids"] == [new_used]
+    assert generation["forced_decoder_ids"] == [[1, mapping[high]]]
+    assert generation["sequence_bias"] == {str(tuple(new_used)): -2.0}
+    assert generation["force_words_ids"] == [[new_used[1]]]
+    assert (generation["suppress_tokens"], generation["begin_suppress_tokens"]) == ([new_used[0]], [new_used[1]])
+    # the pruned tokenizer reads each renumbered id as the same word
+    from transformers import AutoTokenizer
+
+    pruned_tokenizer = AutoTokenizer.from_pretrained(out)
+    assert pruned_tokenizer.convert_ids_to_tokens(new_used) == ["dog", "cat"]
+    assert pruned_tokenizer.convert_ids_to_tokens(mapping[high]) == tokenizer.convert_ids_to_tokens(high)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"forced_decoder_ids": [[1, 4000]]}, "forced_decoder_ids names token 4000, beyond the model's"),
+        ({"bad_words_ids": "dog"}, "bad_words_ids is not a list of token-id lists"),
+    ],
+)
+def test_a_bad_token_id_in_the_generation_config_is_refused(settings, fragment, make_checkpoint, tmp_path, cli):
+    source = _with_generation_settings(make_checkpoint("t5"), tmp_path / "t5", **settings)
+    data = _write_jsonl(tmp_path / "train.jsonl", TRAIN)
+    before = snapshot(tmp_path)
+    assert_user_error(cli("prune-vocab", source, "--data", data, "-o", tmp_path / "out"), fragment, "generation_config.json")
+    assert snapshot(tmp_path) == before

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nash_cli.errors import NashError
-from nash_cli.arch import count_parameters
+from nash_cli.arch import count_parameters, family_of
 from nash_cli.surgery.layers import (
     check_indices,
     parse_indices,
@@ -171,3 +171,58 @@ def test_parameter_counts():
     assert (after["decoder"] - norm) * 2 == before["decoder"] - norm
     assert before["total"] == sum(p.numel() for p in teacher.parameters())
     assert before["total"] - after["total"] == before["decoder"] - after["decoder"]
+
+
+def _compact_encoder(family):
+    """A compact model whose three encoder layers keep different heads (same count) and widths."""
+    from nash_cli.masking import encoder_shape
+
+    dense = tiny_model(family, vocab_size=96, d_model=32, num_heads=4, d_ff=64, encoder_layers=3, decoder_layers=2)
+    shape = encoder_shape(dense)
+    heads = torch.ones(shape.num_layers, shape.num_heads)
+    heads[0, 3] = heads[1, 0] = heads[2, 1] = 0  # three heads per layer, a different one lost in each
+    ffn = torch.ones(shape.num_layers, shape.d_ff)
+    ffn[0, :20] = 0
+    ffn[1, 40:] = 0
+    ffn[2, ::2] = 0
+    return dense, heads, ffn
+
+
+@pytest.mark.parametrize("family", ["t5", "t5-gated", "bart"])
+@pytest.mark.parametrize("kept", [[1, 2], [2], [0, 2]])
+def test_encoder_selection_on_a_compact_model_reindexes_its_per_layer_widths(family, kept):
+    from nash_cli.surgery.compact import compact_model
+
+    dense, heads, ffn = _compact_encoder(family)
+    compact, custom = compact_model(dense, heads, ffn)
+    assert custom
+    student = select_layers(compact, decoder=[0, 1], encoder=kept)
+    # the same model built by hand: keep the dense layers first, then compact with their masks
+    by_hand, _ = compact_model(select_layers(dense, decoder=[0, 1], encoder=kept), heads[kept], ffn[kept])
+    assert student.config.encoder_heads == by_hand.config.encoder_heads
+    assert student.config.encoder_ffn_dims == by_hand.config.encoder_ffn_dims == [int(ffn[i].sum()) for i in kept]
+    assert len(student.config.encoder_heads) == len(kept)
+    ids = torch.randint(4, 96, (2, 9), generator=torch.Generator().manual_seed(3))
+    decoder = torch.randint(4, 96, (2, 5), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        got = student(input_ids=ids, decoder_input_ids=decoder).logits
+        want = by_hand(input_ids=ids, decoder_input_ids=decoder).logits
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    # what an exporter reads: each kept layer's original heads
+    blocks = family_of(student).anatomy(student).encoder.blocks
+    assert [list(block.heads) for block in blocks] == [[h for h in range(4) if heads[i, h]] for i in kept]
+
+
+def test_per_layer_lists_that_do_not_match_the_depth_are_refused():
+    from nash_cli.surgery.compact import compact_model
+    from nash_cli.surgery.layers import keep_layers
+
+    dense, heads, ffn = _compact_encoder("t5")
+    compact, _ = compact_model(dense, heads, ffn)
+    config = compact.config
+    config.encoder_ffn_dims = config.encoder_ffn_dims[:2]  # a hand-edited config: 2 widths, 3 layers
+    with pytest.raises(NashError, match="encoder_ffn_dims has 2 entries for 3 encoder layers"):
+        keep_layers(family_of(compact), config, compact.state_dict(), "encoder", [0, 2])
+    # the decoder's selection does not read the encoder's lists
+    new_config, _ = keep_layers(family_of(compact), config, compact.state_dict(), "decoder", [1])
+    assert new_config.encoder_ffn_dims == config.encoder_ffn_dims

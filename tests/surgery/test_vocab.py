@@ -124,6 +124,73 @@ def test_renumber_config_maps_every_id():
         vocab.renumber_config(config, [0, 2])
 
 
+@pytest.mark.parametrize("bias_form", ["tuples", "strings", "list"])
+def test_renumber_config_maps_the_generation_configs_nested_ids(bias_form):
+    """Every token-id field of a generation config is renumbered: ids that must stay producible
+    (forced tokens, forced words) are kept; a ban or bias naming a dropped token is removed (that
+    token cannot be generated any more, so it had nothing left to act on); so is a suppressed
+    token `kept` leaves out (prune-vocab keeps those, `config_ids`)."""
+    from transformers import GenerationConfig
+
+    kept = list(range(14)) + [50, 51, 60]  # 50 -> 14, 51 -> 15, 60 -> 16
+    bias = {
+        "tuples": {(50, 51): -1.5, (52,): 2.0, (60,): 0.5},
+        # how transformers writes tuple keys to generation_config.json, and reads them back
+        "strings": {"(50, 51)": -1.5, "(52,)": 2.0, "(60,)": 0.5},
+        "list": [[[50, 51], -1.5], [[52], 2.0], [[60], 0.5]],
+    }[bias_form]
+    generation = GenerationConfig(
+        bad_words_ids=[[50, 51], [52], [3, 60]],
+        forced_decoder_ids=[[1, 50], [2, 60]],
+        force_words_ids=[[51], [60, 3]],
+        sequence_bias=bias,
+        suppress_tokens=[50, 53],
+        begin_suppress_tokens=[60, 99],
+        forced_bos_token_id=51,
+        eos_token_id=[1, 60],
+    )
+    required = vocab.config_ids(generation)
+    assert {50, 51, 60, 1} <= required  # forced tokens, forced words, the forced first token, eos
+    assert 52 not in required  # banned or biased only: not kept for that
+    new = vocab.renumber_config(generation, kept, vocab_size=False)
+    assert new.bad_words_ids == [[14, 15], [3, 16]]
+    assert new.forced_decoder_ids == [[1, 14], [2, 16]]
+    assert new.force_words_ids == [[15], [16, 3]]
+    assert new.suppress_tokens == [14] and new.begin_suppress_tokens == [16]
+    assert (new.forced_bos_token_id, new.eos_token_id) == (15, [1, 16])
+    expected_bias = {
+        "tuples": {(14, 15): -1.5, (16,): 0.5},
+        "strings": {"(14, 15)": -1.5, "(16,)": 0.5},
+        "list": [[[14, 15], -1.5], [[16], 0.5]],
+    }[bias_form]
+    assert new.sequence_bias == expected_bias
+    assert generation.bad_words_ids == [[50, 51], [52], [3, 60]]  # the input is not modified
+    # disjunctive forced words (a list of alternatives per word)
+    generation = GenerationConfig(force_words_ids=[[[50, 51], [60]]])
+    assert vocab.config_ids(generation) >= {50, 51, 60}
+    assert vocab.renumber_config(generation, kept, vocab_size=False).force_words_ids == [[[14, 15], [16]]]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("bad_words_ids", [50, 51]),
+        ("forced_decoder_ids", [[1]]),
+        ("sequence_bias", {"fifty": 1.0}),
+        ("force_words_ids", "fifty"),
+    ],
+)
+def test_a_malformed_token_id_field_is_refused_in_one_line(field, value):
+    from transformers import GenerationConfig
+
+    generation = GenerationConfig()
+    setattr(generation, field, value)
+    with pytest.raises(NashError, match=f"generation config's {field} .*; fix"):
+        vocab.config_ids(generation, name="the generation config")
+    with pytest.raises(NashError, match=field):
+        vocab.renumber_config(generation, [0, 1, 50, 51], vocab_size=False, name="the generation config")
+
+
 def test_byte_level_bpe_reduction_is_exact_and_needs_the_closure():
     from nash_cli.toy import train_byte_level_bpe
 
