@@ -86,6 +86,7 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
         state=output_state(STAGE, inputs.student_input.state),
         extra={"teacher_checkpoint": teacher_reference(options)},
         force=options.force,
+        dtype=inputs.storage_dtype,
     )
     return TrainingStageResult(
         output=str(options.output),

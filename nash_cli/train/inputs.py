@@ -192,6 +192,38 @@ class TrainingInputs:
     """Notes for the user (e.g. a loss turned off)."""
     student_input: StageInput
     """The student checkpoint as opened: its manifest and state."""
+    storage_dtype: Any = None
+    """The student's half-precision storage dtype (it trains in float32 and is written back in
+    this dtype); None for a float32 checkpoint."""
+
+
+def train_in_float32(model, role: str) -> tuple[Any, str | None]:
+    """Converts a half-precision (float16 / bfloat16) model to float32 in place.
+
+    Trained in their storage dtype, small updates round away (a bf16 student barely changes at
+    --lr 3e-5) and fp16 overflows to NaN; mixed precision is `--mixed-precision`'s job, which
+    keeps float32 weights and computes in half precision.
+
+    Returns:
+        (the storage dtype, or None when the model was not half precision; a note for the user).
+    """
+    import torch
+
+    dtypes = {parameter.dtype for parameter in model.parameters() if parameter.is_floating_point()}
+    half = sorted((d for d in dtypes if d in (torch.float16, torch.bfloat16)), key=str)
+    if not half:
+        return None, None
+    storage = half[0]
+    model.float()
+    name = str(storage).removeprefix("torch.")
+    if role == "student":
+        note = (
+            f"the student is stored in {name}: it trains in float32 (pass --mixed-precision bf16 to compute "
+            f"in half precision) and the output is written in {name}, like its input"
+        )
+    else:
+        note = f"the teacher is stored in {name}: it runs in float32 (pass --mixed-precision bf16 to compute in half precision)"
+    return storage, note
 
 
 def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInputs:
@@ -228,11 +260,15 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
     train_features, eval_features = load_features(options, tokenizer)
 
     student = artifact.load_model(options.student, config=student_config, **load)
+    storage_dtype, note = train_in_float32(student, "student")
+    dtype_notes = [note] if note else []
     teacher = None
     notes: list[str] = []
     encoder, decoder = None, None
     if options.teacher is not None:
         teacher = artifact.load_model(options.teacher, config=teacher_config, **load)
+        _, note = train_in_float32(teacher, "teacher")
+        dtype_notes += [note] if note else []
         check_vocabularies(
             student, teacher, student_tokenizer=tokenizer, teacher_source=options.teacher,
             trust_remote_code=options.trust_remote_code,
@@ -246,7 +282,10 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
             alpha_dec=options.alpha_dec,
             alpha_enc=options.alpha_enc,
         )
-    return TrainingInputs(student, teacher, tokenizer, train_features, eval_features, encoder, decoder, notes, opened)
+    return TrainingInputs(
+        student, teacher, tokenizer, train_features, eval_features, encoder, decoder, dtype_notes + notes, opened,
+        storage_dtype=storage_dtype,
+    )
 
 
 def teacher_reference(options: TrainingOptions) -> str | None:
@@ -272,6 +311,7 @@ def train_with(options: TrainingOptions, inputs: TrainingInputs, *, run_info: di
         The `nash_cli.train.config.TrainResult`.
     """
     from nash_cli.train.loop import train
+    from nash_cli.train.state import model_identity
 
     return train(
         options,
@@ -285,4 +325,5 @@ def train_with(options: TrainingOptions, inputs: TrainingInputs, *, run_info: di
         extension=extension,
         run_info=run_info,
         progress=progress,
+        models={"student": model_identity(options.student), "teacher": model_identity(options.teacher)},
     )

@@ -25,12 +25,15 @@ def save_output(
     extension: TrainingExtension | None = None,
     force: bool = False,
     tokenizer_source: str | Path | None = None,
+    dtype: Any = None,
 ) -> Path:
     """Writes the trained student as a nash checkpoint (main process), then drops the staging dir.
 
     The checkpoint holds the usual files plus `train_log.jsonl` and the extension's files; its
     manifest records the training summary under "training" plus `extra` and the extension's
     `manifest_extra()`. The output appears atomically (see `nash_cli.artifact.save_checkpoint`).
+    `dtype` (the student's half-precision storage dtype) converts the float32-trained weights
+    back to it before they are written; None writes them as they are.
     """
     from nash_cli.artifact import save_checkpoint
 
@@ -52,6 +55,8 @@ def save_output(
             files.update(extension.extra_files())
             manifest.update(extension.manifest_extra())
         manifest.update(extra or {})
+        if dtype is not None:
+            result.model.to(dtype)
         save_checkpoint(
             result.model,
             output,
