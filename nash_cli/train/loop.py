@@ -84,6 +84,7 @@ class Trainer:
         run_info: dict[str, Any] | None = None,
         accelerator=None,
         progress: Progress | str | None = None,
+        models: dict[str, str | None] | None = None,
     ):
         self.config = config
         self.progress = progress
@@ -127,6 +128,8 @@ class Trainer:
             "global_batch_size": self.global_batch,
             "total_steps": self.total_steps,
             "seed": config.seed,
+            # the student's and teacher's identities (`state.model_identity`): resuming with other weights is refused
+            **{key: value for key, value in (models or {}).items() if key in st.MODEL_KEYS},
         }
 
     # ----------------------------------------------------------------- checks and setup
@@ -305,10 +308,12 @@ class Trainer:
             values = dict(zip(TERMS, terms.tolist()))
             latest = st.latest_state(self.partial)
             kept = f"the last saved state ({latest.name}) is kept in {self.partial}" if latest else "no state was saved yet"
+            # Only a run computing in fp16 is told about bf16: the weights themselves are float32.
+            fp16 = " (or use bf16 instead of fp16)" if str(acc.mixed_precision) == "fp16" else ""
             raise TrainingDiverged(
                 f"the loss became {values['loss']} at step {step + 1} "
                 f"({', '.join(f'{k} {v:.4g}' for k, v in values.items() if k != 'loss')}); {kept}; "
-                "lower --lr or raise --warmup-steps (or use bf16 instead of fp16), then --resume"
+                f"lower --lr or raise --warmup-steps{fp16}, then --resume"
             )
         if c.max_grad_norm > 0:
             acc.clip_grad_norm_(self.clip_parameters, c.max_grad_norm)
@@ -453,6 +458,7 @@ def train(
     run_info: dict[str, Any] | None = None,
     accelerator=None,
     progress: Progress | str | None = None,
+    models: dict[str, str | None] | None = None,
 ) -> TrainResult:
     """Trains `student`, distilling from `teacher` when one is given, and returns the result.
 
@@ -474,6 +480,9 @@ def train(
             closing it to the caller), or the description of the reporter to build from
             `config.show_progress` and `config.log_every` (a Rich bar on a terminal, else a line
             every `log_every` steps); default "distill" with a teacher, "train" without.
+        models: What identifies the student and the teacher (`{"student": ..., "teacher": ...}`,
+            from `nash_cli.train.state.model_identity`), recorded in `run.json`: `resume` refuses
+            a run whose models changed since. None records nothing.
 
     Raises:
         NashError: bad settings, an existing output without `force`, an interrupted run without
@@ -493,6 +502,7 @@ def train(
         run_info=run_info,
         accelerator=accelerator,
         progress=progress,
+        models=models,
     ).run()
 
 
