@@ -45,6 +45,10 @@ def test_a_legacy_gradient_checkpointing_config_is_honoured(family):
     encoder = model.get_encoder()
     layers = encoder.block if family == "t5" else encoder.layers
     assert all(layer.gradient_checkpointing for layer in layers)
+    model.train()
+    ids = _ids()
+    model(input_ids=ids, labels=ids).loss.backward()  # checkpointed layers with empty sublayers train
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
     stock = compact_model(family, heads=[[0, 1, 2, 3]] * 2, ffn=[64, 64])
     assert not any(layer.gradient_checkpointing for layer in (stock.get_encoder().block if family == "t5" else stock.get_encoder().layers))
 
