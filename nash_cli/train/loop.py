@@ -128,6 +128,8 @@ class Trainer:
             "global_batch_size": self.global_batch,
             "total_steps": self.total_steps,
             "seed": config.seed,
+            # the examples best-checkpoint selection compares eval losses on (None: no eval data)
+            "eval_data": features_fingerprint(self.eval_features) if self.eval_features else None,
             # the student's and teacher's identities (`state.model_identity`): resuming with other weights is refused
             **{key: value for key, value in (models or {}).items() if key in st.MODEL_KEYS},
         }

@@ -47,6 +47,9 @@ _STATE_DIR = re.compile(r"^(step|best)-(\d{8})$")
 #: other weights, whose training would be recorded as descending from models it did not start from.
 MODEL_KEYS = ("student", "teacher")
 
+#: Fingerprint keys an earlier nash version did not record: a `run.json` without them resumes.
+LATER_KEYS = (*MODEL_KEYS, "eval_data")
+
 
 def model_identity(source: str | Path | None) -> str | None:
     """What identifies a model a run starts from: `sha256:<hash of its weight files>` for a local
@@ -298,7 +301,7 @@ class StateStore:
 
         Raises:
             NashError: `resume` without a saved state or with a different `fingerprint` (data,
-                batch, steps, seed, the student's and teacher's weights: `MODEL_KEYS`); an
+                eval data, batch, steps, seed, the student's and teacher's weights); an
                 interrupted run's directory without `resume` or `force`.
         """
         from nash_cli.errors import NashError
@@ -312,10 +315,10 @@ class StateStore:
                 )
             check_state(state, fsdp=self.fsdp, extension=self.extension is not None)
             saved = self._saved_run().get("fingerprint", {})
-            # A run.json of an earlier nash version records no model identities: not a change.
+            # A run.json of an earlier nash version lacks the later keys: not a change.
             changed = [
                 key for key, value in fingerprint.items()
-                if saved.get(key) != value and not (key in MODEL_KEYS and key not in saved)
+                if saved.get(key) != value and not (key in LATER_KEYS and key not in saved)
             ]
             models = [key for key in changed if key in MODEL_KEYS]
             if models:
