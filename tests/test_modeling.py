@@ -67,6 +67,9 @@ def test_every_trainable_parameter_gets_a_gradient(family, tmp_path):
     assert set(loaded.state_dict()) == set(expected)  # the idle parts are still saved, under their names
     for name, tensor in loaded.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
+    # the parameter count is the masked model's less what the masks remove: a layer norm stays a parameter
+    if family == "t5":
+        assert "encoder.block.0.layer.0.layer_norm.weight" in dict(loaded.named_parameters())
     for candidate in (model, loaded):
         candidate.train()
         ids = _ids()

@@ -23,10 +23,11 @@ What differs from stock T5 (everything else is the stock code):
   layer 0); a layer that keeps no FFN units skips the FFN. With `output_attentions` (eager
   attention) the headless layer's entry is an empty `(batch, 0, length, length)` tensor, so
   `encoder_attentions` keeps one entry per layer.
-* The parameters of a skipped sublayer (zero-width projections, its layer norm) take no part in
-  the computation and are buffers, not parameters (the same names, still saved and
-  loaded): DDP with `find_unused_parameters=False`, accelerate's and the HF Trainer's default,
-  fails on parameters that never receive a gradient.
+* DDP with `find_unused_parameters=False` (accelerate's and the HF Trainer's default) fails on
+  parameters that never receive a gradient, so a skipped sublayer leaves none: its zero-width
+  projections are buffers, not parameters (the same names, still saved and loaded), and its
+  layer norm (with layer 0's position bias table, which no layer reads when none keeps a head)
+  joins the training graph with weight 0, so it receives a zero gradient and stays as it is.
 * A legacy `gradient_checkpointing: true` in the config turns checkpointing on for these
   encoder layers too, as stock T5 does for its own.
 """
@@ -75,15 +76,24 @@ class NashT5Config(T5Config):
         return int(self.encoder_ffn_dims[index])
 
 
-def _freeze(module: nn.Module) -> None:
-    """Turns the parameters of a sublayer that computes nothing into buffers of the same names.
+def _freeze(*modules: nn.Module) -> None:
+    """Turns the (zero-width) parameters of projections that compute nothing into buffers of the
+    same names. Not `requires_grad_(False)`: `from_pretrained` makes every loaded tensor trainable."""
+    for module in modules:
+        for owner in module.modules():
+            for name, parameter in list(owner.named_parameters(recurse=False)):
+                del owner._parameters[name]
+                owner.register_buffer(name, parameter.data)
 
-    Not `requires_grad_(False)`: `from_pretrained` makes every loaded tensor trainable again.
-    """
-    for owner in module.modules():
-        for name, parameter in list(owner.named_parameters(recurse=False)):
-            del owner._parameters[name]
-            owner.register_buffer(name, parameter.data)
+
+def _with_idle(hidden_states: torch.Tensor, module: nn.Module, *idle: nn.Module) -> torch.Tensor:
+    """`hidden_states` plus 0 times the parameters of `idle` modules: the same values, and a zero
+    gradient for parameters the skipped sublayer does not use (only while training)."""
+    if not (module.training and torch.is_grad_enabled()):
+        return hidden_states
+    # times 0 before summing: a finite weight gives exactly 0, never inf * 0
+    zero = sum((p * 0).sum() for m in idle for p in m.parameters() if p.requires_grad)
+    return hidden_states + zero.to(hidden_states.dtype) if torch.is_tensor(zero) else hidden_states
 
 
 def _empty_attention(module: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor | None:
@@ -152,13 +162,17 @@ class NashT5LayerSelfAttention(T5LayerSelfAttention):
         super().__init__(config, has_relative_attention_bias=has_relative_attention_bias, layer_idx=layer_idx)
         self.SelfAttention = NashT5Attention(config, kept_heads, has_relative_attention_bias, layer_idx)
         if not kept_heads:
-            for module in (self.SelfAttention.q, self.SelfAttention.k, self.SelfAttention.v, self.SelfAttention.o, self.layer_norm):
-                _freeze(module)
+            _freeze(self.SelfAttention.q, self.SelfAttention.k, self.SelfAttention.v, self.SelfAttention.o)
 
     def forward(self, hidden_states, attention_mask=None, position_bias=None, cache=None, **kwargs):
         if self.SelfAttention.n_heads == 0:
             if position_bias is None:
                 position_bias = self.SelfAttention.full_bias(hidden_states)
+            # The layer norm, and layer 0's bias table, which no layer reads when none keeps a head.
+            idle = [self.layer_norm]
+            if self.SelfAttention.has_relative_attention_bias:
+                idle.append(self.SelfAttention.relative_attention_bias)
+            hidden_states = _with_idle(hidden_states, self, *idle)
             return hidden_states, position_bias, _empty_attention(self.SelfAttention, hidden_states)
         return super().forward(
             hidden_states, attention_mask=attention_mask, position_bias=position_bias, cache=cache, **kwargs
@@ -177,11 +191,11 @@ class NashT5LayerFF(T5LayerFF):
         dense.wo = _linear(d_ff, config.d_model, dense.wo)
         self.d_ff = d_ff
         if d_ff == 0:
-            _freeze(self)
+            _freeze(self.DenseReluDense)
 
     def forward(self, hidden_states):
         if self.d_ff == 0:
-            return hidden_states
+            return _with_idle(hidden_states, self, self.layer_norm)
         return super().forward(hidden_states)
 
 
@@ -211,9 +225,6 @@ class NashT5Stack(T5Stack):
                 for i in range(config.num_layers)
             ]
         )
-        if not any(config.encoder_layer_heads(i) for i in range(config.num_layers)):
-            # No layer attends, so nothing reads the position bias that layer 0 still computes.
-            _freeze(self.block[0].layer[0].SelfAttention.relative_attention_bias)
         self.post_init()
 
 
