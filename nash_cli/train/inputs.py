@@ -192,38 +192,40 @@ class TrainingInputs:
     """Notes for the user (e.g. a loss turned off)."""
     student_input: StageInput
     """The student checkpoint as opened: its manifest and state."""
-    storage_dtype: Any = None
-    """The student's half-precision storage dtype (it trains in float32 and is written back in
-    this dtype); None for a float32 checkpoint."""
+    storage_dtypes: dict[str, Any] | None = None
+    """The student's half-precision tensors and their storage dtypes, by name: it trains in float32
+    and they are written back in these dtypes; None for a float32 checkpoint."""
 
 
-def train_in_float32(model, role: str) -> tuple[Any, str | None]:
-    """Converts a half-precision (float16 / bfloat16) model to float32 in place.
+def train_in_float32(model, role: str, mixed_precision: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """Converts a model's half-precision (float16 / bfloat16) tensors to float32 in place.
 
     Trained in their storage dtype, small updates round away (a bf16 student barely changes at
     --lr 3e-5) and fp16 overflows to NaN; mixed precision is `--mixed-precision`'s job, which
     keeps float32 weights and computes in half precision.
 
     Returns:
-        (the storage dtype, or None when the model was not half precision; a note for the user).
+        (the storage dtype of each half-precision parameter and buffer, by name, or None when
+        there is none; a note for the user, or None).
     """
     import torch
 
-    dtypes = {parameter.dtype for parameter in model.parameters() if parameter.is_floating_point()}
-    half = sorted((d for d in dtypes if d in (torch.float16, torch.bfloat16)), key=str)
-    if not half:
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    dtypes = {name: t.dtype for name, t in tensors if t.dtype in (torch.float16, torch.bfloat16)}
+    if not dtypes:
         return None, None
-    storage = half[0]
     model.float()
-    name = str(storage).removeprefix("torch.")
+    storage = ", ".join(sorted({str(d).removeprefix("torch.") for d in dtypes.values()}))
+    compute = (
+        f"under --mixed-precision {mixed_precision}"
+        if mixed_precision in ("fp16", "bf16")
+        else "(pass --mixed-precision bf16 to compute in half precision)"
+    )
     if role == "student":
-        note = (
-            f"the student is stored in {name}: it trains in float32 (pass --mixed-precision bf16 to compute "
-            f"in half precision) and the output is written in {name}, like its input"
-        )
+        note = f"the student is stored in {storage}: it trains in float32 {compute} and the output is written in {storage}, like its input"
     else:
-        note = f"the teacher is stored in {name}: it runs in float32 (pass --mixed-precision bf16 to compute in half precision)"
-    return storage, note
+        note = f"the teacher is stored in {storage}: it runs in float32 {compute}"
+    return dtypes, note
 
 
 def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInputs:
@@ -260,14 +262,14 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
     train_features, eval_features = load_features(options, tokenizer)
 
     student = artifact.load_model(options.student, config=student_config, **load)
-    storage_dtype, note = train_in_float32(student, "student")
+    storage_dtypes, note = train_in_float32(student, "student", options.mixed_precision)
     dtype_notes = [note] if note else []
     teacher = None
     notes: list[str] = []
     encoder, decoder = None, None
     if options.teacher is not None:
         teacher = artifact.load_model(options.teacher, config=teacher_config, **load)
-        _, note = train_in_float32(teacher, "teacher")
+        _, note = train_in_float32(teacher, "teacher", options.mixed_precision)
         dtype_notes += [note] if note else []
         check_vocabularies(
             student, teacher, student_tokenizer=tokenizer, teacher_source=options.teacher,
@@ -284,7 +286,7 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
         )
     return TrainingInputs(
         student, teacher, tokenizer, train_features, eval_features, encoder, decoder, dtype_notes + notes, opened,
-        storage_dtype=storage_dtype,
+        storage_dtypes=storage_dtypes,
     )
 
 
