@@ -18,7 +18,15 @@ What differs from stock BART (everything else is the stock code):
   count sets the layer's width; heads keep their original size d_model / encoder_attention_heads),
   and `config.encoder_ffn_dims[l]` its FFN width.
 * A layer that keeps no heads skips self-attention and one that keeps no FFN units skips the
-  FFN; each still adds its output projection's bias, as the masked model does.
+  FFN; each still adds its output projection's bias, as the masked model does. With
+  `output_attentions` (eager attention) the headless layer's entry is an empty
+  `(batch, 0, length, length)` tensor, so `encoder_attentions` keeps one entry per layer.
+* The parameters of a skipped sublayer (its zero-width projections; not the output bias it
+  still adds) take no part in the computation and are buffers, not parameters (the same
+  names, still saved and loaded): DDP with `find_unused_parameters=False`, accelerate's and
+  the HF Trainer's default, fails on parameters that never receive a gradient.
+* A legacy `gradient_checkpointing: true` in the config turns checkpointing on for these
+  encoder layers too, as stock BART does for its own.
 """
 
 from __future__ import annotations
@@ -63,6 +71,17 @@ class NashBartConfig(BartConfig):
         return int(self.encoder_ffn_dims[index])
 
 
+def _freeze(*owners: tuple[nn.Module, str]) -> None:
+    """Turns parameters that compute nothing, given as (module, name), into buffers of the same names.
+
+    Not `requires_grad_(False)`: `from_pretrained` makes every loaded tensor trainable again.
+    """
+    for owner, name in owners:
+        parameter = owner._parameters.pop(name, None)
+        if parameter is not None:
+            owner.register_buffer(name, parameter.data)
+
+
 def _linear(n_in: int, n_out: int, like: nn.Linear) -> nn.Linear:
     with warnings.catch_warnings():
         # A fully pruned layer has zero-width projections; torch warns that initialising them is a no-op.
@@ -87,6 +106,22 @@ class NashBartAttention(BartAttention):
         self.k_proj = _linear(self.embed_dim, inner, self.k_proj)
         self.v_proj = _linear(self.embed_dim, inner, self.v_proj)
         self.out_proj = _linear(inner, self.embed_dim, self.out_proj)
+        if num_heads == 0:
+            projections = (self.q_proj, self.k_proj, self.v_proj)
+            _freeze(*((p, n) for p in projections for n in ("weight", "bias")), (self.out_proj, "weight"))
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        if self.num_heads > 0:
+            return super().forward(hidden_states, attention_mask=attention_mask, **kwargs)
+        # No heads: the output is the output projection's bias alone. Still a call of this module,
+        # so `output_attentions` records an (empty) entry for the layer.
+        bias = self.out_proj.bias
+        output = torch.zeros_like(hidden_states) if bias is None else bias.to(hidden_states.dtype).expand_as(hidden_states)
+        weights = None
+        if self.config._attn_implementation == "eager":
+            batch, length = hidden_states.shape[:2]
+            weights = hidden_states.new_zeros((batch, 0, length, length))
+        return output, weights
 
 
 class NashBartEncoderLayer(BartEncoderLayer):
@@ -97,6 +132,8 @@ class NashBartEncoderLayer(BartEncoderLayer):
         self.self_attn = NashBartAttention(config, num_heads, layer_idx=layer_idx)
         self.fc1 = _linear(self.embed_dim, ffn_dim, self.fc1)
         self.fc2 = _linear(ffn_dim, self.embed_dim, self.fc2)
+        if ffn_dim == 0:
+            _freeze((self.fc1, "weight"), (self.fc1, "bias"), (self.fc2, "weight"))
 
     def _constant(self, hidden_states, bias):
         # With every head (or unit) pruned the sublayer's output is its output bias alone.
@@ -108,12 +145,10 @@ class NashBartEncoderLayer(BartEncoderLayer):
 
     def forward(self, hidden_states, attention_mask, **kwargs):
         residual = hidden_states
-        if self.self_attn.num_heads == 0:
-            hidden_states = self._constant(residual, self.self_attn.out_proj.bias)
-        else:
-            hidden_states, _ = self.self_attn(hidden_states, attention_mask=attention_mask, **kwargs)
-            hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
-            hidden_states = residual + hidden_states
+        # Without heads the attention returns its output bias (see NashBartAttention.forward).
+        hidden_states, _ = self.self_attn(hidden_states, attention_mask=attention_mask, **kwargs)
+        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+        hidden_states = residual + hidden_states
         hidden_states = self.self_attn_layer_norm(hidden_states)
 
         residual = hidden_states
@@ -166,9 +201,15 @@ class NashBartForConditionalGeneration(BartForConditionalGeneration):
     config_class = NashBartConfig
 
     def __init__(self, config: NashBartConfig):
+        # The stock __init__ consumes a legacy `gradient_checkpointing: true` (and deletes it from the
+        # config) before the model below replaces the stock one; it is applied again at the end.
+        legacy_checkpointing = getattr(config, "gradient_checkpointing", False)
         super().__init__(config)
         self.model = NashBartModel(config)
         self.post_init()
+        if legacy_checkpointing:
+            config.gradient_checkpointing = True
+            self._backward_compatibility_gradient_checkpointing()
 
 
 # save_pretrained copies this file beside the weights and writes `auto_map`, so every checkpoint

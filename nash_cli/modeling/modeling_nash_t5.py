@@ -20,7 +20,16 @@ What differs from stock T5 (everything else is the stock code):
   heads; every layer then slices it to the heads it kept. (Stock T5 shares one bias tensor
   across layers, which is only right while every layer has the same heads.)
 * A layer that keeps no heads skips self-attention (it still computes the shared bias if it is
-  layer 0); a layer that keeps no FFN units skips the FFN.
+  layer 0); a layer that keeps no FFN units skips the FFN. With `output_attentions` (eager
+  attention) the headless layer's entry is an empty `(batch, 0, length, length)` tensor, so
+  `encoder_attentions` keeps one entry per layer.
+* DDP with `find_unused_parameters=False` (accelerate's and the HF Trainer's default) fails on
+  parameters that never receive a gradient, so a skipped sublayer leaves none: its zero-width
+  projections are buffers, not parameters (the same names, still saved and loaded), and its
+  layer norm (with layer 0's position bias table, which no layer reads when none keeps a head)
+  joins the training graph with weight 0, so it receives a zero gradient and stays as it is.
+* A legacy `gradient_checkpointing: true` in the config turns checkpointing on for these
+  encoder layers too, as stock T5 does for its own.
 """
 
 from __future__ import annotations
@@ -65,6 +74,35 @@ class NashT5Config(T5Config):
         if self.encoder_ffn_dims is None:
             return self.d_ff
         return int(self.encoder_ffn_dims[index])
+
+
+def _freeze(*modules: nn.Module) -> None:
+    """Turns the (zero-width) parameters of projections that compute nothing into buffers of the
+    same names. Not `requires_grad_(False)`: `from_pretrained` makes every loaded tensor trainable."""
+    for module in modules:
+        for owner in module.modules():
+            for name, parameter in list(owner.named_parameters(recurse=False)):
+                del owner._parameters[name]
+                owner.register_buffer(name, parameter.data)
+
+
+def _with_idle(hidden_states: torch.Tensor, module: nn.Module, *idle: nn.Module) -> torch.Tensor:
+    """`hidden_states` plus 0 times the parameters of `idle` modules: the same values, and a zero
+    gradient for parameters the skipped sublayer does not use (only while training)."""
+    if not (module.training and torch.is_grad_enabled()):
+        return hidden_states
+    # times 0 before summing: a finite weight gives exactly 0, never inf * 0
+    zero = sum((p * 0).sum() for m in idle for p in m.parameters() if p.requires_grad)
+    return hidden_states + zero.to(hidden_states.dtype) if torch.is_tensor(zero) else hidden_states
+
+
+def _empty_attention(module: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor | None:
+    """The attention weights of a layer without heads: `(batch, 0, length, length)` where the
+    attention implementation returns weights (eager), else None as the other layers return."""
+    if module.config._attn_implementation != "eager":
+        return None
+    batch, length = hidden_states.shape[:2]
+    return hidden_states.new_zeros((batch, 0, length, length))
 
 
 def _linear(n_in: int, n_out: int, like: nn.Linear) -> nn.Linear:
@@ -123,12 +161,19 @@ class NashT5LayerSelfAttention(T5LayerSelfAttention):
     def __init__(self, config, kept_heads: list[int], has_relative_attention_bias: bool = False, layer_idx=None):
         super().__init__(config, has_relative_attention_bias=has_relative_attention_bias, layer_idx=layer_idx)
         self.SelfAttention = NashT5Attention(config, kept_heads, has_relative_attention_bias, layer_idx)
+        if not kept_heads:
+            _freeze(self.SelfAttention.q, self.SelfAttention.k, self.SelfAttention.v, self.SelfAttention.o)
 
     def forward(self, hidden_states, attention_mask=None, position_bias=None, cache=None, **kwargs):
         if self.SelfAttention.n_heads == 0:
             if position_bias is None:
                 position_bias = self.SelfAttention.full_bias(hidden_states)
-            return hidden_states, position_bias, None
+            # The layer norm, and layer 0's bias table, which no layer reads when none keeps a head.
+            idle = [self.layer_norm]
+            if self.SelfAttention.has_relative_attention_bias:
+                idle.append(self.SelfAttention.relative_attention_bias)
+            hidden_states = _with_idle(hidden_states, self, *idle)
+            return hidden_states, position_bias, _empty_attention(self.SelfAttention, hidden_states)
         return super().forward(
             hidden_states, attention_mask=attention_mask, position_bias=position_bias, cache=cache, **kwargs
         )
@@ -145,10 +190,12 @@ class NashT5LayerFF(T5LayerFF):
                 setattr(dense, name, _linear(config.d_model, d_ff, getattr(dense, name)))
         dense.wo = _linear(d_ff, config.d_model, dense.wo)
         self.d_ff = d_ff
+        if d_ff == 0:
+            _freeze(self.DenseReluDense)
 
     def forward(self, hidden_states):
         if self.d_ff == 0:
-            return hidden_states
+            return _with_idle(hidden_states, self, self.layer_norm)
         return super().forward(hidden_states)
 
 
@@ -187,12 +234,18 @@ class NashT5ForConditionalGeneration(T5ForConditionalGeneration):
     config_class = NashT5Config
 
     def __init__(self, config: NashT5Config):
+        # The stock __init__ consumes a legacy `gradient_checkpointing: true` (and deletes it from the
+        # config) before the encoder below replaces the stock one; it is applied again at the end.
+        legacy_checkpointing = getattr(config, "gradient_checkpointing", False)
         super().__init__(config)
         encoder_config = copy.deepcopy(config)
         encoder_config.is_decoder = False
         encoder_config.use_cache = False
         self.encoder = NashT5Stack(encoder_config)
         self.post_init()
+        if legacy_checkpointing:
+            config.gradient_checkpointing = True
+            self._backward_compatibility_gradient_checkpointing()
 
 
 # save_pretrained copies this file beside the weights and writes `auto_map`, so every checkpoint

@@ -88,6 +88,7 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
         state=output_state(STAGE, inputs.student_input.state),
         extra={"teacher_checkpoint": teacher_reference(options)},
         force=options.force,
+        dtypes=inputs.storage_dtypes,
     )
     return TrainingStageResult(
         output=str(options.output),

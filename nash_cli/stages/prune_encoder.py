@@ -129,6 +129,7 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
         extra={"prune_encoder": pruning, "teacher_checkpoint": teacher_reference(options)},
         extension=extension,
         force=options.force,
+        dtypes=inputs.storage_dtypes,
     )
     return TrainingStageResult(
         output=str(options.output),

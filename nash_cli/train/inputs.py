@@ -232,6 +232,40 @@ class TrainingInputs:
     """Notes for the user (e.g. a loss turned off)."""
     student_input: StageInput
     """The student checkpoint as opened: its manifest and state."""
+    storage_dtypes: dict[str, Any] | None = None
+    """The student's half-precision tensors and their storage dtypes, by name: it trains in float32
+    and they are written back in these dtypes; None for a float32 checkpoint."""
+
+
+def train_in_float32(model, role: str, mixed_precision: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """Converts a model's half-precision (float16 / bfloat16) tensors to float32 in place.
+
+    Trained in their storage dtype, small updates round away (a bf16 student barely changes at
+    --lr 3e-5) and fp16 overflows to NaN; mixed precision is `--mixed-precision`'s job, which
+    keeps float32 weights and computes in half precision.
+
+    Returns:
+        (the storage dtype of each half-precision parameter and buffer, by name, or None when
+        there is none; a note for the user, or None).
+    """
+    import torch
+
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    dtypes = {name: t.dtype for name, t in tensors if t.dtype in (torch.float16, torch.bfloat16)}
+    if not dtypes:
+        return None, None
+    model.float()
+    storage = ", ".join(sorted({str(d).removeprefix("torch.") for d in dtypes.values()}))
+    compute = (
+        f"under --mixed-precision {mixed_precision}"
+        if mixed_precision in ("fp16", "bf16")
+        else "(pass --mixed-precision bf16 to compute in half precision)"
+    )
+    if role == "student":
+        note = f"the student is stored in {storage}: it trains in float32 {compute} and the output is written in {storage}, like its input"
+    else:
+        note = f"the teacher is stored in {storage}: it runs in float32 {compute}"
+    return dtypes, note
 
 
 def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInputs:
@@ -269,10 +303,14 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
     notes: list[str] = fit_batch_to_data(options, len(train_features))
 
     student = artifact.load_model(options.student, config=student_config, **load)
+    storage_dtypes, note = train_in_float32(student, "student", options.mixed_precision)
+    dtype_notes = [note] if note else []
     teacher = None
     encoder, decoder = None, None
     if options.teacher is not None:
         teacher = artifact.load_model(options.teacher, config=teacher_config, **load)
+        _, note = train_in_float32(teacher, "teacher", options.mixed_precision)
+        dtype_notes += [note] if note else []
         check_vocabularies(
             student, teacher, student_tokenizer=tokenizer, teacher_source=options.teacher,
             trust_remote_code=options.trust_remote_code,
@@ -287,7 +325,10 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
             alpha_enc=options.alpha_enc,
         )
         notes.extend(map_notes)
-    return TrainingInputs(student, teacher, tokenizer, train_features, eval_features, encoder, decoder, notes, opened)
+    return TrainingInputs(
+        student, teacher, tokenizer, train_features, eval_features, encoder, decoder, dtype_notes + notes, opened,
+        storage_dtypes=storage_dtypes,
+    )
 
 
 def teacher_reference(options: TrainingOptions) -> str | None:
@@ -313,6 +354,7 @@ def train_with(options: TrainingOptions, inputs: TrainingInputs, *, run_info: di
         The `nash_cli.train.config.TrainResult`.
     """
     from nash_cli.train.loop import train
+    from nash_cli.train.state import model_identity
 
     return train(
         options,
@@ -326,4 +368,5 @@ def train_with(options: TrainingOptions, inputs: TrainingInputs, *, run_info: di
         extension=extension,
         run_info=run_info,
         progress=progress,
+        models={"student": model_identity(options.student), "teacher": model_identity(options.teacher)},
     )

@@ -23,7 +23,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,32 +38,12 @@ from nash_cli.train.config import TrainConfig, TrainResult
 from nash_cli.train.extension import TrainingExtension
 from nash_cli.train.objective import TERMS, Objective
 from nash_cli.train.processes import make_accelerator
+from nash_cli.train.optimizer import freeze_embeddings, linear_schedule
 from nash_cli.train.sampling import DataOrder, features_fingerprint
 
 
 class TrainingDiverged(NashError):
     """The loss became NaN or infinite; the last saved state is kept for `--resume`."""
-
-
-def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Linear warm-up to 1, then linear decay to 0 at `total_steps` (transformers' formula)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
-
-
-def freeze_embeddings(model) -> list[str]:
-    """Stops gradients to the token embeddings; returns notes (a tied lm_head is frozen too)."""
-    embeddings = model.get_input_embeddings()
-    embeddings.weight.requires_grad_(False)
-    head = model.get_output_embeddings()
-    if head is not None and head.weight is embeddings.weight:
-        return ["--freeze-embeddings also freezes the lm_head, which shares the embedding matrix"]
-    return []
 
 
 class Trainer:
@@ -84,6 +64,7 @@ class Trainer:
         run_info: dict[str, Any] | None = None,
         accelerator=None,
         progress: Progress | str | None = None,
+        models: dict[str, str | None] | None = None,
     ):
         self.config = config
         self.progress = progress
@@ -127,6 +108,10 @@ class Trainer:
             "global_batch_size": self.global_batch,
             "total_steps": self.total_steps,
             "seed": config.seed,
+            # the examples best-checkpoint selection compares eval losses on (None: no eval data)
+            "eval_data": features_fingerprint(self.eval_features) if self.eval_features else None,
+            # the student's and teacher's identities (`state.model_identity`): resuming with other weights is refused
+            **{key: value for key, value in (models or {}).items() if key in st.MODEL_KEYS},
         }
 
     # ----------------------------------------------------------------- checks and setup
@@ -305,10 +290,12 @@ class Trainer:
             values = dict(zip(TERMS, terms.tolist()))
             latest = st.latest_state(self.partial)
             kept = f"the last saved state ({latest.name}) is kept in {self.partial}" if latest else "no state was saved yet"
+            # Only a run computing in fp16 is told about bf16: the weights themselves are float32.
+            fp16 = " (or use bf16 instead of fp16)" if str(acc.mixed_precision) == "fp16" else ""
             raise TrainingDiverged(
                 f"the loss became {values['loss']} at step {step + 1} "
                 f"({', '.join(f'{k} {v:.4g}' for k, v in values.items() if k != 'loss')}); {kept}; "
-                "lower --lr or raise --warmup-steps (or use bf16 instead of fp16), then --resume"
+                f"lower --lr or raise --warmup-steps{fp16}, then --resume"
             )
         if c.max_grad_norm > 0:
             acc.clip_grad_norm_(self.clip_parameters, c.max_grad_norm)
@@ -453,6 +440,7 @@ def train(
     run_info: dict[str, Any] | None = None,
     accelerator=None,
     progress: Progress | str | None = None,
+    models: dict[str, str | None] | None = None,
 ) -> TrainResult:
     """Trains `student`, distilling from `teacher` when one is given, and returns the result.
 
@@ -474,6 +462,9 @@ def train(
             closing it to the caller), or the description of the reporter to build from
             `config.show_progress` and `config.log_every` (a Rich bar on a terminal, else a line
             every `log_every` steps); default "distill" with a teacher, "train" without.
+        models: What identifies the student and the teacher (`{"student": ..., "teacher": ...}`,
+            from `nash_cli.train.state.model_identity`), recorded in `run.json`: `resume` refuses
+            a run whose models changed since. None records nothing.
 
     Raises:
         NashError: bad settings, an existing output without `force`, an interrupted run without
@@ -493,6 +484,7 @@ def train(
         run_info=run_info,
         accelerator=accelerator,
         progress=progress,
+        models=models,
     ).run()
 
 

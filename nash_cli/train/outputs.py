@@ -25,12 +25,16 @@ def save_output(
     extension: TrainingExtension | None = None,
     force: bool = False,
     tokenizer_source: str | Path | None = None,
+    dtypes: dict[str, Any] | None = None,
 ) -> Path:
     """Writes the trained student as a nash checkpoint (main process), then drops the staging dir.
 
     The checkpoint holds the usual files plus `train_log.jsonl` and the extension's files; its
     manifest records the training summary under "training" plus `extra` and the extension's
     `manifest_extra()`. The output appears atomically (see `nash_cli.artifact.save_checkpoint`).
+    `dtypes` (the student's half-precision tensors by name, `train.inputs.train_in_float32`)
+    converts those float32-trained tensors back to their storage dtypes before they are written
+    (each its own: a float16 T5 keeps `wo` in float32); None writes them as they are.
     """
     from nash_cli.artifact import save_checkpoint
 
@@ -52,6 +56,10 @@ def save_output(
             files.update(extension.extra_files())
             manifest.update(extension.manifest_extra())
         manifest.update(extra or {})
+        if dtypes:
+            for name, tensor in [*result.model.named_parameters(), *result.model.named_buffers()]:
+                if name in dtypes:
+                    tensor.data = tensor.data.to(dtypes[name])
         save_checkpoint(
             result.model,
             output,

@@ -43,6 +43,35 @@ PROGRESS = "progress.json"
 _STATE_DIR = re.compile(r"^(step|best)-(\d{8})$")
 
 
+#: Fingerprint keys naming the models a run trains from (`model_identity`); `--resume` refuses
+#: other weights, whose training would be recorded as descending from models it did not start from.
+MODEL_KEYS = ("student", "teacher")
+
+#: Fingerprint keys an earlier nash version did not record: a `run.json` without them resumes.
+LATER_KEYS = (*MODEL_KEYS, "eval_data")
+
+
+def model_identity(source: str | Path | None) -> str | None:
+    """What identifies a model a run starts from: `sha256:<hash of its weight files>` for a local
+    checkpoint, `hub:<id>` for a hub id, None for no model (no teacher)."""
+    from nash_cli.artifact import is_local, weights_sha256
+
+    if source is None:
+        return None
+    if not is_local(source):
+        return f"hub:{source}"
+    return f"sha256:{weights_sha256(source)}"
+
+
+def describe_identity(identity: str | None) -> str:
+    """A model identity as a message shows it (a hash cut to 12 digits)."""
+    if identity is None:
+        return "none"
+    if identity.startswith("sha256:"):
+        return identity[: len("sha256:") + 12]
+    return identity
+
+
 def partial_dir(output: str | Path) -> Path:
     """The staging directory of a run writing `output`: `<output>.partial` beside it."""
     output = Path(output).absolute()
@@ -272,7 +301,8 @@ class StateStore:
 
         Raises:
             NashError: `resume` without a saved state or with a different `fingerprint` (data,
-                batch, steps, seed); an interrupted run's directory without `resume` or `force`.
+                eval data, batch, steps, seed, the student's and teacher's weights); an
+                interrupted run's directory without `resume` or `force`.
         """
         from nash_cli.errors import NashError
 
@@ -285,7 +315,21 @@ class StateStore:
                 )
             check_state(state, fsdp=self.fsdp, extension=self.extension is not None)
             saved = self._saved_run().get("fingerprint", {})
-            changed = [key for key, value in fingerprint.items() if saved.get(key) != value]
+            # A run.json of an earlier nash version lacks the later keys: not a change.
+            changed = [
+                key for key, value in fingerprint.items()
+                if saved.get(key) != value and not (key in LATER_KEYS and key not in saved)
+            ]
+            models = [key for key in changed if key in MODEL_KEYS]
+            if models:
+                differences = "; ".join(
+                    f"{key} {describe_identity(saved[key])} then, {describe_identity(fingerprint[key])} now" for key in models
+                )
+                raise NashError(
+                    f"cannot resume: the {' and the '.join(models)} weights differ from the interrupted run's "
+                    f"({differences}); resume with the {' and '.join('--' + key for key in models)} the run started "
+                    "from, or pass --force without --resume to start over"
+                )
             if changed:
                 raise NashError(
                     f"cannot resume: {', '.join(changed)} differ from the interrupted run's; use the same "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,108 @@ def test_a_batch_larger_than_the_data_is_one_batch_of_all_of_it(setup, tmp_path,
     summary = result.json()
     assert summary["global_batch_size"] == 30
     assert any("each step repeats some of them" in note for note in summary["notes"])
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_two_processes_train_a_compact_model_with_empty_layers(family, tmp_path, tokenizer):
+    """Layer 0 keeps no heads, layer 1 no FFN units: parameters no step uses must not stall DDP
+    (accelerate's default find_unused_parameters=False fails at step 2 on them)."""
+    from nash_cli import modeling
+    from nash_cli.toy import tiny_config
+
+    base = tiny_config(family, vocab_size=len(tokenizer), encoder_layers=2).to_dict()
+    base.pop("model_type", None)
+    base.update(encoder_heads=[[], [0, 1, 2, 3]], encoder_ffn_dims=[20, 0])
+    config_class, model_class = modeling.classes(family)
+    torch.manual_seed(0)
+    student = write_checkpoint(tmp_path / "student", model_class(config_class(**base)), tokenizer)
+    data = write_task(tmp_path / "train.jsonl", 8)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = run_nash(
+        "distill", student, "--data", data, "-o", tmp_path / "out", "--max-steps", "3", "--batch-size", "2",
+        "--json", launcher=launcher,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["steps"] == 3
+    assert set(weights(tmp_path / "out")) == set(weights(student))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_student_trains_in_float32_and_is_written_in_its_dtype(
+    dtype, tmp_path, cli, tokenizer, make_checkpoint, monkeypatch
+):
+    """In its storage dtype a bf16 student barely changes at --lr 3e-5 and an fp16 one ends in NaN."""
+    from nash_cli.toy import tiny_model
+    from nash_cli.train.loop import Trainer
+
+    from transformers import AutoModelForSeq2SeqLM
+
+    torch.manual_seed(0)
+    full = write_checkpoint(tmp_path / "float32", tiny_model("t5", vocab_size=len(tokenizer)), tokenizer)
+    # loaded in half precision as transformers does it: a float16 T5 keeps its `wo` in float32
+    half = AutoModelForSeq2SeqLM.from_pretrained(full, dtype=getattr(torch, dtype))
+    student = write_checkpoint(tmp_path / "student", half, tokenizer)
+    trained_in: set[torch.dtype] = set()
+    setup = Trainer.setup
+
+    def recording_setup(self, *args, **kwargs):
+        trained_in.update(p.dtype for p in self.student.parameters() if p.requires_grad)
+        trained_in.update(p.dtype for p in self.teacher.parameters())
+        return setup(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "setup", recording_setup)
+    done = cli(
+        "distill", student, "--teacher", student, "--data", write_task(tmp_path / "train.jsonl", 16),
+        "-o", tmp_path / "out", "--lr", "3e-5", "--max-steps", "4", "--batch-size", "4", "--json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    assert trained_in == {torch.float32}
+    notes = done.json()["notes"]
+    assert any(f"stored in {dtype}: it trains in float32 (pass --mixed-precision" in note for note in notes), notes
+    assert any(f"teacher is stored in {dtype}: it runs in float32" in note for note in notes), notes
+    written, before = weights(tmp_path / "out"), weights(student)
+    assert {name: t.dtype for name, t in written.items()} == {name: t.dtype for name, t in before.items()}
+    assert getattr(torch, dtype) in {t.dtype for t in written.values()}
+    if dtype == "float16":
+        assert torch.float32 in {t.dtype for t in written.values()}  # each tensor keeps its own dtype
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == dtype
+    changed = sum(int((written[k] != before[k]).sum()) for k in before) / sum(t.numel() for t in before.values())
+    assert changed > 0.05
+
+
+def test_resume_refuses_a_different_student(setup, tmp_path, cli, tokenizer, monkeypatch):
+    """Other weights of the same shapes resumed silently (and were recorded as the parent of weights
+    that descend from the first student); other shapes ended in a traceback."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from nash_cli.toy import tiny_model
+    from nash_cli.train import state as st
+
+    student = tmp_path / "first"
+    shutil.copytree(setup["student"], student)
+    common = ["--teacher", setup["teacher"], "--data", setup["train"], "-o", tmp_path / "out", "--max-steps", "4", "--save-every", "2"]
+    save = st.StateStore.save
+
+    def save_then_stop(self, step, *args, **kwargs):
+        save(self, step, *args, **kwargs)
+        raise KeyboardInterrupt  # stands in for a kill after the state was committed
+
+    monkeypatch.setattr(st.StateStore, "save", save_then_stop)
+    assert cli("distill", student, *common).exit_code != 0  # nash reports the interruption
+    monkeypatch.setattr(st.StateStore, "save", save)
+    partial = tmp_path / "out.partial"
+    assert st.latest_state(partial) is not None
+
+    same_shapes = AutoModelForSeq2SeqLM.from_config(AutoModelForSeq2SeqLM.from_pretrained(student).config)
+    other_shapes = tiny_model("t5", vocab_size=len(tokenizer), d_ff=48, decoder_layers=2)
+    for name, model in (("same-shapes", same_shapes), ("other-shapes", other_shapes)):
+        other = write_checkpoint(tmp_path / name, model, tokenizer)
+        shutil.copyfile(student / "nash.json", other / "nash.json")  # the same layer map
+        before = snapshot(tmp_path)
+        result = cli("distill", other, *common, "--resume")
+        assert_user_error(result, "cannot resume", "student weights differ", "--student the run started from", "--force")
+        assert snapshot(tmp_path) == before
+    # the student it started from still resumes
+    resumed = cli("distill", student, *common, "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.json()["resumed_from"] == 2

@@ -408,3 +408,17 @@ def test_eval_and_bench_apply_a_masked_checkpoints_masks(pipeline, tmp_path, cli
     assert any("masked checkpoint" in note for note in bench.json()["notes"])
     assert "note:" in cli("bench", masked, "--batch", "2", "--beams", "2", "--repeats", "1", "--max-new-tokens", "4",
                            "--source-length", "8").stdout  # fmt: skip
+
+
+def test_a_bfloat16_student_prunes_in_float32_and_is_written_in_bfloat16(pipeline, tmp_path, cli):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    student = tmp_path / "bf16"
+    AutoModelForSeq2SeqLM.from_pretrained(pipeline["student"], dtype=torch.bfloat16).save_pretrained(student)
+    AutoTokenizer.from_pretrained(pipeline["student"]).save_pretrained(student)
+    (student / "nash.json").write_text((Path(pipeline["student"]) / "nash.json").read_text())
+    out = tmp_path / "masked"
+    result = cli(*_prune_args({**pipeline, "student": str(student)}, out, "--max-steps", "3", "--json"))
+    assert result.exit_code == 0, result.stderr
+    assert any("stored in bfloat16: it trains in float32" in note for note in result.json()["notes"])
+    assert {t.dtype for t in load_file(str(out / "model.safetensors")).values()} == {torch.bfloat16}

@@ -120,3 +120,45 @@ def test_check_state_returns_the_progress_record(interrupted):
     with pytest.raises(NashError, match="extension.pt is missing"):
         st.check_state(interrupted / STEP, extension=True)
     torch.manual_seed(0)  # the fixture's run reseeded torch; leave the global state as a fresh test expects
+
+
+def _resume(tmp_path, tokenizer, features, **kwargs):
+    eval_features = kwargs.pop("eval_features", features[:4])
+    return train(
+        config(tmp_path, resume=True, eval_every=1), tiny_model("t5", vocab_size=len(tokenizer)), features,
+        pad_token_id=0, eval_features=eval_features, **kwargs,
+    )  # fmt: skip
+
+
+def _edit_fingerprint(partial: Path, **changes) -> None:
+    run = json.loads((partial / st.RUN).read_text())
+    for key, value in changes.items():
+        if value is None:
+            run["fingerprint"].pop(key, None)
+        else:
+            run["fingerprint"][key] = value
+    (partial / st.RUN).write_text(json.dumps(run))
+
+
+def test_resume_refuses_other_models_and_other_eval_data(interrupted, tmp_path, tokenizer, features):
+    partial = tmp_path / "out.partial"
+    shutil.copytree(interrupted, partial)
+    _edit_fingerprint(partial, student="sha256:" + "a" * 64, teacher=None)
+    before = files(tmp_path)
+    with pytest.raises(NashError) as raised:
+        _resume(tmp_path, tokenizer, features, models={"student": "sha256:" + "b" * 64, "teacher": None})
+    message = str(raised.value)
+    assert "the student weights differ" in message and "sha256:aaaaaaaaaaaa then, sha256:bbbbbbbbbbbb now" in message
+    assert "--force without --resume" in message and "\n" not in message
+    with pytest.raises(NashError, match="eval_data differ from the interrupted run's"):
+        _resume(tmp_path, tokenizer, features, eval_features=features[4:8], models={"student": "sha256:" + "a" * 64})
+    assert files(tmp_path) == before
+
+
+def test_a_run_json_of_an_earlier_version_still_resumes(interrupted, tmp_path, tokenizer, features):
+    """Earlier versions recorded neither the models nor the eval data: their absence is no change."""
+    partial = tmp_path / "out.partial"
+    shutil.copytree(interrupted, partial)
+    _edit_fingerprint(partial, eval_data=None, student=None, teacher=None)
+    result = _resume(tmp_path, tokenizer, features, models={"student": "sha256:" + "c" * 64, "teacher": None})
+    assert result.resumed_from == 2 and result.steps == 4
