@@ -220,7 +220,7 @@ def print_result(result: dict, console) -> None:
     memory_kind = "max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS"
     notes.append(f"peak MiB: {memory_kind} during one warm-up pass; samples/s and more with --json")
     notes.append("enc/dec M: parameters of each stack without embeddings (token, position, lm_head)")
-    console.print("[dim]" + "; ".join(notes) + "[/]")
+    console.print("; ".join(notes), style="dim", markup=False)
     _common.print_notes(result.get("notes", []), console)
 
 

@@ -34,7 +34,7 @@ def command(
     overrides = list(overrides or [])
     if not available():  # installed with nash, yet a platform without its wheels may lack it
         overrides.append("stages.export=false")
-        _common.stderr.print(f'[yellow]note:[/] CTranslate2 is not installed: the demo skips its export stage (pip install "{EXTRA}")')
+        _common.print_notes([f'CTranslate2 is not installed: the demo skips its export stage (pip install "{EXTRA}")'], _common.stderr)
     prepared = prepare_run(demo_recipe_path(), output, overrides)
     from nash_cli.cli.run import print_stage_result
 

@@ -132,12 +132,14 @@ def print_result(result: dict, console) -> None:
         table.add_row(name, f"{100 * value:.2f}")
     console.print(table)
     console.print(
-        f"[dim]{result['seconds']['generation']:.1f}s generating "
-        f"({result['examples_per_s']:.2f} examples/s); several references: best per example[/]"
+        f"{result['seconds']['generation']:.1f}s generating "
+        f"({result['examples_per_s']:.2f} examples/s); several references: best per example",
+        style="dim",
+        markup=False,
     )
     vocab_map = (result.get("engine") or {}).get("vocab_map")
     if vocab_map is not None:  # a CTranslate2 export with a vocabulary map
         state = "used" if vocab_map else "not used (--no-vocab-map)"
-        console.print(f"[dim]the export's vocabulary map: {state}[/]")
+        console.print(f"the export's vocabulary map: {state}", style="dim", markup=False)
     _common.print_notes(result.get("notes", []), console)
 
