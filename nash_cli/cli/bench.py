@@ -16,6 +16,7 @@ from nash_cli.cli._options import (
     SourcePrefixOption,
     SourceTemplateOption,
     SplitOption,
+    ThreadsOption,
     TrustRemoteCodeOption,
     VocabMapOption,
 )
@@ -93,10 +94,7 @@ def command(
         str, typer.Option("--device", help="auto (cuda if present), cpu or cuda.", rich_help_panel=_RUN)
     ] = Options.device,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.", rich_help_panel=_RUN)] = Options.dtype,
-    threads: Annotated[
-        Optional[int],
-        typer.Option("--threads", help="CPU threads for torch and CTranslate2 alike (default: torch's).", rich_help_panel=_RUN),
-    ] = Options.threads,
+    threads: ThreadsOption = Options.threads,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.", rich_help_panel=_RUN)] = Options.seed,
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Also write the JSON report to this file.")

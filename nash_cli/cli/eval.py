@@ -19,6 +19,7 @@ from nash_cli.cli._options import (
     SourceTemplateOption,
     SplitOption,
     TargetColumnOption,
+    ThreadsOption,
     TrustRemoteCodeOption,
     VocabMapOption,
 )
@@ -60,6 +61,7 @@ def command(
     ] = Options.max_new_tokens,
     device: Annotated[str, typer.Option("--device", help="auto (cuda if present), cpu or cuda.")] = Options.device,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = Options.dtype,
+    threads: ThreadsOption = Options.threads,
     output: Annotated[
         Optional[Path],
         typer.Option(
@@ -96,6 +98,7 @@ def command(
         max_new_tokens=max_new_tokens,
         device=device,
         dtype=dtype,
+        threads=threads,
         output=output,
         generations=generations,
         force=force,

@@ -18,6 +18,7 @@ from nash_cli.cli._options import (
     SourceTemplateOption,
     SplitOption,
     TargetColumnOption,
+    ThreadsOption,
     TrustRemoteCodeOption,
 )
 from nash_cli.errors import NashError
@@ -45,6 +46,7 @@ def command(
         bool,
         typer.Option("--verify/--no-verify", help="Load the export back and compare its greedy output with transformers'."),
     ] = Options.verify,
+    threads: ThreadsOption = Options.threads,
     force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = Options.force,
     vocab_map: Annotated[
         Optional[str],
@@ -89,6 +91,7 @@ def command(
         quantization=quantization,
         device=device,
         verify=verify,
+        threads=threads,
         force=force,
         vocab_map=vocab_map,
         eval_data=eval_data,

@@ -53,7 +53,14 @@ def command(
         str, typer.Option("--quantization", help="CTranslate2 weight type (int8, ...); transformers runs float32.", rich_help_panel=_SERVE)
     ] = Options.quantization,
     threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for torch and CTranslate2 (default: torch's).", rich_help_panel=_SERVE)
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch and CTranslate2 (default: OMP_NUM_THREADS, else one per core); timings "
+            "on a machine shared with other jobs are only comparable at a fixed count.",
+            rich_help_panel=_SERVE,
+        ),
     ] = Options.threads,
     source_length: Annotated[
         int | None,

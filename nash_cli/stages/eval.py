@@ -22,6 +22,7 @@ from nash_cli.data import Example, ExampleReading, SourceLength
 from nash_cli.errors import NashError, require_at_least
 from nash_cli.metrics import MetricScores, check_metrics
 from nash_cli.progress import Progress
+from nash_cli.threads import use_threads
 from nash_cli.stages import ANY_STATE, Stage, declare
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ class EvalOptions(ExampleReading, SourceLength, LoadOptions):
     """auto (cuda if present), cpu or cuda."""
     dtype: str = "float32"
     """float32, bfloat16 or float16."""
+    threads: int | None = None
+    """CPU threads for torch and CTranslate2 alike (default: `OMP_NUM_THREADS`, else torch's, one
+    per core); on a machine shared with other jobs, 1 per job."""
     output: Path | None = None
     """Write the scores here (e.g. metrics.json) and the outputs beside it."""
     generations: Path | None = None
@@ -65,7 +69,8 @@ class EvalOptions(ExampleReading, SourceLength, LoadOptions):
 
         check_metrics(self.metric)
         check_device(self.device, self.dtype)
-        for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--max-new-tokens", self.max_new_tokens)):
+        for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--max-new-tokens", self.max_new_tokens),
+                            ("--threads", self.threads)):
             require_at_least(flag, value)
         SourceLength.check(self)
         require_at_least("--limit", self.limit)
@@ -242,6 +247,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
     from nash_cli.stages.bench import is_exported, load_for_generation, resolve_device
 
     options.check()
+    use_threads(options.threads)  # before any torch work: --threads, else OMP_NUM_THREADS
     paths = options.result_paths()
     inputs = {"checkpoint": options.checkpoint, "data": options.data}
     artifact.refuse_existing(paths, options.force, kinds=["metrics", "generations"], inputs=inputs)

@@ -25,6 +25,7 @@ from nash_cli.data import ExampleReading, SourceLength
 from nash_cli.errors import NashError, require_at_least
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.progress import Progress
+from nash_cli.threads import use_threads
 from nash_cli.stages import Stage, arguments, declare, open_input
 from nash_cli.stages.plan import cost, summary
 from nash_cli.stages.plan.candidates import (
@@ -75,7 +76,8 @@ class PlanOptions(ExampleReading, SourceLength, LoadOptions):
     quantization: str = "float32"
     """CTranslate2 weight type (int8, ...); transformers runs float32."""
     threads: int | None = None
-    """CPU threads for torch and CTranslate2 alike (default: torch's)."""
+    """CPU threads for torch and CTranslate2 alike (default: `OMP_NUM_THREADS`, else torch's, one
+    per core); on a machine shared with other jobs, 1 per job."""
     source_length: int | None = None
     """Tokens per input: random inputs of this length (default 512 without `data`)."""
     new_tokens: int | None = None
@@ -199,6 +201,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
     """
     started = time.monotonic()
     options.check()
+    use_threads(options.threads)  # before any torch work: --threads, else OMP_NUM_THREADS
     if options.output is not None:
         artifact.check_output(
             options.output, options.force, kind="plan", inputs={"checkpoint": options.checkpoint, "data": options.data}
@@ -247,8 +250,6 @@ def _load_teacher(options: PlanOptions, progress: Progress):
     tokenizer = (
         artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code) if needs_tokenizer else None
     )
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
     progress.update(status="loading the teacher")
     teacher = artifact.load_model(options.checkpoint, config=config, dtype=torch.float32, **load)
     return teacher, tokenizer, ks
