@@ -15,8 +15,8 @@ from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import InputReading, SourceLength
 from nash_cli.errors import NashError, require_at_least
 from nash_cli.progress import Progress
-from nash_cli.threads import use_threads
 from nash_cli.stages import ANY_STATE, Stage, declare
+from nash_cli.threads import use_threads
 
 if TYPE_CHECKING:
     from nash_cli.timing import BenchResult

@@ -13,8 +13,8 @@ from typing import Any
 
 from nash_cli.artifact import releases_outputs
 from nash_cli.errors import require_at_least
-from nash_cli.threads import use_threads
 from nash_cli.stages import Stage, arguments, declare, output_state
+from nash_cli.threads import use_threads
 from nash_cli.train.inputs import TrainingOptions
 
 

@@ -22,8 +22,8 @@ from nash_cli.data import Example, ExampleReading, SourceLength
 from nash_cli.errors import NashError, require_at_least
 from nash_cli.metrics import MetricScores, check_metrics
 from nash_cli.progress import Progress
-from nash_cli.threads import use_threads
 from nash_cli.stages import ANY_STATE, Stage, declare
+from nash_cli.threads import use_threads
 
 if TYPE_CHECKING:
     from nash_cli.generation import GenerationSettings

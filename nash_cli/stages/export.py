@@ -26,8 +26,8 @@ from nash_cli.data import HeldOutReading, SourceLength
 from nash_cli.errors import NashError, require_at_least
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.progress import Progress
-from nash_cli.threads import use_threads
 from nash_cli.stages import Stage, arguments, declare, open_input
+from nash_cli.threads import use_threads
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -13,9 +13,9 @@ from typing import Literal
 
 from nash_cli.artifact import releases_outputs
 from nash_cli.errors import NashError, require_at_least
-from nash_cli.threads import use_threads
 from nash_cli.stages import Stage, arguments, declare
 from nash_cli.stages.distill import TrainingStageResult
+from nash_cli.threads import use_threads
 from nash_cli.train.config import PruneSettings
 from nash_cli.train.inputs import TrainingOptions
 

@@ -25,7 +25,6 @@ from nash_cli.data import ExampleReading, SourceLength
 from nash_cli.errors import NashError, require_at_least
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.progress import Progress
-from nash_cli.threads import use_threads
 from nash_cli.stages import Stage, arguments, declare, open_input
 from nash_cli.stages.plan import cost, summary
 from nash_cli.stages.plan.candidates import (
@@ -43,6 +42,7 @@ from nash_cli.stages.plan.harness import Search
 from nash_cli.stages.plan.recipe_writer import recipe_text
 from nash_cli.stages.plan.summary import confirmation_notes
 from nash_cli.stages.plan.workload import TimedCall, timed_call
+from nash_cli.threads import use_threads
 
 # The candidates' and the recipe's functions are part of `nash plan`'s interface (tests, notebooks).
 __all__ = [
