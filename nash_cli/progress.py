@@ -296,14 +296,15 @@ def rich_bar(*, console: Console | None = None, transient: bool = False, disable
 
         console = Console(stderr=True)
     return RichProgress(
-        TextColumn("[bold]{task.description}"),
+        # descriptions and statuses carry paths and model names: text as written, not markup
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", markup=False),
         console=console,
         transient=transient,
         disable=disable,

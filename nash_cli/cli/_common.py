@@ -2,6 +2,10 @@
 
 Human-readable output (tables, progress) goes to stderr when `--json` is given, so that stdout
 carries exactly one JSON document for shell pipelines.
+
+The consoles print text as written, without Rich markup: nash's lines carry paths, model names,
+notes and messages with square brackets (`nash-cli[ctranslate2]`, `out[1]/`), which markup would
+take for style tags and drop. Style is given as a `style=` argument or a `rich.text.Text`.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from typing import Any
 from rich.console import Console
 
 #: Where tables and messages go by default.
-stdout = Console()
+stdout = Console(markup=False)
 #: Where progress bars and notes go; also where tables go under --json.
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, markup=False)
 
 #: A command module's `print_result`: a stage's result (its `to_dict()`) as tables on a console.
 #: Every stage command module has one under that name, which `nash run` looks up.
@@ -43,9 +47,11 @@ def emit(result: dict[str, Any], json_mode: bool, printer: Printer) -> None:
 
 
 def print_notes(notes: list[str], console: Console) -> None:
-    """Each note on a line of its own, marked as a note."""
+    """Each note on a line of its own, marked as a note; the note's text is printed as written."""
+    from rich.text import Text
+
     for note in notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(Text.assemble(("note:", "yellow"), " ", note))
 
 
 def layer_list(text: str | None, option: str) -> list[int] | None:

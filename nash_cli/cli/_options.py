@@ -183,6 +183,16 @@ AllowPickleOption = Annotated[
 TrustRemoteCodeOption = Annotated[
     bool, typer.Option("--trust-remote-code", help="Run the checkpoints' own modeling code (only if you trust it).")
 ]
+ThreadsOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads for torch (and CTranslate2) (default: OMP_NUM_THREADS, else one per core); "
+        "on a machine shared with other jobs, 1 per job.",
+        rich_help_panel=RUN,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 OutputDirOption = Annotated[Path, typer.Option("--output", "-o", help="Directory to write the result to.")]

@@ -16,6 +16,7 @@ from nash_cli.cli._options import (
     SourcePrefixOption,
     SourceTemplateOption,
     SplitOption,
+    ThreadsOption,
     TrustRemoteCodeOption,
     VocabMapOption,
 )
@@ -93,10 +94,7 @@ def command(
         str, typer.Option("--device", help="auto (cuda if present), cpu or cuda.", rich_help_panel=_RUN)
     ] = Options.device,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.", rich_help_panel=_RUN)] = Options.dtype,
-    threads: Annotated[
-        Optional[int],
-        typer.Option("--threads", help="CPU threads for torch and CTranslate2 alike (default: torch's).", rich_help_panel=_RUN),
-    ] = Options.threads,
+    threads: ThreadsOption = Options.threads,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.", rich_help_panel=_RUN)] = Options.seed,
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Also write the JSON report to this file.")
@@ -220,7 +218,7 @@ def print_result(result: dict, console) -> None:
     memory_kind = "max allocated on CUDA" if env["device"].startswith("cuda") else "process RSS"
     notes.append(f"peak MiB: {memory_kind} during one warm-up pass; samples/s and more with --json")
     notes.append("enc/dec M: parameters of each stack without embeddings (token, position, lm_head)")
-    console.print("[dim]" + "; ".join(notes) + "[/]")
+    console.print("; ".join(notes), style="dim", markup=False)
     _common.print_notes(result.get("notes", []), console)
 
 

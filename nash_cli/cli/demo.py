@@ -19,7 +19,7 @@ def command(
     """Run the whole NASH pipeline offline on a generated summarisation task and print Table 1.
 
     A T5 teacher is trained from scratch, then select-layers, prune-encoder, compact, distill,
-    an int8 CTranslate2 export (with nash-cli[ctranslate2]), bench and eval run in turn (about
+    an int8 CTranslate2 export, bench and eval run in turn (about
     3 minutes on 2 CPU cores); a rerun continues where it stopped.
     """
     from nash_cli.cli import _common
@@ -32,9 +32,9 @@ def command(
     console = _common.human(json_output)
     console.print(expected_duration(), markup=False, highlight=False, soft_wrap=True)
     overrides = list(overrides or [])
-    if not available():  # the last stage exports to CTranslate2, an optional extra
+    if not available():  # installed with nash, yet a platform without its wheels may lack it
         overrides.append("stages.export=false")
-        _common.stderr.print(f'[yellow]note:[/] CTranslate2 is not installed: the demo skips its export stage (pip install "{EXTRA}")')
+        _common.print_notes([f'CTranslate2 is not installed: the demo skips its export stage (pip install "{EXTRA}")'], _common.stderr)
     prepared = prepare_run(demo_recipe_path(), output, overrides)
     from nash_cli.cli.run import print_stage_result
 

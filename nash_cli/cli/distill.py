@@ -45,6 +45,7 @@ from nash_cli.cli._options import (
     TRAIN,
     TargetColumnOption,
     TemperatureOption,
+    ThreadsOption,
     TrustRemoteCodeOption,
     WarmupStepsOption,
     WeightDecayOption,
@@ -95,6 +96,7 @@ def command(
         str, typer.Option("--keep", help="With --eval-data: output the best checkpoint by eval loss, or the last.", rich_help_panel=RUN)
     ] = Options.keep,
     resume: ResumeOption = Options.resume,
+    threads: ThreadsOption = Options.threads,
     force: ForceOption = Options.force,
     allow_pickle: AllowPickleOption = Options.allow_pickle,
     trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
@@ -143,6 +145,7 @@ def command(
         log_every=log_every,
         keep=keep,
         resume=resume,
+        threads=threads,
         force=force,
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,

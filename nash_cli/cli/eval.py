@@ -18,6 +18,7 @@ from nash_cli.cli._options import (
     SourceTemplateOption,
     SplitOption,
     TargetColumnOption,
+    ThreadsOption,
     TrustRemoteCodeOption,
     VocabMapOption,
 )
@@ -59,6 +60,7 @@ def command(
     ] = Options.max_new_tokens,
     device: Annotated[str, typer.Option("--device", help="auto (cuda if present), cpu or cuda.")] = Options.device,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = Options.dtype,
+    threads: ThreadsOption = Options.threads,
     output: Annotated[
         Optional[str],  # a str keeps a trailing "/" (a directory), which Path drops
         typer.Option(
@@ -96,6 +98,7 @@ def command(
         max_new_tokens=max_new_tokens,
         device=device,
         dtype=dtype,
+        threads=threads,
         output=output,
         generations=generations,
         force=force,
@@ -132,12 +135,14 @@ def print_result(result: dict, console) -> None:
         table.add_row(name, f"{100 * value:.2f}")
     console.print(table)
     console.print(
-        f"[dim]{result['seconds']['generation']:.1f}s generating "
-        f"({result['examples_per_s']:.2f} examples/s); several references: best per example[/]"
+        f"{result['seconds']['generation']:.1f}s generating "
+        f"({result['examples_per_s']:.2f} examples/s); several references: best per example",
+        style="dim",
+        markup=False,
     )
     vocab_map = (result.get("engine") or {}).get("vocab_map")
     if vocab_map is not None:  # a CTranslate2 export with a vocabulary map
         state = "used" if vocab_map else "not used (--no-vocab-map)"
-        console.print(f"[dim]the export's vocabulary map: {state}[/]")
+        console.print(f"the export's vocabulary map: {state}", style="dim", markup=False)
     _common.print_notes(result.get("notes", []), console)
 

@@ -18,6 +18,7 @@ from nash_cli.cli._options import (
     SourceTemplateOption,
     SplitOption,
     TargetColumnOption,
+    ThreadsOption,
     TrustRemoteCodeOption,
 )
 from nash_cli.errors import NashError
@@ -45,6 +46,7 @@ def command(
         bool,
         typer.Option("--verify/--no-verify", help="Load the export back and compare its greedy output with transformers'."),
     ] = Options.verify,
+    threads: ThreadsOption = Options.threads,
     force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = Options.force,
     vocab_map: Annotated[
         Optional[str],
@@ -89,6 +91,7 @@ def command(
         quantization=quantization,
         device=device,
         verify=verify,
+        threads=threads,
         force=force,
         vocab_map=vocab_map,
         eval_data=eval_data,
@@ -153,13 +156,17 @@ def print_result(result: dict, console) -> None:
     console.print(table)
     if vocab_map is not None:
         console.print(
-            "[dim]vocabulary map on by default: nash bench and nash eval decode with it (--no-vocab-map: without); "
-            "a reference is covered when all its tokens are special, in the training targets or in its own input[/]"
+            "vocabulary map on by default: nash bench and nash eval decode with it (--no-vocab-map: without); "
+            "a reference is covered when all its tokens are special, in the training targets or in its own input",
+            style="dim",
+            markup=False,
         )
     if check is not None and not check["exact_expected"]:
         console.print(
-            "[dim]the check feeds random token ids, where a quantized model flips near-ties easily; "
-            "measure its quality on real data with nash eval[/]"
+            "the check feeds random token ids, where a quantized model flips near-ties easily; "
+            "measure its quality on real data with nash eval",
+            style="dim",
+            markup=False,
         )
-    console.print(f"[dim]{result['padding_summary']}; {result['seconds']:.1f}s[/]")
+    console.print(f"{result['padding_summary']}; {result['seconds']:.1f}s", style="dim", markup=False)
     _common.print_notes(result.get("notes", []), console)

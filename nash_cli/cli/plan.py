@@ -53,7 +53,14 @@ def command(
         str, typer.Option("--quantization", help="CTranslate2 weight type (int8, ...); transformers runs float32.", rich_help_panel=_SERVE)
     ] = Options.quantization,
     threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for torch and CTranslate2 (default: torch's).", rich_help_panel=_SERVE)
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch and CTranslate2 (default: OMP_NUM_THREADS, else one per core); timings "
+            "on a machine shared with other jobs are only comparable at a fixed count.",
+            rich_help_panel=_SERVE,
+        ),
     ] = Options.threads,
     source_length: Annotated[
         int | None,
@@ -139,6 +146,7 @@ def command(
 def print_result(result: dict, console) -> None:
     """The candidates table, the recommendation and the notes."""
     from rich.table import Table
+    from rich.text import Text
 
     work = result["workload"]
     engine = result["engine"]
@@ -182,24 +190,29 @@ def print_result(result: dict, console) -> None:
     model = result["cost_model"]
     budget = result["budget"]
     console.print(
-        f"[dim]timed {budget['timed']} of {budget['timed'] + budget['predicted']} candidates in {budget['used_s']:.0f} s "
+        f"timed {budget['timed']} of {budget['timed'] + budget['predicted']} candidates in {budget['used_s']:.0f} s "
         f"(budget {budget['minutes']:g} min), each interleaved with the reference ({result['references']['reference']}), "
         f"itself interleaved with the teacher: speedups are products of per-repeat ratio medians; 'conf.': confirmed, "
         f"timed beside the teacher as nash bench does; 'pred.': predicted by a cost model ({model['kind']}, fitted to "
         f"{model['timings']} timings, rms error {100 * model['relative_error']:.0f}%); new tokens forced (min = max); "
-        f"'~': weight size estimated[/]"
+        f"'~': weight size estimated",
+        style="dim",
+        markup=False,
     )
     rec = result["recommendation"]
     against = "the teacher on the same engine" if result["speedup_against"] == "engine" else "the transformers float32 teacher"
     how = _how(rec)
     if rec["meets_target"]:
-        console.print(f"[green]recommended:[/] {rec['label']}: {rec['speedup']:.2f}x against {against} ({how}); {rec['why']}")
+        console.print(Text.assemble(
+            ("recommended:", "green"), f" {rec['label']}: {rec['speedup']:.2f}x against {against} ({how}); {rec['why']}"))
     else:
-        console.print(f"[red]target {result['target']:g}x not reachable:[/] the best reachable is "
-                      f"{rec['best_reachable']:.2f}x against {against}, with {rec['label']} ({how})")
+        console.print(Text.assemble(
+            (f"target {result['target']:g}x not reachable:", "red"),
+            f" the best reachable is {rec['best_reachable']:.2f}x against {against}, with {rec['label']} ({how})"))
     if result.get("vocabulary"):
         vocab = result["vocabulary"]
-        console.print(f"[dim]vocabulary restriction: {vocab['kept']:,} of {vocab['of']:,} tokens ({vocab['rule']})[/]")
+        console.print(f"vocabulary restriction: {vocab['kept']:,} of {vocab['of']:,} tokens ({vocab['rule']})",
+                      style="dim", markup=False)
     _common.print_notes(result.get("notes", []), console)
 
 

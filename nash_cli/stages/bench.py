@@ -16,6 +16,7 @@ from nash_cli.data import InputReading, SourceLength
 from nash_cli.errors import NashError, require_at_least, require_finite_options, require_seed
 from nash_cli.progress import Progress
 from nash_cli.stages import ANY_STATE, Stage, declare
+from nash_cli.threads import use_threads
 
 if TYPE_CHECKING:
     from nash_cli.timing import BenchResult
@@ -60,7 +61,8 @@ class BenchOptions(InputReading, SourceLength, LoadOptions):
     dtype: str = "float32"
     """float32, bfloat16 or float16."""
     threads: int | None = None
-    """CPU threads for torch and CTranslate2 alike (default: torch's)."""
+    """CPU threads for torch and CTranslate2 alike (default: `OMP_NUM_THREADS`, else torch's, one
+    per core); on a machine shared with other jobs, 1 per job."""
     vocab_map: bool = True
     """Decode CTranslate2 exports that have a vocabulary map (`nash export --vocab-map`) with it."""
     seed: int = 0
@@ -224,8 +226,6 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
     Raises:
         NashError: bad options, checkpoints or data; an existing `output` without `force`.
     """
-    import torch
-
     from nash_cli import artifact
     from nash_cli.batches import random_batches, text_batches
     from nash_cli.generation import as_engine, resolve_settings, source_positions
@@ -236,8 +236,7 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
         models = {"model" if i == 0 else f"model {i + 1}": name for i, name in enumerate(options.models)}
         inputs = {**models, "baseline": options.baseline, "data": options.data}
         artifact.refuse_existing([options.output], options.force, kinds=["bench"], inputs=inputs)
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
+    use_threads(options.threads)  # before any torch work: --threads, else OMP_NUM_THREADS
     target = resolve_device(options.device)
     names = list(dict.fromkeys(([options.baseline] if options.baseline is not None else []) + list(options.models)))
     # Every config is checked before any weights load, so a bad path fails fast.

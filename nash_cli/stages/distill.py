@@ -12,13 +12,24 @@ from pathlib import Path
 from typing import Any
 
 from nash_cli.artifact import releases_outputs
+from nash_cli.errors import require_at_least
 from nash_cli.stages import Stage, arguments, declare, output_state
+from nash_cli.threads import use_threads
 from nash_cli.train.inputs import TrainingOptions
 
 
 @dataclass(kw_only=True)
 class DistillOptions(TrainingOptions):
     """What `nash distill` does: every field of `TrainingOptions`, with its defaults."""
+
+    threads: int | None = None
+    """CPU threads for torch (default: `OMP_NUM_THREADS`, else torch's, one per core); on a machine
+    shared with other jobs, 1 per job."""
+
+    def check(self) -> None:
+        """NashError for an impossible training option."""
+        TrainingOptions.check(self)
+        require_at_least("--threads", self.threads)
 
 
 @dataclass
@@ -69,6 +80,7 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
     from nash_cli.train.outputs import save_output
 
     options.check()
+    use_threads(options.threads)  # before any torch work: --threads, else OMP_NUM_THREADS
     artifact.check_output(
         options.output,
         options.force,

@@ -24,6 +24,7 @@ from nash_cli.errors import NashError, require_at_least, require_finite_options
 from nash_cli.metrics import MetricScores, check_metrics
 from nash_cli.progress import Progress
 from nash_cli.stages import ANY_STATE, Stage, declare
+from nash_cli.threads import use_threads
 
 if TYPE_CHECKING:
     from nash_cli.generation import GenerationSettings
@@ -55,6 +56,9 @@ class EvalOptions(ExampleReading, SourceLength, LoadOptions):
     """auto (cuda if present), cpu or cuda."""
     dtype: str = "float32"
     """float32, bfloat16 or float16."""
+    threads: int | None = None
+    """CPU threads for torch and CTranslate2 alike (default: `OMP_NUM_THREADS`, else torch's, one
+    per core); on a machine shared with other jobs, 1 per job."""
     output: Path | None = None
     """Write the scores here (e.g. metrics.json) and the outputs beside it; a directory (an
     existing one, or a path ending in "/") gets `metrics.json` and `generations.jsonl` inside."""
@@ -76,7 +80,8 @@ class EvalOptions(ExampleReading, SourceLength, LoadOptions):
 
         check_metrics(self.metric)
         check_device(self.device, self.dtype)
-        for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--max-new-tokens", self.max_new_tokens)):
+        for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--max-new-tokens", self.max_new_tokens),
+                            ("--threads", self.threads)):
             require_at_least(flag, value)
         SourceLength.check(self)
         require_at_least("--limit", self.limit)
@@ -268,6 +273,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
     from nash_cli.stages.bench import is_exported, load_for_generation, resolve_device
 
     options.check()
+    use_threads(options.threads)  # before any torch work: --threads, else OMP_NUM_THREADS
     paths = options.result_paths()
     inputs = {"checkpoint": options.checkpoint, "data": options.data}
     artifact.refuse_existing(paths, options.force, kinds=["metrics", "generations"], inputs=inputs)

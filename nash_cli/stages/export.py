@@ -23,10 +23,11 @@ from typing import Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import HeldOutReading, SourceLength
-from nash_cli.errors import NashError, require_finite_options
+from nash_cli.errors import NashError, require_at_least, require_finite_options
 from nash_cli.export import QUANTIZATIONS
 from nash_cli.progress import Progress
 from nash_cli.stages import Stage, arguments, declare, open_input
+from nash_cli.threads import use_threads
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -46,6 +47,9 @@ class ExportOptions(HeldOutReading, SourceLength, LoadOptions):
     """Where the export is loaded back and checked: auto (cuda if CTranslate2 sees one), cpu or cuda."""
     verify: bool = True
     """Load the export back and compare its greedy output with transformers' on random inputs."""
+    threads: int | None = None
+    """CPU threads for torch and CTranslate2 alike (default: `OMP_NUM_THREADS`, else torch's, one
+    per core); on a machine shared with other jobs, 1 per job."""
     force: bool = False
     """Replace the output if it exists."""
     vocab_map: str | None = None
@@ -69,6 +73,7 @@ class ExportOptions(HeldOutReading, SourceLength, LoadOptions):
         else:
             HeldOutReading.check(self)
         SourceLength.check(self)
+        require_at_least("--threads", self.threads)
         if self.quantization not in QUANTIZATIONS:
             raise NashError(f"unknown --quantization {self.quantization!r}; use {', '.join(QUANTIZATIONS)}")
         if self.device not in DEVICES:
@@ -297,6 +302,7 @@ def run(options: ExportOptions, *, progress: Progress | None = None) -> ExportRe
     progress = progress or Progress("export")
     started = time.perf_counter()
     options.check()
+    use_threads(options.threads)  # before any torch work: --threads, else OMP_NUM_THREADS
     from nash_cli import artifact
 
     artifact.check_output(

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 from nash_cli.artifact import releases_outputs
-from nash_cli.errors import NashError
+from nash_cli.errors import NashError, require_at_least
 from nash_cli.stages import Stage, arguments, declare
 from nash_cli.stages.distill import TrainingStageResult
+from nash_cli.threads import use_threads
 from nash_cli.train.config import PruneSettings
 from nash_cli.train.inputs import TrainingOptions
 
@@ -27,11 +28,15 @@ class PruneEncoderOptions(TrainingOptions, PruneSettings):
     """Peak learning rate of the model (AdamW); the reference prunes with 3e-5."""
     keep: Literal["best", "last"] = "last"
     """With eval data: output the last step (it has the target sparsity) or the best by eval loss."""
+    threads: int | None = None
+    """CPU threads for torch (default: `OMP_NUM_THREADS`, else torch's, one per core); on a machine
+    shared with other jobs, 1 per job."""
 
     def check(self) -> None:
         """NashError for an impossible training or pruning option."""
         TrainingOptions.check(self)
         PruneSettings.check(self)
+        require_at_least("--threads", self.threads)
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -84,6 +89,7 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
     from nash_cli.train.l0_extension import L0Extension
 
     options.check()
+    use_threads(options.threads)  # before any torch work: --threads, else OMP_NUM_THREADS
     artifact.check_output(
         options.output,
         options.force,

@@ -43,6 +43,7 @@ from nash_cli.stages.plan.harness import Search
 from nash_cli.stages.plan.recipe_writer import recipe_text
 from nash_cli.stages.plan.summary import confirmation_notes
 from nash_cli.stages.plan.workload import TimedCall, timed_call
+from nash_cli.threads import use_threads
 
 # The candidates' and the recipe's functions are part of `nash plan`'s interface (tests, notebooks).
 __all__ = [
@@ -76,7 +77,8 @@ class PlanOptions(ExampleReading, SourceLength, LoadOptions):
     quantization: str = "float32"
     """CTranslate2 weight type (int8, ...); transformers runs float32."""
     threads: int | None = None
-    """CPU threads for torch and CTranslate2 alike (default: torch's)."""
+    """CPU threads for torch and CTranslate2 alike (default: `OMP_NUM_THREADS`, else torch's, one
+    per core); on a machine shared with other jobs, 1 per job."""
     source_length: int | None = None
     """Tokens per input: random inputs of this length (default 512 without `data`)."""
     new_tokens: int | None = None
@@ -203,6 +205,7 @@ def run(options: PlanOptions, *, progress: Progress | None = None) -> PlanResult
     """
     started = time.monotonic()
     options.check()
+    use_threads(options.threads)  # before any torch work: --threads, else OMP_NUM_THREADS
     if options.output is not None:
         artifact.check_output(
             options.output, options.force, kind="plan", inputs={"checkpoint": options.checkpoint, "data": options.data}
@@ -251,8 +254,6 @@ def _load_teacher(options: PlanOptions, progress: Progress):
     tokenizer = (
         artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code) if needs_tokenizer else None
     )
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
     progress.update(status="loading the teacher")
     teacher = artifact.load_model(options.checkpoint, config=config, dtype=torch.float32, **load)
     return teacher, tokenizer, ks
