@@ -301,3 +301,21 @@ def test_a_run_refused_by_the_lock_has_written_nothing(layers_recipe, tmp_path, 
     assert (run_dir / "recipe.yaml").read_text() == recipe_before
     assert (run_dir / "run.json").read_text() == state_before
     assert json.loads((run_dir / "01-select-layers" / "config.json").read_text())["num_decoder_layers"] == 2
+
+
+def test_an_offline_bare_teacher_name_that_cannot_load_is_refused_before_the_first_stage(tiny_recipe, tmp_path, cli,
+                                                                                          monkeypatch):
+    """A bare name (`teacher: my-teacher`, a local directory mistyped) passed --dry-run offline and
+    failed in the first stage; the hub names of org/name form still plan (the stage fetches them)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    recipe["teacher"] = "my-teacher"
+    path = tmp_path / "bare.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    before = snapshot(tmp_path)
+    assert_user_error(cli("run", path, "-o", tmp_path / "run", "--dry-run"), "teacher: my-teacher is not a local directory",
+                      "./my-teacher")
+    assert snapshot(tmp_path) == before

@@ -61,6 +61,13 @@ def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
         except NashError as error:
             raise refuse(f"teacher: {error}") from None
         teacher_state = checkpoint_state(artifact.read_manifest(recipe.teacher), config)
+    elif not is_builtin(recipe.teacher) and "/" not in recipe.teacher and not _loadable_offline(recipe.teacher):
+        # A bare name is more often a local directory mistyped than a hub model (those are org/name):
+        # offline, the first stage would fail on it after the run had started.
+        raise refuse(
+            f"teacher: {recipe.teacher} is not a local directory, and the hub is offline (HF_HUB_OFFLINE) with no "
+            f"cached copy of it; give the checkpoint's path (./{recipe.teacher} for a directory here)"
+        )
     for name, data in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
         if data is not None and not is_builtin(data):
             try:
@@ -103,3 +110,12 @@ def check_run_directory(run_dir: Path, recipe: Recipe, recipe_path: str | Path) 
     refuse_output_over_inputs([run_dir], named)
     check_writable(run_dir)
     check_run_directory_is_nash(run_dir)
+
+
+def _loadable_offline(name: str) -> bool:
+    """False when the hub is off (`HF_HUB_OFFLINE`) and `name`'s config is not in the local cache."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE:
+        return True  # online, the stage will fetch it (and say so if it cannot)
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
