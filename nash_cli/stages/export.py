@@ -313,11 +313,6 @@ def run(options: ExportOptions, *, progress: Progress | None = None) -> ExportRe
     )
     ct2 = require_ctranslate2()
     device = _resolve_device(options.device, ct2)
-    if artifact.is_local(options.checkpoint):
-        from nash_cli.export.runtime import is_ctranslate2_dir
-
-        if is_ctranslate2_dir(options.checkpoint):
-            raise NashError(f"{options.checkpoint} is already a CTranslate2 model; export its source checkpoint instead")
     manifest = open_input(STAGE, options.checkpoint, allow_pickle=options.allow_pickle).manifest
     map_data = _map_data(options) if options.vocab_map is not None else None
 
