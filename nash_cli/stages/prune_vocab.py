@@ -367,21 +367,20 @@ def _generation_document(source: str) -> dict[str, Any] | None:
 
     Read as JSON, not through `GenerationConfig`, which drops fields it does not know (such as
     `forced_decoder_ids`) but whose token ids still have to be kept and renumbered. It must also
-    load in transformers (`_generation_config`).
+    load in transformers, which `check_generation_config` asks first.
 
     Raises:
-        NashError: an unreadable file, or one that is not a JSON object.
+        NashError: an unreadable file, one that is not a JSON object, or one transformers refuses.
     """
+    from nash_cli.artifact.checkpoints import read_json_object
+    from nash_cli.artifact.loading import check_generation_config
+
     path = Path(source) / GENERATION_FILE
-    if _generation_config(source) is None:
+    if not path.is_file():
         return None
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise NashError(f"{path} is unreadable ({str(error).splitlines()[0]}); re-save the checkpoint") from None
-    if not isinstance(document, dict):
-        raise NashError(f"{path} is not a JSON object of generation settings; re-save the checkpoint")
-    return document
+    check_generation_config(source)  # a JSON list was a TypeError; an unparsable file was ignored
+    # the file check_generation_config has just read (artifact reads a file once while it is unchanged)
+    return read_json_object(path, fix="re-save the checkpoint")
 
 
 def _as_config(document: dict[str, Any] | None):
@@ -398,25 +397,6 @@ def _renumbered_generation_text(document: dict[str, Any], kept: list[int]) -> st
     renumbered = vocab.renumber_config(_as_config(document), kept, vocab_size=False, name=_GENERATION_NAME)
     fields = {key: value for key, value in vars(renumbered).items() if value is not None or document.get(key) is None}
     return json.dumps(fields, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def _generation_config(source: str):
-    from nash_cli._hf import quiet_transformers
-
-    path = Path(source) / "generation_config.json"
-    if not path.is_file():
-        return None
-    from transformers import GenerationConfig
-
-    from nash_cli.artifact.loading import check_generation_config
-
-    check_generation_config(source)  # a JSON list was a TypeError; an unparsable file was ignored
-
-    with quiet_transformers():
-        try:
-            return GenerationConfig.from_pretrained(str(source))
-        except (OSError, ValueError) as error:
-            raise NashError(f"{path} is unreadable ({str(error).splitlines()[0]}); re-save the checkpoint") from None
 
 
 #: Vocabulary files other than tokenizer.json: they would describe the original vocabulary.
