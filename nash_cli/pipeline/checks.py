@@ -9,7 +9,7 @@ from pathlib import Path
 from nash_cli.errors import NashError
 from nash_cli.pipeline.state import check_run_directory_is_nash
 from nash_cli.recipe import Recipe
-from nash_cli.stages import checkpoint_state, output_state, recipe_stages, state_refusal
+from nash_cli.stages import inspect_checkpoint, output_state, recipe_stages, state_refusal
 from nash_cli.stages import stage as declared_stage
 
 #: The resolved recipe saved in the run directory.
@@ -57,10 +57,9 @@ def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
     if not is_builtin(recipe.teacher) and artifact.is_local(recipe.teacher):
         allow_pickle = any(getattr(options, "allow_pickle", False) for options in recipe.stages.values())
         try:
-            config = artifact.check_checkpoint(recipe.teacher, allow_pickle=allow_pickle)
+            _, teacher_state = inspect_checkpoint(recipe.teacher, allow_pickle=allow_pickle)
         except NashError as error:
             raise refuse(f"teacher: {error}") from None
-        teacher_state = checkpoint_state(artifact.read_manifest(recipe.teacher), config)
     elif not is_builtin(recipe.teacher) and "/" not in recipe.teacher and not _loadable_offline(recipe.teacher):
         # A bare name is more often a local directory mistyped than a hub model (those are org/name):
         # offline, the first stage would fail on it after the run had started.

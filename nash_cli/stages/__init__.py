@@ -218,6 +218,20 @@ def state_refusal(stage: Stage, source: str, state: str, *, role: str = "checkpo
     return f"{source} is a {state} checkpoint{masks}; {stage.refusal or f'{stage.command} cannot read it'}"
 
 
+def inspect_checkpoint(source: str | Path, *, allow_pickle: bool = False) -> tuple[dict[str, Any], str]:
+    """A local checkpoint's manifest (empty when nash did not write it) and state, after checking
+    its files (`artifact.check_checkpoint`): what `open_input` and `nash run`'s pre-check read.
+
+    Raises:
+        NashError: an unreadable or unsupported checkpoint.
+    """
+    from nash_cli import artifact
+
+    config = artifact.check_checkpoint(source, allow_pickle=allow_pickle)
+    manifest = artifact.read_manifest(source) or {}
+    return manifest, checkpoint_state(manifest, config)
+
+
 def open_input(
     stage: Stage, source: str | Path, *, role: str = "checkpoint", allow_pickle: bool = False
 ) -> StageInput:
@@ -236,12 +250,10 @@ def open_input(
 
     source = str(source)
     manifest: dict[str, Any] = {}
-    config: dict[str, Any] = {}
+    state = "dense"  # a hub checkpoint
     if artifact.is_local(source):
         refuse_export(stage, source)
-        config = artifact.check_checkpoint(source, allow_pickle=allow_pickle)
-        manifest = artifact.read_manifest(source) or {}
-    state = checkpoint_state(manifest, config)
+        manifest, state = inspect_checkpoint(source, allow_pickle=allow_pickle)
     problem = state_refusal(stage, source, state, role=role)
     if problem:
         raise NashError(problem)
