@@ -87,12 +87,7 @@ def _execute(
     stale = False  # once a stage reruns, every later stage reads new outputs and reruns too
     for stage in stages:
         record = state["stages"].get(stage.key, {})
-        if (
-            not stale
-            and record.get("fingerprint") == stage.fingerprint
-            and record.get("status") == "done"
-            and stage_done(stage)
-        ):
+        if not stale and _up_to_date(stage, record):
             log(f"[skip] {stage.directory.name}: up to date")
             summary.append({"stage": stage.key, "status": "skipped", "directory": str(stage.directory)})
             continue
@@ -121,6 +116,12 @@ def _execute(
         write_state(run_dir, state)
         summary.append({"stage": stage.key, "status": "done", "directory": str(stage.directory), "seconds": seconds})
     return summary
+
+
+def _up_to_date(stage: PlannedStage, record: dict[str, Any]) -> bool:
+    """Whether `run.json`'s `record` says the stage finished with these arguments and inputs, and
+    its output is still there (a rerun skips it)."""
+    return record.get("fingerprint") == stage.fingerprint and record.get("status") == "done" and stage_done(stage)
 
 
 def _now() -> str:
@@ -184,12 +185,7 @@ def describe_plan(prepared: PreparedRun) -> dict[str, Any]:
     stale = False
     for stage in stages:
         record = state["stages"].get(stage.key, {})
-        up_to_date = (
-            not stale
-            and record.get("fingerprint") == stage.fingerprint
-            and record.get("status") == "done"
-            and stage_done(stage)
-        )
+        up_to_date = not stale and _up_to_date(stage, record)
         stale = stale or not up_to_date
         status = "skip (up to date)" if up_to_date else "run"
         if not up_to_date and stage.declared.resumable and has_saved_state(stage):
