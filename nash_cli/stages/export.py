@@ -320,12 +320,15 @@ def run(options: ExportOptions, *, progress: Progress | None = None) -> ExportRe
 
     from nash_cli._hf import quiet_transformers
     from nash_cli.arch import count_parameters, family_of
+    from nash_cli.data import set_languages
     from nash_cli.export.spec import activation_of, build_spec, vocabulary
 
     load = {"allow_pickle": options.allow_pickle, "trust_remote_code": options.trust_remote_code}
     config = artifact.load_config(options.checkpoint, **load)
     family = family_of(config)
     tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
+    if map_data is not None:  # the map's targets carry the target language's code, as training's labels do
+        set_languages(tokenizer, options.source_lang, options.target_lang, where=options.checkpoint)
     steps = 3 + (map_data is not None) + options.verify
     progress.update(total=steps, status="loading")
     model = artifact.load_model(options.checkpoint, config=config, dtype=torch.float32, **load)

@@ -206,7 +206,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     """
     from nash_cli import artifact
     from nash_cli.arch import count_parameters
-    from nash_cli.data import read_examples
+    from nash_cli.data import read_examples, set_languages
     from nash_cli.surgery import tokenizer as tokenizer_surgery
     from nash_cli.surgery import vocab
 
@@ -226,6 +226,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     held_out = read_examples(options, "eval", require_references=True)
     tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
     document = tokenizer_document(tokenizer, options.checkpoint)
+    set_languages(tokenizer, options.source_lang, options.target_lang, where=options.checkpoint)  # a code it lacks fails
 
     progress.advance(status="choosing tokens")
     references, sources = _texts(examples, sources=options.keep_source_tokens)
