@@ -40,8 +40,8 @@ class GenerationSettings:
     """First generated token (the target language's code, `--target-lang`); None: the generation config's."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict."""
-        return asdict(self)
+        """The settings as a JSON-ready dict (`forced_bos_token_id` only where a token is forced)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k != "forced_bos_token_id"}
 
 
 def resolve_settings(
