@@ -97,6 +97,21 @@ def test_set_languages_codes_inputs_and_labels(kind, source, target, codes):
     assert features.input_ids[-1] == features.labels[-1] == tokenizer.eos_token_id
 
 
+def test_original_mbart_codes_follow_the_text_and_nothing_is_forced(tmp_path):
+    import shutil
+
+    from transformers import MBartTokenizer
+    from translation_tokenizers import _sentencepiece_model
+
+    shutil.copy(_sentencepiece_model("bpe"), tmp_path / "sentencepiece.bpe.model")
+    tokenizer = MBartTokenizer.from_pretrained(tmp_path, src_lang="en_XX", tgt_lang="ro_RO")
+    languages = set_languages(tokenizer, "de", "en", where="mbart-large-cc25")
+    assert (languages.source, languages.target, languages.forced_bos_token_id) == ("de_DE", "en_XX", None)
+    (features,) = tokenize_examples([Example("der Hund", ["the dog"])], tokenizer)
+    assert features.input_ids[-1] == tokenizer.convert_tokens_to_ids("de_DE")
+    assert features.labels[-1] == tokenizer.convert_tokens_to_ids("en_XX")
+
+
 def test_bad_languages_for_a_tokenizer_are_one_line_each():
     nllb = build_tokenizer("nllb")
     with pytest.raises(NashError, match=r"--target-lang 'xx_Yyyy' is not a language the tokenizer of ckpt/ knows \(3 codes, e\.g\. 'eng_Latn'"):

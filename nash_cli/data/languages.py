@@ -5,7 +5,9 @@ Two kinds of multilingual tokenizer exist among the encoder-decoder families:
 * **Language-code tokenizers** (NLLB, M2M100, mBART, mBART-50) put a code token around every
   text: `src_lang` for inputs, `tgt_lang` for targets (what `tokenizer(text_target=...)` reads,
   so training labels carry the target code), and generation must force the target's code as the
-  first generated token (`forced_bos_token_id`), or the model picks a language by itself.
+  first generated token (`forced_bos_token_id`), or the model picks a language by itself. The
+  original mBART (cc25, en-ro) puts the code after the text instead and decodes from it (its
+  `decoder_start_token_id`): nothing is forced there.
 * **Marian multilingual models** (`opus-mt-en-mul`, ...) read the target language as a
   `>>fra<<` token at the start of the input; their source language needs no token.
 
@@ -148,7 +150,11 @@ def set_languages(tokenizer, source_lang: str | None, target_lang: str | None, *
     target = _resolve(codes, target_lang, "--target-lang", where)
     tokenizer.src_lang = source  # the setter rebuilds the input template around the code
     tokenizer.tgt_lang = target  # read by text_target= (training labels)
-    return Languages(source=source, target=target, forced_bos_token_id=codes.ids[target])
+    # NLLB, M2M100 and mBART-50 start a target with its code, which generation must then force;
+    # the original mBART ends it with the code and starts decoding from it (its config's
+    # decoder_start_token_id), so forcing the code again would be wrong there.
+    leads = tokenizer(text_target="a")["input_ids"][:1] == [codes.ids[target]]
+    return Languages(source=source, target=target, forced_bos_token_id=codes.ids[target] if leads else None)
 
 
 def _resolve(codes: LanguageCodes, language: str, flag: str, where: str) -> str:
