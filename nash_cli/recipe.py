@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from nash_cli import stages
-from nash_cli.data.options import DataOptions
+from nash_cli.data.options import DataOptions, InputReading
 from nash_cli.errors import NashError, require_at_least
 from nash_cli.stages import Stage
 
@@ -180,6 +180,10 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe") -> Recipe:
     for name in ("max_source_length", "max_target_length"):
         # Checked here: the stages' own checks never see `data:`, so 0 would pass --dry-run.
         require_at_least(f"{source}: data.{name}", getattr(recipe.data, name))
+    try:  # the languages' form too, for the same reason (their codes are checked against the teacher later)
+        InputReading(source_lang=recipe.data.source_lang, target_lang=recipe.data.target_lang).check()
+    except NashError as error:
+        raise NashError(f"{source}: data: {error}") from None
     declared = stages.recipe_stages()
     parsed: dict[str, Any] = {}
     for name in stages_raw:

@@ -203,4 +203,7 @@ def test_recipe_gives_the_languages_to_every_stage_that_reads_data(nllb_bart, pa
     path.write_text(yaml.safe_dump(recipe))
     result = cli("run", path, "-o", tmp_path / "run", "--dry-run")
     assert_user_error(result, "data: --target-lang 'xx_Yyyy' is not a language the tokenizer of the teacher")
+    recipe["data"]["target_lang"] = "en gb"
+    path.write_text(yaml.safe_dump(recipe))
+    assert_user_error(cli("run", path, "-o", tmp_path / "run", "--dry-run"), "data: --target-lang 'en gb' is not a language code")
     assert not (tmp_path / "run").exists()

@@ -4,17 +4,16 @@ Each group is a kw_only dataclass of flat fields (the flags' names, types and de
 stage that inherits one takes the same flags, recipe keys and manifest arguments as if it had
 declared them itself. The groups nest by what the stages share:
 
-| group            | fields                                               | taken by                  |
-|------------------|------------------------------------------------------|---------------------------|
-| `InputReading`   | split, source_column, source_template, source_prefix, | bench                     |
-|                  | source_lang, target_lang                             |                           |
-| `ExampleReading` | `InputReading`'s and target_column                   | eval                      |
-| `HeldOutReading` | `ExampleReading`'s and eval_data, eval_split         | export, prune-vocab       |
-| `SourceLength`   | max_source_length                                    | bench, eval, export       |
-| `DataOptions`    | all of the above and data, max_target_length, limit  | training (distill, prune-encoder) |
+| group            | fields                                                   | taken by                          |
+|------------------|----------------------------------------------------------|-----------------------------------|
+| `InputReading`   | split, source_column, source_template, source_prefix,    | bench                             |
+|                  | source_lang, target_lang                                 |                                   |
+| `ExampleReading` | `InputReading`'s and target_column                       | eval, plan                        |
+| `HeldOutReading` | `ExampleReading`'s and eval_data, eval_split             | export, prune-vocab               |
+| `SourceLength`   | max_source_length                                        | bench, eval, export, plan         |
+| `DataOptions`    | all of the above and data, max_target_length, limit      | training (distill, prune-encoder) |
 
-(`plan` declares the fields of `ExampleReading` and `SourceLength` itself, for now.) Where the
-data lives (`data`, or export's `vocab_map`) stays on each stage: whether it is required, and what
+Where the data lives (`data`, or export's `vocab_map`) stays on each stage: whether it is required, and what
 it means, differ. `nash_cli.data.examples.read_examples` reads a stage's examples through these
 groups, with the default splits in one place.
 """
