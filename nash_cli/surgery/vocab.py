@@ -19,6 +19,7 @@ from nash_cli.arch import (
     GENERATION_ID_LISTS,
     GENERATION_ID_SEQUENCES,
     TOKEN_ID_FIELDS,
+    VOCABULARY_SIZE_FIELDS,
     family_of,
 )
 from nash_cli.errors import NashError
@@ -213,7 +214,8 @@ def renumber_config(config: Any, kept: Sequence[int], *, vocab_size: bool = True
     Args:
         config: A `PretrainedConfig` or `GenerationConfig`.
         kept: The kept original ids, sorted.
-        vocab_size: Also set `vocab_size` to the number of kept ids (model configs).
+        vocab_size: Also set `vocab_size` (and Marian's `decoder_vocab_size`) to the number of kept ids
+            (model configs).
         name: How the refusals name the config (default: from its type).
 
     Raises:
@@ -252,7 +254,9 @@ def renumber_config(config: Any, kept: Sequence[int], *, vocab_size: bool = True
             kept_entries = [([mapping[i] for i in ids], part) for ids, part in entries if all(i in mapping for i in ids)]
             setattr(config, field, _rebuild(field, kept_entries) if kept_entries else None)
     if vocab_size:
-        config.vocab_size = len(kept)
+        for field in VOCABULARY_SIZE_FIELDS:
+            if field == "vocab_size" or getattr(config, field, None) is not None:
+                setattr(config, field, len(kept))
     return config
 
 
