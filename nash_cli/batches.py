@@ -44,6 +44,7 @@ def random_batches(
     low: int = 4,
     eos_token_id: int | None = None,
     seed: int = 0,
+    high: int | None = None,
 ) -> list[Batch]:
     """Batches of uniformly random token ids, the same for every model.
 
@@ -53,6 +54,8 @@ def random_batches(
         source_length: Tokens per sequence (the last one is `eos_token_id` when given).
         num_batches: How many batches.
         low: Smallest id drawn (keeps pad / eos / unk / bos out of the body).
+        high: Ids are drawn below this too, when given (keeps out special tokens at the end of
+            the vocabulary, such as Marian's pad token).
         eos_token_id: Appended as the last token, as a tokenizer would.
         seed: Seed of a private generator (the global RNG is untouched).
     """
@@ -62,12 +65,13 @@ def random_batches(
         raise NashError(f"--batch must be at least 1, got {batch_size}")
     if source_length < 1:
         raise NashError(f"--source-length must be at least 1, got {source_length}")
-    if vocab_size <= low:
+    high = vocab_size if high is None else min(high, vocab_size)
+    if high <= low:
         raise NashError(f"vocabulary of {vocab_size} ids is too small for random inputs")
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(num_batches):
-        ids = torch.randint(low, vocab_size, (batch_size, source_length), generator=generator)
+        ids = torch.randint(low, high, (batch_size, source_length), generator=generator)
         if eos_token_id is not None:
             ids[:, -1] = eos_token_id
         batches.append(Batch(ids, torch.ones_like(ids)))

@@ -161,14 +161,23 @@ def _model_config(model, family, vocab_size: int, special: dict[str, int | None]
     }
 
 
-def _control_ids(model, special: dict[str, int | None]) -> list[int]:
-    """Ids decoding must always be able to emit: pad, every eos, bos, unk, decoder start, and
-    the generation config's forced first / last tokens."""
+def _control_ids(model, special: dict[str, int | None], tokenizer=None) -> list[int]:
+    """Ids decoding must always be able to emit: pad, every eos, bos, unk, decoder start, the
+    forced first / last tokens of the config and the generation config, and the target
+    language's code the tokenizer is set to (a translation model emits it first: with
+    transformers it is the forced first token, given at call time when the checkpoint does not
+    set one)."""
+    from nash_cli.arch.tokenizers import tokenizer_languages
+
     generation = getattr(model, "generation_config", None)
+    forced = ("forced_bos_token_id", "forced_eos_token_id")
     values = list(special.values()) + [model.config.eos_token_id] + [
-        getattr(generation, key, None)
-        for key in ("eos_token_id", "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id")
-    ]
+        getattr(generation, key, None) for key in ("eos_token_id", "decoder_start_token_id", *forced)
+    ] + [getattr(model.config, key, None) for key in forced]
+    if tokenizer is not None:
+        languages = tokenizer_languages(tokenizer)
+        if languages.target is not None:
+            values.append(languages.codes[languages.target])
     ids = []
     for value in values:
         ids += [int(v) for v in (value if isinstance(value, (list, tuple)) else [value]) if v is not None]
@@ -248,11 +257,16 @@ def verify_export(model, directory: Path, *, device: str, quantization: str, bat
     limit = getattr(config, "max_position_embeddings", None) or length
     special = [getattr(config, key, None) for key in ("pad_token_id", "eos_token_id", "bos_token_id",
                                                       "decoder_start_token_id")]
+    special = [s for s in special if isinstance(s, int)]
+    vocab = engine.config.vocab_size
+    # Special ids in the upper half of the vocabulary (Marian's pad token is its last id) bound the
+    # random ids from above, the others from below.
     (inputs,) = random_batches(
-        vocab_size=engine.config.vocab_size,
+        vocab_size=vocab,
         batch_size=batch,
         source_length=min(length, limit),
-        low=max([4] + [s + 1 for s in special if isinstance(s, int)]),
+        low=max([4] + [s + 1 for s in special if s < vocab // 2]),
+        high=min([vocab] + [s for s in special if s >= vocab // 2]),
         eos_token_id=config.eos_token_id if isinstance(config.eos_token_id, int) else None,
         seed=1234,
     )
@@ -347,7 +361,7 @@ def run(options: ExportOptions, *, progress: Progress | None = None) -> ExportRe
     vocab_map = map_report = None
     if map_data is not None:
         progress.advance(status="building the vocabulary map")
-        vocab_map, map_report = _build_map(options, tokenizer, tokens, _control_ids(model, special), *map_data)
+        vocab_map, map_report = _build_map(options, tokenizer, tokens, _control_ids(model, special, tokenizer), *map_data)
         if vocab_map.unwritable:
             notes.append(
                 f"{len(vocab_map.unwritable)} vocabulary tokens hold a space, tab or line break, which a "
