@@ -80,6 +80,30 @@ def test_language_codes_of_the_translation_tokenizers():
     assert language_codes(build_tokenizer("pegasus")) is None
 
 
+def test_one_discovery_names_codes_for_languages_and_tokens_for_the_vocabulary():
+    from nash_cli.arch.tokenizers import language_codes as arch_codes
+    from nash_cli.arch.tokenizers import tokenizer_languages
+
+    assert language_codes is arch_codes  # nash_cli.data re-exports the one discovery
+    # M2M100: the user (and src_lang) names "de", the vocabulary holds "__de__"; the class re-adds all 100.
+    m2m = build_tokenizer("m2m100")
+    codes = language_codes(m2m)
+    assert (codes.kind, codes.tokens["de"], len(codes.ids), codes.fixed) == ("codes", "__de__", 100, frozenset(codes.ids))
+    assert codes.ids["de"] == m2m.convert_tokens_to_ids("__de__")
+    vocabulary = tokenizer_languages(m2m)
+    assert vocabulary.codes == {f"__{code}__": index for code, index in codes.ids.items()}
+    assert vocabulary.fixed == frozenset(vocabulary.codes)
+    assert (vocabulary.source, vocabulary.target) == ("__en__", "__de__")
+    languages = set_languages(m2m, "de", "en", where="m2m100_418M")
+    assert (languages.source, languages.target) == ("de", "en")
+    assert languages.forced_bos_token_id == m2m.convert_tokens_to_ids("__en__")
+    # NLLB: code and token are one; nothing is fixed.
+    nllb = tokenizer_languages(build_tokenizer("nllb"))
+    assert list(nllb.codes) == list(NLLB_LANGUAGES) and not nllb.fixed
+    assert (nllb.source, nllb.target) == ("eng_Latn", "deu_Latn")
+    assert tokenizer_languages(build_tokenizer("pegasus")).codes == {}
+
+
 @pytest.mark.parametrize("kind, source, target, codes", [
     ("nllb", "deu_Latn", "eng_Latn", ("deu_Latn", "eng_Latn")),
     ("nllb", "deu", "fra", ("deu_Latn", "fra_Latn")),  # the language part names one code
@@ -129,6 +153,8 @@ def test_bad_languages_for_a_tokenizer_are_one_line_each():
 def test_marian_multilingual_target_token_goes_before_the_input(tmp_path):
     from transformers import MarianTokenizer
 
+    from nash_cli.arch.tokenizers import tokenizer_languages
+
     save_tokenizer("marian", tmp_path)
     vocab = json.loads((tmp_path / "vocab.json").read_text())
     for code in (">>fra<<", ">>deu<<"):  # what a multi-target OPUS-MT vocabulary holds
@@ -137,6 +163,8 @@ def test_marian_multilingual_target_token_goes_before_the_input(tmp_path):
     tokenizer = MarianTokenizer.from_pretrained(tmp_path)
     languages = set_languages(tokenizer, "en", ">>fra<<", where="opus-mt-en-mul")
     assert (languages.target, languages.input_prefix, languages.forced_bos_token_id) == ("fra", ">>fra<< ", None)
+    # prune-vocab sees the same codes as its vocabulary's tokens
+    assert list(tokenizer_languages(tokenizer).codes) == [">>fra<<", ">>deu<<"]
     (example,) = languages.inputs([Example("the cat", ["le chat"])])
     assert tokenizer.convert_ids_to_tokens(tokenizer(example.source)["input_ids"])[0] == ">>fra<<"
     with pytest.raises(NashError, match=r"'spa' is not a language .*\(2 codes, e\.g\. 'fra', 'deu'\)"):

@@ -8,6 +8,7 @@ checkpoint's tokenizer is:
   is the last id, as in OPUS-MT);
 * `nllb`: `NllbTokenizer` with a few FLORES-200 language codes as special tokens;
 * `mbart50`: `MBart50Tokenizer` (it adds mBART-50's language codes itself);
+* `m2m100`: `M2M100Tokenizer` (python; it adds M2M100's 100 codes, `de` written `__de__`);
 * `pegasus`: `PegasusTokenizer` (Unigram, with Pegasus's offset of reserved tokens).
 
 `save_tokenizer(kind, directory)` writes one into a checkpoint directory. The trained
@@ -31,7 +32,7 @@ WORDS = (
 #: The language codes the NLLB tokenizer knows (FLORES-200 codes).
 NLLB_LANGUAGES = ("eng_Latn", "deu_Latn", "fra_Latn")
 #: The kinds `save_tokenizer` builds.
-KINDS = ("marian", "nllb", "mbart50", "pegasus")
+KINDS = ("marian", "nllb", "mbart50", "m2m100", "pegasus")
 
 
 def sentences(count: int = 400, seed: int = 0) -> list[str]:
@@ -66,7 +67,7 @@ def _sentencepiece_model(model_type: str) -> Path:
 
 def build_tokenizer(kind: str):
     """The tokenizer of one kind (see `KINDS`), freshly loaded."""
-    from transformers import MarianTokenizer, MBart50Tokenizer, NllbTokenizer, PegasusTokenizer
+    from transformers import M2M100Tokenizer, MarianTokenizer, MBart50Tokenizer, NllbTokenizer, PegasusTokenizer
 
     source = Path(tempfile.mkdtemp(prefix=f"nash-tok-{kind}-"))
     if kind == "marian":
@@ -89,6 +90,14 @@ def build_tokenizer(kind: str):
     if kind == "mbart50":
         shutil.copy(_sentencepiece_model("bpe"), source / "sentencepiece.bpe.model")
         return MBart50Tokenizer.from_pretrained(source, src_lang="en_XX", tgt_lang="de_DE")
+    if kind == "m2m100":
+        import sentencepiece
+
+        model = _sentencepiece_model("bpe")
+        processor = sentencepiece.SentencePieceProcessor(model_file=str(model))
+        vocab = {processor.id_to_piece(index): index for index in range(processor.get_piece_size())}
+        (source / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        return M2M100Tokenizer(vocab_file=str(source / "vocab.json"), spm_file=str(model), src_lang="en", tgt_lang="de")
     if kind == "pegasus":
         shutil.copy(_sentencepiece_model("unigram"), source / "spiece.model")
         return PegasusTokenizer.from_pretrained(source)

@@ -16,8 +16,9 @@ pads batches dynamically, with label padding set to -100 so that padding never e
 |            | `read_examples` (a stage's examples, as its options say)                    |
 | `options`  | the data options, declared once as groups the stages' options inherit       |
 | `features` | tokenisation and collation (`tokenize_examples`, `Seq2SeqCollator`)         |
-| `languages`| a translation tokenizer's language codes, and `--source-lang` / `--target-  |
-|            | lang` set on it (`set_languages`: codes, forced first token, Marian prefix) |
+| `languages`| `--source-lang` / `--target-lang` set on a translation tokenizer           |
+|            | (`set_languages`: codes, forced first token, Marian prefix; `LanguagePair`) |
+|            | with the codes `arch.tokenizers.language_codes` finds                       |
 
 Importing this package does not import torch (only `features`' functions do, when called).
 """
@@ -33,7 +34,7 @@ from nash_cli.data.examples import (
     read_examples,
 )
 from nash_cli.data.features import IGNORE_INDEX, Features, Seq2SeqCollator, tokenize_examples
-from nash_cli.data.languages import LanguageCodes, Languages, language_codes, set_languages
+from nash_cli.data.languages import LanguageCodes, LanguagePair, language_codes, set_languages
 from nash_cli.data.options import DataOptions, ExampleReading, HeldOutReading, InputReading, SourceLength
 from nash_cli.data.sources import EXTENSIONS, TEXT_ENCODING, check_data_source, local_data_path
 
@@ -52,7 +53,7 @@ __all__ = [
     "HeldOutReading",
     "InputReading",
     "LanguageCodes",
-    "Languages",
+    "LanguagePair",
     "Seq2SeqCollator",
     "SourceLength",
     "check_data_source",

@@ -15,7 +15,9 @@ T5, BART, Pegasus and single-pair Marian models have no language codes: a langua
 them is refused, since it would change nothing the user can see.
 
 `set_languages` is the one place that reads `--source-lang` / `--target-lang` against a
-tokenizer; `language_codes` lists what a tokenizer knows. Neither imports torch.
+tokenizer. Which codes a tokenizer knows is tokenizer-class knowledge, found by
+`nash_cli.arch.tokenizers.language_codes` (re-exported here and from `nash_cli.data`). Neither
+imports torch.
 """
 
 from __future__ import annotations
@@ -25,27 +27,17 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from nash_cli.arch.tokenizers import MARIAN_CODE, LanguageCodes, language_codes
 from nash_cli.data.examples import Example
 from nash_cli.errors import NashError
 
-#: How Marian writes a target language into the input: `>>fra<<`.
-_MARIAN_CODE = re.compile(r"^>>(.+)<<$")
+__all__ = ["LanguageCodes", "LanguagePair", "language_codes", "set_languages"]
 
 
 @dataclass(frozen=True)
-class LanguageCodes:
-    """The language codes a tokenizer knows and how it uses them."""
-
-    kind: Literal["codes", "marian"]
-    """"codes": `src_lang` / `tgt_lang` and a forced first token; "marian": a `>>lang<<` input token."""
-    ids: dict[str, int]
-    """Each code (as `--target-lang` names it: `deu_Latn`, `de_DE`, `de`; Marian's `fra`) and its token id."""
-
-
-@dataclass(frozen=True)
-class Languages:
+class LanguagePair:
     """A language pair as set on a tokenizer, and what generation and inputs need for it."""
 
     source: str | None = None
@@ -75,37 +67,7 @@ class Languages:
         return dataclasses.asdict(self)
 
 
-def language_codes(tokenizer) -> LanguageCodes | None:
-    """The language codes `tokenizer` knows, with their ids; None for a tokenizer without any.
-
-    mBART, mBART-50 and M2M100 tokenizers map their codes to ids (`lang_code_to_id`; M2M100's
-    codes are `de`, its tokens `__de__`); NLLB's codes are its extra special tokens; a Marian
-    tokenizer's are the `>>lang<<` tokens of its vocabulary (`supported_language_codes`).
-    """
-    mapping = getattr(tokenizer, "lang_code_to_id", None)
-    if isinstance(mapping, dict) and mapping:
-        return LanguageCodes("codes", {str(code): int(i) for code, i in mapping.items()})
-    if hasattr(tokenizer, "src_lang"):
-        # NLLB: the codes are extra special tokens (FLORES-200 codes unless the config names others).
-        extra = getattr(tokenizer, "extra_special_tokens", None) or getattr(tokenizer, "additional_special_tokens", None)
-        basic = {str(t) for t in (tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token,
-                                  getattr(tokenizer, "mask_token", None)) if t is not None}
-        codes = [str(token) for token in (extra if isinstance(extra, (list, tuple)) else []) if str(token) not in basic]
-        ids = {code: tokenizer.convert_tokens_to_ids(code) for code in codes}
-        ids = {code: int(i) for code, i in ids.items() if isinstance(i, int) and i != tokenizer.unk_token_id}
-        if ids:
-            return LanguageCodes("codes", ids)
-    marian = getattr(tokenizer, "supported_language_codes", None)
-    if marian:
-        found = {}
-        for token in marian:
-            match = _MARIAN_CODE.match(token)
-            found[match.group(1) if match else token] = int(tokenizer.convert_tokens_to_ids(token))
-        return LanguageCodes("marian", found)
-    return None
-
-
-def set_languages(tokenizer, source_lang: str | None, target_lang: str | None, *, where: str) -> Languages:
+def set_languages(tokenizer, source_lang: str | None, target_lang: str | None, *, where: str) -> LanguagePair:
     """Sets `source_lang` / `target_lang` on `tokenizer` (in place) and returns what generation needs.
 
     A code is found as given (`deu_Latn`, `de_DE`), else by its language part when that names
@@ -125,7 +87,7 @@ def set_languages(tokenizer, source_lang: str | None, target_lang: str | None, *
             not know; only one language of a pair for a language-code tokenizer.
     """
     if source_lang is None and target_lang is None:
-        return Languages()
+        return LanguagePair()
     codes = language_codes(tokenizer)
     if codes is None:
         given = " / ".join(flag for flag, value in (("--source-lang", source_lang), ("--target-lang", target_lang)) if value)
@@ -137,9 +99,9 @@ def set_languages(tokenizer, source_lang: str | None, target_lang: str | None, *
     if codes.kind == "marian":
         # The source language needs no token (the model reads any of its languages); it only picks the data.
         if target_lang is None:
-            return Languages()
+            return LanguagePair()
         target = _resolve(codes, target_lang, "--target-lang", where)
-        return Languages(target=target, input_prefix=f">>{target}<< ")
+        return LanguagePair(target=target, input_prefix=f">>{target}<< ")
     if source_lang is None or target_lang is None:
         missing = "--target-lang" if target_lang is None else "--source-lang"
         raise NashError(
@@ -154,11 +116,11 @@ def set_languages(tokenizer, source_lang: str | None, target_lang: str | None, *
     # the original mBART ends it with the code and starts decoding from it (its config's
     # decoder_start_token_id), so forcing the code again would be wrong there.
     leads = tokenizer(text_target="a")["input_ids"][:1] == [codes.ids[target]]
-    return Languages(source=source, target=target, forced_bos_token_id=codes.ids[target] if leads else None)
+    return LanguagePair(source=source, target=target, forced_bos_token_id=codes.ids[target] if leads else None)
 
 
 def _resolve(codes: LanguageCodes, language: str, flag: str, where: str) -> str:
-    marian = _MARIAN_CODE.match(language)
+    marian = MARIAN_CODE.match(language)
     if marian and codes.kind == "marian":
         language = marian.group(1)  # ">>fra<<" as Marian writes it
     if language in codes.ids:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
-from nash_cli.data import Example, ExampleReading, Languages, SourceLength
+from nash_cli.data import Example, ExampleReading, LanguagePair, SourceLength
 from nash_cli.errors import NashError, require_at_least, require_finite_options
 from nash_cli.metrics import MetricScores, check_metrics
 from nash_cli.progress import Progress
@@ -327,7 +327,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
         dtype=options.dtype,
         engine=engine.engine_info(),
         masks_applied=masks_applied,
-        **({"languages": languages.to_dict()} if languages != Languages() else {}),
+        **({"languages": languages.to_dict()} if languages != LanguagePair() else {}),
     )
     if paths:
         write_results(document, generation_records(result, examples), *paths)
