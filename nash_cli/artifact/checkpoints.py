@@ -34,6 +34,8 @@ TOKENIZER_FILES = (
     "added_tokens.json",
     "spiece.model",
     "sentencepiece.bpe.model",
+    "source.spm",  # Marian (OPUS-MT): one SentencePiece model per side
+    "target.spm",
     "vocab.json",
     "merges.txt",
     "vocab.txt",
