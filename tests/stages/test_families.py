@@ -256,3 +256,32 @@ def test_a_bad_family_checkpoint_is_one_line(tmp_path, teachers, cli):
     (broken / "config.json").write_text(json.dumps(config))
     assert_user_error(cli("select-layers", broken, "-k", "1", "-o", tmp_path / "out"), "separate source and target")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", ["marian", "m2m_100"])
+def test_a_recipe_runs_the_family_end_to_end(family, teachers, tmp_path, cli):
+    """`nash run` on a post-norm family starting from its pad token and on one forcing its target
+    language: select-layers, prune-encoder, compact, export, eval of the export."""
+    import yaml
+
+    train = _data(tmp_path / "train.jsonl", 16, 5)
+    recipe = {
+        "name": f"tiny-{family}",
+        "teacher": str(teachers(family)),
+        "data": {"train": str(train), "eval": str(train), "source_column": "source", "target_column": "target"},
+        "stages": {
+            "select_layers": {"decoder_layers": 1},
+            "prune_encoder": {"target_sparsity": 0.3, "sparsity_warmup": 0.5, "max_steps": 2, "batch_size": 4},
+            "compact": {},
+            "export": {"quantization": "float32"},
+            "eval": {"metric": ["bleu"], "beams": 2, "max_new_tokens": 6},
+        },
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = cli("run", path, "-o", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [stage["status"] for stage in result.json()["stages"]][:4] == ["done"] * 4
+    export_dir = next((tmp_path / "run").glob("*-export"))
+    manifest = json.loads((export_dir / "nash.json").read_text())
+    assert manifest["ctranslate2"]["check"]["tokens_equal"] is True
