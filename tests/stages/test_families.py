@@ -285,3 +285,12 @@ def test_a_recipe_runs_the_family_end_to_end(family, teachers, tmp_path, cli):
     export_dir = next((tmp_path / "run").glob("*-export"))
     manifest = json.loads((export_dir / "nash.json").read_text())
     assert manifest["ctranslate2"]["check"]["tokens_equal"] is True
+
+
+def test_plan_times_a_family_and_writes_its_recipe(teachers, tmp_path, cli):
+    result = cli("plan", teachers("m2m_100"), "--speedup", "1.2", "--batch", "2", "--beams", "1", "--source-length", "8",
+                 "--new-tokens", "4", "--decoder-layers", "1,2", "--sparsities", "0,0.3", "--repeats", "1",
+                 "-o", tmp_path / "plan", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["recommendation"]["decoder_layers"] in (1, 2)
+    assert (tmp_path / "plan" / "recipe.yaml").is_file()
