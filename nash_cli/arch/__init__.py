@@ -28,6 +28,10 @@ TOKEN_ID_FIELDS = (
     "forced_bos_token_id",
     "forced_eos_token_id",
 )
+#: Config fields that hold the vocabulary's size: every one present is set to the kept count
+#: (Marian's `decoder_vocab_size` sizes its decoder's embedding; nash supports it only equal to
+#: `vocab_size`, one vocabulary shared by both stacks).
+VOCABULARY_SIZE_FIELDS = ("vocab_size", "decoder_vocab_size")
 #: Generation config fields that list tokens to suppress.
 GENERATION_ID_LISTS = ("suppress_tokens", "begin_suppress_tokens")
 #: Generation config fields naming tokens that generation must still be able to produce: the

@@ -34,11 +34,12 @@ TOKENIZER_FILES = (
     "added_tokens.json",
     "spiece.model",
     "sentencepiece.bpe.model",
-    "source.spm",  # Marian (OPUS-MT): one SentencePiece model per side
-    "target.spm",
     "vocab.json",
     "merges.txt",
     "vocab.txt",
+    "source.spm",  # Marian: the source and target SentencePiece models beside its vocab.json
+    "target.spm",
+    "target_vocab.json",
     "chat_template.jinja",
 )
 

@@ -84,9 +84,10 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
     sources: list[str] = []
     batch = None
     if options.data is not None:
-        from nash_cli.data import read_examples
+        from nash_cli.data import read_examples, set_languages
 
-        examples = read_examples(options)
+        languages = set_languages(tokenizer, options.source_lang, options.target_lang, where=options.checkpoint)
+        examples = languages.inputs(read_examples(options))
         targets = [reference for example in examples for reference in example.references[:1]]
         sources = [example.source for example in examples]
         if options.source_length is None:
@@ -115,7 +116,7 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
         from nash_cli.generation import generate, generated_lengths, resolve_settings
 
         progress.update(status="the teacher's own outputs")
-        settings = resolve_settings(teacher, num_beams=options.beams)
+        settings = languages.generation(resolve_settings(teacher, num_beams=options.beams))
         with torch.inference_mode():
             sequences = generate(teacher, batch.input_ids, batch.attention_mask, settings)
         lengths = generated_lengths(sequences, teacher.generation_config.eos_token_id or config.eos_token_id)
