@@ -44,7 +44,7 @@ def random_batches(
     low: int = 4,
     eos_token_id: int | None = None,
     seed: int = 0,
-    high: int | None = None,
+    special_ids: Sequence[int | None] = (),
 ) -> list[Batch]:
     """Batches of uniformly random token ids, the same for every model.
 
@@ -54,8 +54,9 @@ def random_batches(
         source_length: Tokens per sequence (the last one is `eos_token_id` when given).
         num_batches: How many batches.
         low: Smallest id drawn (keeps pad / eos / unk / bos out of the body).
-        high: Ids are drawn below this too, when given (keeps out special tokens at the end of
-            the vocabulary, such as Marian's pad token).
+        special_ids: Control ids (pad, eos, bos, decoder start; None entries skipped) that the
+            body must not contain: those in the lower half of the vocabulary raise `low`, those in
+            the upper half (Marian's pad token is its last id) bound the ids from above.
         eos_token_id: Appended as the last token, as a tokenizer would.
         seed: Seed of a private generator (the global RNG is untouched).
     """
@@ -65,7 +66,9 @@ def random_batches(
         raise NashError(f"--batch must be at least 1, got {batch_size}")
     if source_length < 1:
         raise NashError(f"--source-length must be at least 1, got {source_length}")
-    high = vocab_size if high is None else min(high, vocab_size)
+    special = [int(s) for s in special_ids if isinstance(s, int)]
+    low = max([low] + [s + 1 for s in special if s < vocab_size // 2])
+    high = min([vocab_size] + [s for s in special if s >= vocab_size // 2])
     if high <= low:
         raise NashError(f"vocabulary of {vocab_size} ids is too small for random inputs")
     generator = torch.Generator().manual_seed(seed)

@@ -44,7 +44,9 @@ def build(family: str, directory: Path, *, layers: int = 2, seed: int = 0, livel
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
             if hasattr(model, "final_logits_bias"):
                 model.final_logits_bias.normal_(generator=generator)
-                model.final_logits_bias[0, tokenizer.eos_token_id] = 2.5
+                # a smaller head start where a forced language precedes: an output of the language
+                # alone is where the engines may differ (docs/export.md)
+                model.final_logits_bias[0, tokenizer.eos_token_id] = 1.0 if family in TARGET_LANGUAGE else 2.5
             else:
                 model.lm_head.weight[tokenizer.eos_token_id] *= 1.5
             pad = tokenizer.pad_token_id
@@ -54,6 +56,7 @@ def build(family: str, directory: Path, *, layers: int = 2, seed: int = 0, livel
         generation.bad_words_ids = [[tokenizer.pad_token_id]]  # as opus-mt's generation config
     if family in TARGET_LANGUAGE:
         generation.forced_bos_token_id = tokenizer.convert_tokens_to_ids(TARGET_LANGUAGE[family])
+    generation._from_model_config = False  # else transformers rebuilds it from the model config on saving
     model.generation_config = generation
     model.save_pretrained(directory)
     return directory, model, tokenizer
@@ -66,6 +69,7 @@ def _config(family: str, tokenizer, layers: int):
         vocab_size=len(tokenizer), d_model=32, encoder_layers=layers, decoder_layers=2,
         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
         max_position_embeddings=128, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        encoder_layerdrop=0.0, decoder_layerdrop=0.0,  # as the real checkpoints (M2M100Config defaults to 0.05)
         scale_embedding=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     if family == "marian":  # opus-mt-en-de: swish, post-norm, pad = decoder start = last id

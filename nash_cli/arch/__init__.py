@@ -207,6 +207,10 @@ class ArchFamily:
     Marian, mBART and Pegasus (`(1, vocab)`: dimension 1)."""
     refusal: Callable[[object], "str | None"] = lambda config: None
     """Why a config of this family's model type is still not supported (one line), or None."""
+    fixed_parameters: Callable[["nn.Module"], tuple["torch.Tensor", ...]] = lambda model: ()
+    """Parameters that are the model's computation, not weights (Marian's and Pegasus's sinusoidal
+    position tables): `artifact.load_model` freezes them, since `from_pretrained` makes every
+    parameter trainable and training would move a table that Marian does not even save."""
 
 
 #: The families nash supports, in the words of its one-line refusal.
@@ -254,6 +258,20 @@ def _kind(config, model_type: str) -> str:
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "a decoder-only model (no separate encoder)"
     return "not an encoder-decoder model"
+
+
+def decoder_input_ids(model, labels: "torch.Tensor") -> "torch.Tensor":
+    """The decoder inputs teacher forcing feeds for `labels` (-100 where ignored): the model's own
+    `prepare_decoder_input_ids_from_labels` (mBART's moves the end token to the front), else the
+    labels shifted right after the decoder start token, as M2M100's forward does."""
+    prepare = getattr(model, "prepare_decoder_input_ids_from_labels", None)
+    if prepare is not None:
+        return prepare(labels=labels)
+    config = model.config
+    shifted = labels.new_zeros(labels.shape)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = config.decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, config.pad_token_id)
 
 
 def encoder_layer_heads(config, index: int, num_heads: int) -> tuple[int, ...]:

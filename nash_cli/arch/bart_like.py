@@ -131,6 +131,15 @@ def _anatomy(variant: Variant):
     return anatomy
 
 
+def _sinusoidal_tables(model) -> tuple:
+    # M2M100's table is a buffer already; Marian's and Pegasus's are frozen nn.Embedding weights
+    # that from_pretrained makes trainable again.
+    from torch import nn
+
+    tables = (getattr(model.model, stack).embed_positions for stack in ("encoder", "decoder"))
+    return tuple(table.weight for table in tables if isinstance(getattr(table, "weight", None), nn.Parameter))
+
+
 def _marian_refusal(config) -> str | None:
     if getattr(config, "share_encoder_decoder_embeddings", True) is False:
         return (
@@ -169,6 +178,7 @@ def _family(variant: Variant) -> ArchFamily:
         anatomy=_anatomy(variant),
         vocabulary_keys=vocabulary,
         refusal=_marian_refusal if variant.model_type == "marian" else (lambda config: None),
+        fixed_parameters=_sinusoidal_tables if variant.sinusoidal else (lambda model: ()),
     )
 
 

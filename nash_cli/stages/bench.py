@@ -327,7 +327,7 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             batch_size=options.batch,
             source_length=options.source_length,
             num_batches=options.num_batches,
-            low=max([4] + [s + 1 for s in special if isinstance(s, int)]),
+            special_ids=special,
             eos_token_id=config.eos_token_id if isinstance(config.eos_token_id, int) else None,
             seed=options.seed,
         )

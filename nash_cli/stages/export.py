@@ -257,16 +257,11 @@ def verify_export(model, directory: Path, *, device: str, quantization: str, bat
     limit = getattr(config, "max_position_embeddings", None) or length
     special = [getattr(config, key, None) for key in ("pad_token_id", "eos_token_id", "bos_token_id",
                                                       "decoder_start_token_id")]
-    special = [s for s in special if isinstance(s, int)]
-    vocab = engine.config.vocab_size
-    # Special ids in the upper half of the vocabulary (Marian's pad token is its last id) bound the
-    # random ids from above, the others from below.
     (inputs,) = random_batches(
-        vocab_size=vocab,
+        vocab_size=engine.config.vocab_size,
         batch_size=batch,
         source_length=min(length, limit),
-        low=max([4] + [s + 1 for s in special if s < vocab // 2]),
-        high=min([vocab] + [s for s in special if s >= vocab // 2]),
+        special_ids=special,
         eos_token_id=config.eos_token_id if isinstance(config.eos_token_id, int) else None,
         seed=1234,
     )

@@ -105,7 +105,7 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
                                                           "decoder_start_token_id", "unk_token_id")]
         (batch,) = random_batches(
             vocab_size=config.vocab_size, batch_size=options.batch, source_length=length,
-            low=max([4] + [s + 1 for s in special if isinstance(s, int)]),
+            special_ids=special,
             eos_token_id=config.eos_token_id if isinstance(config.eos_token_id, int) else None, seed=options.seed,
         )
         origin["source_from"] = "--source-length" if options.source_length else "random tokens, 512 (the default)"
