@@ -274,6 +274,27 @@ def decoder_input_ids(model, labels: "torch.Tensor") -> "torch.Tensor":
     return shifted.masked_fill(shifted == -100, config.pad_token_id)
 
 
+def turn_off_layerdrop(model) -> dict[str, float]:
+    """Sets the encoder's and decoder's LayerDrop probability to 0 on `model` (in place; its
+    config keeps the checkpoint's values).
+
+    BART and its relatives skip whole layers at random in training mode (`layerdrop`; M2M100's
+    config defaults to 0.05). nash's training compares every student layer's hidden state with a
+    teacher layer's, and under DDP a skipped layer's parameters get no gradient, so its runs train
+    every layer.
+
+    Returns:
+        The probabilities that were above 0, by stack name ("encoder", "decoder").
+    """
+    turned_off: dict[str, float] = {}
+    for stack, module in (("encoder", model.get_encoder()), ("decoder", model.get_decoder())):
+        probability = float(getattr(module, "layerdrop", 0.0) or 0.0)
+        if probability > 0.0:
+            module.layerdrop = 0.0
+            turned_off[stack] = probability
+    return turned_off
+
+
 def encoder_layer_heads(config, index: int, num_heads: int) -> tuple[int, ...]:
     """Original head indices kept by encoder layer `index`: nash's compact configs list them
     (`encoder_heads`); a stock config keeps all `num_heads`."""

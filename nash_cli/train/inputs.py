@@ -287,6 +287,7 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
             may be in.
     """
     from nash_cli import artifact
+    from nash_cli.arch import turn_off_layerdrop
     from nash_cli.stages import open_input
 
     options.check()
@@ -314,6 +315,13 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
     student = artifact.load_model(options.student, config=student_config, **load)
     storage_dtypes, note = train_in_float32(student, "student", options.mixed_precision)
     dtype_notes = [note] if note else []
+    layerdrop = turn_off_layerdrop(student)
+    if layerdrop:
+        settings = ", ".join(f"{stack} {probability:g}" for stack, probability in layerdrop.items())
+        notes.append(
+            f"LayerDrop ({settings}) is off while nash trains: its hidden-state losses compare every layer; "
+            "the output's config keeps the setting"
+        )
     teacher = None
     encoder, decoder = None, None
     if options.teacher is not None:
