@@ -200,13 +200,9 @@ class L0Extension:
 
 
 def check_structure(settings: PruneSettings, shape) -> None:
-    """NashError, before training, for a structure this encoder cannot have: an FFN multiple
-    wider than the FFN, or uniform heads with a target that leaves no head in any layer."""
-    if settings.ffn_multiple_of > shape.d_ff:
-        raise NashError(
-            f"--ffn-multiple-of {settings.ffn_multiple_of} is more than the encoder's FFN width {shape.d_ff}; "
-            f"use a divisor of it such as 64, or 1 to turn the rounding off"
-        )
+    """NashError, before training, for a structure this encoder cannot have: uniform heads with a
+    target that leaves no head in any layer. (An FFN multiple above the FFN width is allowed: each
+    layer then keeps all its units or none.)"""
     if settings.uniform_heads and settings.target_sparsity > max_uniform_heads_sparsity(shape):
         raise NashError(
             f"--target-sparsity {settings.target_sparsity} leaves no attention head: with the same number of heads "
