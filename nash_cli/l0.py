@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nash_cli.rounding import allowed_drops, best, prefix_sums, rounded, roundings
+
 #: HardConcrete temperature.
 BETA = 2.0 / 3.0
 #: Lower end of the stretch interval.
@@ -219,55 +221,6 @@ def shift_for_target(heads_log_alpha: torch.Tensor, ffn_log_alpha: torch.Tensor,
     return (low + high) / 2
 
 
-def _allowed_drops(full: int, multiple_of: int) -> list[int]:
-    """The drop counts a layer of `full` units may take when its kept width must be a multiple of
-    `multiple_of`: 0 kept, `multiple_of`, ..., and `full` itself (the unpruned layer), ascending."""
-    kept = set(range(0, full + 1, multiple_of)) | {full}
-    return sorted(full - k for k in kept)
-
-
-def _roundings(expected: torch.Tensor, allowed: list[int]):
-    """Per layer, the allowed drop counts just below and above its expected count.
-
-    Returns `(low, step, fraction, order)`: `low` the drops rounded down, `step` how many more
-    units rounding up drops, `fraction` where the expected count lies between the two (0 to 1),
-    and `order` the layers that can round up, nearest their upper count first (a stable sort
-    keeps layer order on ties).
-    """
-    grid = torch.tensor(allowed, dtype=torch.float64)
-    above = torch.searchsorted(grid, expected.clamp(0, float(grid[-1])), right=False).clamp(max=len(allowed) - 1)
-    high = grid[above]
-    low = torch.where(high > expected, grid[(above - 1).clamp(min=0)], high)
-    step = high - low
-    fraction = torch.where(step > 0, (expected - low) / step.clamp(min=1e-12), torch.zeros_like(step))
-    order = torch.sort(-fraction, stable=True).indices
-    order = order[fraction[order] > 0]
-    return low, step, fraction, order
-
-
-def _prefix_sums(low, step, fraction, order, size: int) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Removed parameters with the first k layers of `order` rounded up, for every k, and how far
-    each choice moves the counts from the expected ones (in units): `(base, removed[k], cost[k])`."""
-    zero = torch.zeros(1, dtype=torch.float64)
-    removed = torch.cat([zero, torch.cumsum(step[order], 0)]) * size
-    cost = torch.cat([zero, torch.cumsum((1 - 2 * fraction[order]) * step[order], 0)])
-    return float(low.sum()) * size, removed, cost
-
-
-def _rounded(low, step, order, rounded_up: int) -> list[int]:
-    count = low.clone()
-    count[order[:rounded_up]] += step[order[:rounded_up]]
-    return [int(n) for n in count]
-
-
-def _best(distance: torch.Tensor, removed: torch.Tensor, deviation: torch.Tensor) -> tuple[int, ...]:
-    """The index of the lexicographic minimum of (distance, removed, deviation)."""
-    chosen = distance == distance.min()
-    chosen &= removed == removed[chosen].min()
-    chosen &= deviation == deviation[chosen].min()
-    return tuple(int(i) for i in chosen.nonzero()[0])
-
-
 def _shift_for_drops(log_alpha: torch.Tensor, total: float) -> float:
     """The common amount to lower `log_alpha` by so that its expected drops sum to `total`."""
     low, high = -64.0, 64.0
@@ -330,15 +283,15 @@ def drop_counts_for_target(
     if uniform_heads:
         return _uniform_counts(ffn_log_alpha, shape, budget, expected_heads, shift, ffn_multiple_of)
     expected_ffn = expected_drops(ffn_log_alpha, shift)
-    head = _roundings(expected_heads, list(range(shape.num_heads + 1)))
-    ffn = _roundings(expected_ffn, _allowed_drops(shape.d_ff, ffn_multiple_of))
-    head_base, head_removed, head_cost = _prefix_sums(*head, shape.params_per_head)
-    ffn_base, ffn_removed, ffn_cost = _prefix_sums(*ffn, shape.params_per_unit)
+    head = roundings(expected_heads, list(range(shape.num_heads + 1)))
+    ffn = roundings(expected_ffn, allowed_drops(shape.d_ff, ffn_multiple_of))
+    head_base, head_removed, head_cost = prefix_sums(*head, shape.params_per_head)
+    ffn_base, ffn_removed, ffn_cost = prefix_sums(*ffn, shape.params_per_unit)
     removed = head_base + ffn_base + head_removed[:, None] + ffn_removed[None, :]
-    a, b = _best((removed - budget).abs(), removed, head_cost[:, None] + ffn_cost[None, :])
+    a, b = best((removed - budget).abs(), removed, head_cost[:, None] + ffn_cost[None, :])
     return DropCounts(
-        heads=_rounded(head[0], head[1], head[3], a),
-        ffn_units=_rounded(ffn[0], ffn[1], ffn[3], b),
+        heads=rounded(head[0], head[1], head[3], a),
+        ffn_units=rounded(ffn[0], ffn[1], ffn[3], b),
         expected_heads=expected_heads.tolist(),
         expected_ffn_units=expected_ffn.tolist(),
         shift=shift,
@@ -357,12 +310,12 @@ def _uniform_counts(ffn_log_alpha, shape: EncoderShape, budget: float, expected_
             continue
         ffn_shift = _shift_for_drops(ffn_log_alpha, rest / shape.params_per_unit)
         expected_ffn = expected_drops(ffn_log_alpha, ffn_shift)
-        ffn = _roundings(expected_ffn, _allowed_drops(shape.d_ff, ffn_multiple_of))
-        base, removed, cost = _prefix_sums(*ffn, shape.params_per_unit)
-        (b,) = _best((base + removed - rest).abs(), removed, cost)
+        ffn = roundings(expected_ffn, allowed_drops(shape.d_ff, ffn_multiple_of))
+        base, removed, cost = prefix_sums(*ffn, shape.params_per_unit)
+        (b,) = best((base + removed - rest).abs(), removed, cost)
         return DropCounts(
             heads=[heads - kept] * layers,
-            ffn_units=_rounded(ffn[0], ffn[1], ffn[3], b),
+            ffn_units=rounded(ffn[0], ffn[1], ffn[3], b),
             expected_heads=expected_heads.tolist(),
             expected_ffn_units=expected_ffn.tolist(),
             shift=shift,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nash_cli import l0
+from nash_cli import l0, rounding
 
 
 def test_constants_match_the_method():
@@ -496,7 +496,7 @@ def test_the_lagrangian_masks_stay_when_they_already_have_the_structure():
 
 
 def test_a_width_that_is_no_multiple_keeps_its_full_width_as_an_option():
-    assert l0._allowed_drops(100, 64) == [0, 36, 100]
+    assert rounding.allowed_drops(100, 64) == [0, 36, 100]
     shape = l0.EncoderShape(num_layers=3, num_heads=4, head_dim=8, d_ff=100, d_model=32, gated=True, bias=True)
     heads, ffn = l0.masks_for_target(*_trend(shape, spread=0.5), shape, 0.1, uniform_heads=True, ffn_multiple_of=64)
     assert set(ffn.sum(1).long().tolist()) <= {0, 64, 100}
