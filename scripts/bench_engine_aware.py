@@ -99,7 +99,8 @@ def build(args) -> None:
     exports = ["s3-int8"]
     if not (work / "s3-int8").exists():
         nash("export", student, "-o", work / "s3-int8", "--quantization", "int8", "--device", "cpu", "--no-verify")
-    report = {}
+    summary = work / "masks.json"
+    report = json.loads(summary.read_text()) if summary.is_file() else {}
     for sparsity in args.sparsity:
         for name in args.structures:
             label = f"s{round(sparsity * 100)}-{name}"
@@ -109,7 +110,7 @@ def build(args) -> None:
                 nash("export", work / label, "-o", work / f"{label}-int8", "--quantization", "int8", "--device", "cpu",
                      "--no-verify", "--force")
             exports.append(f"{label}-int8")
-    (work / "masks.json").write_text(json.dumps(report, indent=1))
+    summary.write_text(json.dumps(report, indent=1))
     print("\nnow run (from", work, "):\n")
     print(shlex.join(["nash", "bench", *exports, "--baseline", "s3-int8", "--batch", "8", "--beams", "4",
                       "--source-length", "512", "--fixed-length", "32", "--threads", "2", "--repeats", "3",
