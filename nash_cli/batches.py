@@ -44,6 +44,7 @@ def random_batches(
     low: int = 4,
     eos_token_id: int | None = None,
     seed: int = 0,
+    special_ids: Sequence[int | None] = (),
 ) -> list[Batch]:
     """Batches of uniformly random token ids, the same for every model.
 
@@ -53,6 +54,9 @@ def random_batches(
         source_length: Tokens per sequence (the last one is `eos_token_id` when given).
         num_batches: How many batches.
         low: Smallest id drawn (keeps pad / eos / unk / bos out of the body).
+        special_ids: Control ids (pad, eos, bos, decoder start; None entries skipped) that the
+            body must not contain: those in the lower half of the vocabulary raise `low`, those in
+            the upper half (Marian's pad token is its last id) bound the ids from above.
         eos_token_id: Appended as the last token, as a tokenizer would.
         seed: Seed of a private generator (the global RNG is untouched).
     """
@@ -62,12 +66,15 @@ def random_batches(
         raise NashError(f"--batch must be at least 1, got {batch_size}")
     if source_length < 1:
         raise NashError(f"--source-length must be at least 1, got {source_length}")
-    if vocab_size <= low:
+    special = [int(s) for s in special_ids if isinstance(s, int)]
+    low = max([low] + [s + 1 for s in special if s < vocab_size // 2])
+    high = min([vocab_size] + [s for s in special if s >= vocab_size // 2])
+    if high <= low:
         raise NashError(f"vocabulary of {vocab_size} ids is too small for random inputs")
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(num_batches):
-        ids = torch.randint(low, vocab_size, (batch_size, source_length), generator=generator)
+        ids = torch.randint(low, high, (batch_size, source_length), generator=generator)
         if eos_token_id is not None:
             ids[:, -1] = eos_token_id
         batches.append(Batch(ids, torch.ones_like(ids)))

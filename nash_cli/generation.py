@@ -36,10 +36,12 @@ class GenerationSettings:
     """Fewest tokens generated: end-of-sequence is suppressed before that (0 = no minimum)."""
     compile: bool = False
     """Use a static cache, for a forward compiled by `compile_model`."""
+    forced_bos_token_id: int | None = None
+    """First generated token (the target language's code, `--target-lang`); None: the generation config's."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict."""
-        return asdict(self)
+        """The settings as a JSON-ready dict (`forced_bos_token_id` only where a token is forced)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k != "forced_bos_token_id"}
 
 
 def resolve_settings(
@@ -180,6 +182,8 @@ def generate_kwargs(model, settings: GenerationSettings) -> dict[str, Any]:
     }
     if settings.min_new_tokens:
         kwargs["min_new_tokens"] = settings.min_new_tokens
+    if settings.forced_bos_token_id is not None:
+        kwargs["forced_bos_token_id"] = settings.forced_bos_token_id
     if settings.compile:
         # A static cache keeps every decoding step's shapes fixed, so the forward compiled by
         # `compile_model` is reused step after step. transformers' own auto-compilation only

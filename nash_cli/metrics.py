@@ -9,30 +9,32 @@ references per example) and returns the mean over examples plus the per-example 
 - METEOR: `nltk.translate.meteor_score.meteor_score` with WordNet (see `nash_cli.wordnet`);
   texts are split by `nltk.tokenize.wordpunct_tokenize` (needs no model files), lower-cased
   by nltk. With several references nltk itself keeps the best one.
-- BLEU: `nltk.translate.bleu_score.corpus_bleu`, 4-gram, uniform weights, no smoothing, on
-  the same wordpunct tokens, case-sensitive. Corpus-level, so there is no per-example value,
-  and several references enter the way BLEU defines it (clipped counts over all references,
-  closest reference length), not as a best-of.
+- BLEU and chrF: sacrebleu's `BLEU()` and `CHRF()` with their defaults, corpus-level, as
+  translation papers report them (BLEU: 13a tokenisation, exponential smoothing, case-sensitive;
+  chrF: character 6-grams, beta 2). Corpus-level, so there is no per-example value; several
+  references enter the way each defines it (BLEU: clipped counts over all references, closest
+  reference length; chrF: the best reference per sentence), and the signature is kept
+  (`MetricScores.signatures`) so a reader can tell which BLEU it is.
 - exact_match: SQuAD normalisation (lower case, no punctuation, no articles a/an/the, single
   spaces) then equality; 1 if any reference matches.
 - accuracy: classification as text-to-text: the prediction, stripped of surrounding
   whitespace, equals a reference stripped the same way; 1 if any reference matches.
 
-Scores are fractions in [0, 1], exactly what the libraries return (tables show them x 100).
+Scores are fractions in [0, 1]: what the libraries return, with sacrebleu's 0-100 scores divided
+by 100 (tables show every score x 100, so BLEU reads as sacrebleu prints it).
 """
 
 from __future__ import annotations
 
 import re
 import string
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nash_cli.errors import NashError
 
 #: Metric names accepted by `compute_metrics` (and `nash eval --metric`).
-METRICS = ("rouge", "meteor", "bleu", "exact_match", "accuracy")
+METRICS = ("rouge", "meteor", "bleu", "chrf", "exact_match", "accuracy")
 #: Short names accepted for convenience.
 ALIASES = {"em": "exact_match", "acc": "accuracy"}
 #: The scores each metric produces.
@@ -46,7 +48,10 @@ class MetricScores:
     scores: dict[str, float] = field(default_factory=dict)
     """Mean over examples (corpus value for BLEU), by score name (rouge1, ..., meteor, bleu)."""
     per_example: dict[str, list[float]] = field(default_factory=dict)
-    """Per-example values by score name, in input order (absent for corpus-level BLEU)."""
+    """Per-example values by score name, in input order (absent for corpus-level BLEU and chrF)."""
+    signatures: dict[str, str] = field(default_factory=dict)
+    """sacrebleu's signature of each of its scores (bleu, chrf): references, case, tokeniser,
+    smoothing, version."""
 
 
 def check_metrics(names: Sequence[str]) -> list[str]:
@@ -68,7 +73,7 @@ def check_metrics(names: Sequence[str]) -> list[str]:
 
 
 def tokenize(text: str) -> list[str]:
-    """Words and punctuation runs, as METEOR and BLEU see a text (nltk's wordpunct_tokenize)."""
+    """Words and punctuation runs, as METEOR sees a text (nltk's wordpunct_tokenize)."""
     from nltk.tokenize import wordpunct_tokenize
 
     return wordpunct_tokenize(text)
@@ -105,18 +110,30 @@ def meteor(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> M
     return _mean_of({"meteor": values})
 
 
-def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> MetricScores:
-    """Corpus BLEU-4 via nltk (uniform weights, no smoothing) on wordpunct tokens."""
-    from nltk.translate.bleu_score import corpus_bleu
+def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """References as sacrebleu takes them: one stream per reference position, None where an
+    example has fewer references than the most (sacrebleu's way of varying their number)."""
+    most = max((len(refs) for refs in references), default=0)
+    return [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]
 
-    with warnings.catch_warnings():
-        # nltk warns when some n-gram order has no match; the score (0) is still right.
-        warnings.simplefilter("ignore")
-        value = corpus_bleu(
-            [[tokenize(ref) for ref in refs] for refs in references],
-            [tokenize(prediction) for prediction in predictions],
-        )
-    return MetricScores(scores={"bleu": float(value)})
+
+def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> MetricScores:
+    """Corpus BLEU via sacrebleu's defaults (13a tokens, exp smoothing), as a fraction, with its signature."""
+    from sacrebleu.metrics import BLEU
+
+    return _sacrebleu("bleu", BLEU(), predictions, references)
+
+
+def chrf(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> MetricScores:
+    """Corpus chrF via sacrebleu's defaults (character 6-grams, beta 2), as a fraction, with its signature."""
+    from sacrebleu.metrics import CHRF
+
+    return _sacrebleu("chrf", CHRF(), predictions, references)
+
+
+def _sacrebleu(name: str, metric, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> MetricScores:
+    score = metric.corpus_score(list(predictions), reference_streams(references))
+    return MetricScores(scores={name: float(score.score) / 100}, signatures={name: str(metric.get_signature())})
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -151,6 +168,7 @@ _FUNCTIONS: dict[str, Callable[[Sequence[str], Sequence[Sequence[str]]], MetricS
     "rouge": rouge,
     "meteor": meteor,
     "bleu": bleu,
+    "chrf": chrf,
     "exact_match": exact_match,
     "accuracy": accuracy,
 }
@@ -176,6 +194,7 @@ def compute_metrics(
         part = _FUNCTIONS[name](predictions, references)
         result.scores.update(part.scores)
         result.per_example.update(part.per_example)
+        result.signatures.update(part.signatures)
     return result
 
 

@@ -41,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from nash_cli import stages
+from nash_cli.data.options import DataOptions, InputReading
 from nash_cli.errors import NashError, require_at_least
 from nash_cli.stages import Stage
 
@@ -51,22 +52,21 @@ RUNNER_OWNED = frozenset(
     {"output", "force", "resume", "json_output", "show_progress", "data", "eval_data", "split", "eval_split"}
 )
 
-#: Data options: set once under `data:` and passed to every stage that takes them.
-DATA_OPTIONS = (
-    "source_column",
-    "target_column",
-    "source_template",
-    "source_prefix",
-    "max_source_length",
-    "max_target_length",
-)
+#: Where the data is and how much of it is read: the recipe's own `data:` keys (train, eval and
+#: their splits), the runner's, or a stage's own option (limit); not read options.
+_DATA_PLACES = frozenset({"data", "eval_data", "split", "eval_split", "limit"})
+
+#: Data options: set once under `data:` and passed to every stage that takes them. They are the
+#: read options of the data option groups (`nash_cli.data.options.DataOptions`: columns, template,
+#: prefix, languages, lengths), so an option declared there is a recipe key too.
+DATA_OPTIONS = tuple(field.name for field in dataclasses.fields(DataOptions) if field.name not in _DATA_PLACES)
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 
 
-class RecipeData(BaseModel):
+class _RecipeDataPlaces(BaseModel):
     """A recipe's `data:` section: where the training and evaluation data come from, and how to
-    read them (the read options go to every stage that takes them)."""
+    read them (the read options, `DATA_OPTIONS`, go to every stage that takes them)."""
 
     model_config = STRICT
 
@@ -78,18 +78,6 @@ class RecipeData(BaseModel):
     """Evaluation data; defaults to no evaluation during training and `train` for `eval`."""
     eval_split: Optional[str] = None
     """Split of a hub dataset to evaluate on (e.g. "validation")."""
-    source_column: Optional[str] = None
-    """Column holding the input text."""
-    target_column: Optional[str] = None
-    """Column holding the reference output (a list of references is allowed)."""
-    source_template: Optional[str] = None
-    """Builds the input from several columns, e.g. "question: {Question} context: {Tweet}"."""
-    source_prefix: Optional[str] = None
-    """Text put before every input, e.g. "summarize: "."""
-    max_source_length: Optional[int] = None
-    """Truncate inputs to this many tokens."""
-    max_target_length: Optional[int] = None
-    """Truncate targets to this many tokens."""
 
 
 def _plain(annotation):
@@ -105,6 +93,18 @@ def _plain(annotation):
         (item,) = typing.get_args(annotation)
         return list[_plain(item)]
     return annotation
+
+
+def _recipe_data() -> type[BaseModel]:
+    """`data:`'s model: its places, and each read option with the type the data options give it,
+    left out (None) unless the recipe sets it, so each stage keeps its own default."""
+    hints = typing.get_type_hints(DataOptions)
+    options = {name: (Optional[_plain(hints[name])], Field(None)) for name in DATA_OPTIONS}
+    return create_model("RecipeData", __base__=_RecipeDataPlaces, __doc__=_RecipeDataPlaces.__doc__, **options)
+
+
+#: A recipe's `data:` section (see `_RecipeDataPlaces` and `DATA_OPTIONS`).
+RecipeData = _recipe_data()
 
 
 def runner_owned(stage: Stage) -> frozenset[str]:
@@ -180,6 +180,10 @@ def parse_recipe(raw: dict[str, Any], *, source: str = "recipe") -> Recipe:
     for name in ("max_source_length", "max_target_length"):
         # Checked here: the stages' own checks never see `data:`, so 0 would pass --dry-run.
         require_at_least(f"{source}: data.{name}", getattr(recipe.data, name))
+    try:  # the languages' form too, for the same reason (their codes are checked against the teacher later)
+        InputReading(source_lang=recipe.data.source_lang, target_lang=recipe.data.target_lang).check()
+    except NashError as error:
+        raise NashError(f"{source}: data: {error}") from None
     declared = stages.recipe_stages()
     parsed: dict[str, Any] = {}
     for name in stages_raw:

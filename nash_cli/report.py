@@ -16,7 +16,8 @@ from nash_cli.artifact import FIGURE_SOFTWARE, releases_outputs
 from nash_cli.errors import NashError
 
 #: Score shown first for each metric, as the paper reports it.
-HEADLINE = {"rouge": "rougeL", "meteor": "meteor", "bleu": "bleu", "exact_match": "exact_match", "accuracy": "accuracy"}
+HEADLINE = {"rouge": "rougeL", "meteor": "meteor", "bleu": "bleu", "chrf": "chrf", "exact_match": "exact_match",
+            "accuracy": "accuracy"}
 
 
 @dataclass

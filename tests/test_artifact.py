@@ -152,11 +152,11 @@ def test_student_and_teacher_of_different_families(command, make_checkpoint, cli
     [
         ({"model_type": "bert", "is_encoder_decoder": False}, "model type 'bert' is an encoder-only model"),
         ({"model_type": "gpt2"}, "model type 'gpt2' is a decoder-only model"),
-        ({"model_type": "pegasus", "is_encoder_decoder": True}, "is an encoder-decoder model nash does not support"),
+        ({"model_type": "prophetnet", "is_encoder_decoder": True}, "is an encoder-decoder model nash does not support"),
         ({"d_model": 8}, "config has no model_type"),
         ({"model_type": ["t5"]}, "model type ['t5'] is not an encoder-decoder model"),
     ],
-    ids=["bert", "gpt2", "pegasus", "no-model-type", "model-type-a-list"],
+    ids=["bert", "gpt2", "prophetnet", "no-model-type", "model-type-a-list"],
 )
 def test_an_unsupported_model_is_named_for_what_it_is(config, fragment, cli, tmp_path):
     checkpoint = tmp_path / "ckpt"

@@ -44,16 +44,39 @@ def test_rouge_equals_rouge_score_with_the_best_reference():
     assert result.per_example["rougeLsum"][1] > result.per_example["rougeL"][1]
 
 
-def test_bleu_equals_nltk_corpus_bleu():
-    from nltk.translate.bleu_score import corpus_bleu
+def test_bleu_and_chrf_equal_sacrebleu_as_fractions_with_the_signature():
+    import sacrebleu
 
     predictions = ["the cat sat on the mat today", "a meeting is moved to friday at noon"]
     references = [["the cat sat on the mat", "a cat sat on a mat today"], ["the meeting is moved to friday at noon"]]
-    result = compute_metrics(predictions, references, ["bleu"])
-    expected = corpus_bleu([[r.split() for r in refs] for refs in references], [p.split() for p in predictions])
-    assert expected > 0.3
-    assert result.scores["bleu"] == pytest.approx(expected, abs=1e-12)
-    assert "bleu" not in result.per_example  # corpus-level
+    result = compute_metrics(predictions, references, ["bleu", "chrf"])
+    # sacrebleu's reference streams: a second reference for the first example only (None: none).
+    streams = [[references[0][0], references[1][0]], [references[0][1], None]]
+    bleu = sacrebleu.corpus_bleu(predictions, streams)
+    chrf = sacrebleu.corpus_chrf(predictions, streams)
+    assert bleu.score > 30
+    assert result.scores["bleu"] == pytest.approx(bleu.score / 100, abs=1e-12)
+    assert result.scores["chrf"] == pytest.approx(chrf.score / 100, abs=1e-12)
+    assert "bleu" not in result.per_example and "chrf" not in result.per_example  # corpus-level
+    assert result.signatures["bleu"] == f"nrefs:var|case:mixed|eff:no|tok:13a|smooth:exp|version:{sacrebleu.__version__}"
+    assert result.signatures["chrf"].startswith("nrefs:var|case:mixed|eff:yes|nc:6|nw:0|space:no|")
+    assert compute_metrics(["a b"], [["a b"]], ["bleu"]).signatures["bleu"].startswith("nrefs:1|")
+
+
+@pytest.mark.filterwarnings("ignore:\nThe hypothesis contains 0 counts")
+def test_bleu_is_not_the_old_nltk_bleu():
+    # What docs/eval.md says changed: nltk's corpus_bleu without smoothing gave (about) 0 to a corpus
+    # with no matching 4-gram, and split "3.5" into three wordpunct tokens; sacrebleu smooths and keeps 13a's "3.5".
+    from nltk.translate.bleu_score import corpus_bleu
+
+    import sacrebleu
+
+    predictions, references = ["a cat sat on the mat"], [["the cat sat on a mat"]]
+    old = corpus_bleu([[tokenize(r) for r in refs] for refs in references], [tokenize(p) for p in predictions])
+    new = compute_metrics(predictions, references, ["bleu"]).scores["bleu"]
+    assert old < 1e-12  # nltk's "zero" (it puts the smallest float in for no match)
+    assert new == pytest.approx(sacrebleu.corpus_bleu(predictions, [references[0]]).score / 100) and new > 0.2
+    assert sacrebleu.BLEU().corpus_score(["it's 3.5"], [["it's 3.5"]]).sys_len == 2 and len(tokenize("it's 3.5")) == 6
 
 
 def test_exact_match_and_accuracy():

@@ -28,6 +28,10 @@ TOKEN_ID_FIELDS = (
     "forced_bos_token_id",
     "forced_eos_token_id",
 )
+#: Config fields that hold the vocabulary's size: every one present is set to the kept count
+#: (Marian's `decoder_vocab_size` sizes its decoder's embedding; nash supports it only equal to
+#: `vocab_size`, one vocabulary shared by both stacks).
+VOCABULARY_SIZE_FIELDS = ("vocab_size", "decoder_vocab_size")
 #: Generation config fields that list tokens to suppress.
 GENERATION_ID_LISTS = ("suppress_tokens", "begin_suppress_tokens")
 #: Generation config fields naming tokens that generation must still be able to produce: the
@@ -110,11 +114,12 @@ class StackParts:
     embed_scale: float
     """Factor applied to token embeddings (BART's sqrt(d_model) with scale_embedding; else 1)."""
     positions: "torch.Tensor | None"
-    """Learned absolute positions, row 0 = position 0 (BART's offset removed); None for T5."""
+    """Absolute positions, row 0 = position 0 (BART's and M2M100's offset of 2 removed): learned, or
+    the model's sinusoidal table (`sinusoidal_positions`); None for T5."""
     embedding_norm: NormParts | None
-    """Norm applied to the embeddings (BART's layernorm_embedding)."""
+    """Norm applied to the embeddings (BART's and mBART's layernorm_embedding); None without one."""
     final_norm: NormParts | None
-    """Norm after the last layer (T5's final_layer_norm)."""
+    """Norm after the last layer (T5's final_layer_norm; the pre-norm BART relatives' layer_norm)."""
     relative_bias: "torch.Tensor | None"
     """T5's relative position bias table, `(buckets, original heads)`, computed once per stack."""
     relative_max_distance: int | None
@@ -123,6 +128,9 @@ class StackParts:
     """Heads per layer of the unpruned stack."""
     blocks: tuple[BlockParts, ...]
     """The layers."""
+    sinusoidal_positions: bool = False
+    """`positions` is a fixed sinusoidal table the model computes (Marian, M2M100, Pegasus), not a
+    learned weight: never trained, pruned or sliced, and maybe absent from the weights file."""
 
 
 @dataclass(frozen=True)
@@ -136,11 +144,12 @@ class Anatomy:
     lm_head: "torch.Tensor"
     """Output projection, `(vocab, d_model)` (T5 v1.1 / FLAN: its own values, not the embedding)."""
     logits_bias: "torch.Tensor | None"
-    """Added to the logits (BART's final_logits_bias), `(vocab,)`."""
+    """Added to the logits (final_logits_bias of BART, Marian, mBART, Pegasus), `(vocab,)`."""
     output_scale: float | None
     """Factor on the decoder output before lm_head (T5 v1.0: d_model^-0.5); None for none."""
     pre_norm: bool
-    """Norm before each sublayer (T5) rather than after the residual (BART)."""
+    """Norm before each sublayer (T5, M2M100, mBART, Pegasus) rather than after the residual (BART,
+    Marian)."""
     rms_norm: bool
     """RMS norms (T5) rather than LayerNorm (BART)."""
     activation: str
@@ -160,7 +169,7 @@ class ArchFamily:
     """What nash needs to know about one family of encoder-decoder models."""
 
     name: str
-    """Family name as nash reports it: "t5" or "bart"."""
+    """Family name as nash reports it: "t5", "bart", "mbart", "marian", "m2m_100" or "pegasus"."""
     model_types: tuple[str, ...]
     """`config.model_type` values this family handles."""
     layers: Callable[["nn.Module", Stack], "nn.ModuleList"]
@@ -194,23 +203,39 @@ class ArchFamily:
     """The whole model as plain parts (tensors, norms, flags), for exporters."""
     vocabulary_keys: dict[str, int]
     """State-dict names of the tensors indexed by token id, with that dimension: the shared
-    embedding, each stack's embed_tokens, the lm_head (rows) and BART's final_logits_bias
-    (`(1, vocab)`: dimension 1)."""
+    embedding, each stack's embed_tokens, the lm_head (rows) and the final_logits_bias of BART,
+    Marian, mBART and Pegasus (`(1, vocab)`: dimension 1)."""
+    refusal: Callable[[object], "str | None"] = lambda config: None
+    """Why a config of this family's model type is still not supported (one line), or None."""
+    fixed_parameters: Callable[["nn.Module"], tuple["torch.Tensor", ...]] = lambda model: ()
+    """Parameters that are the model's computation, not weights (Marian's and Pegasus's sinusoidal
+    position tables): `artifact.load_model` freezes them, since `from_pretrained` makes every
+    parameter trainable and training would move a table that Marian does not even save."""
+
+
+#: The families nash supports, in the words of its one-line refusal.
+SUPPORTED = (
+    "nash works on encoder-decoder T5, FLAN-T5, T5-efficient, mT5, BART, mBART / mBART-50, Marian (OPUS-MT), "
+    "M2M100 / NLLB and Pegasus checkpoints (model types t5, mt5, bart, mbart, marian, m2m_100, pegasus)"
+)
 
 
 def family_of(model_or_config) -> ArchFamily:
     """Returns the family of a model or config, or raises NashError naming the model type."""
-    from nash_cli.arch import bart, t5
+    from nash_cli.arch import bart, bart_like, t5
     from nash_cli.modeling import LEGACY_MODEL_TYPES
 
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
     if isinstance(model_type, str):
         model_type = LEGACY_MODEL_TYPES.get(model_type, model_type)  # compact outputs of earlier nash versions
-    for family in (t5.FAMILY, bart.FAMILY):
+    for family in (t5.FAMILY, bart.FAMILY, *bart_like.FAMILIES):
         if model_type in family.model_types:
+            reason = family.refusal(config)
+            if reason:
+                raise NashError(reason)
             return family
-    supported = "nash works on encoder-decoder T5, FLAN-T5, T5-efficient, mT5 and BART checkpoints"
+    supported = SUPPORTED
     if not model_type:
         raise NashError(f"the checkpoint's config has no model_type, so its architecture is unknown; {supported}")
     raise NashError(f"model type {model_type!r} is {_kind(config, model_type)}; {supported}")
@@ -233,6 +258,41 @@ def _kind(config, model_type: str) -> str:
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "a decoder-only model (no separate encoder)"
     return "not an encoder-decoder model"
+
+
+def decoder_input_ids(model, labels: "torch.Tensor") -> "torch.Tensor":
+    """The decoder inputs teacher forcing feeds for `labels` (-100 where ignored): the model's own
+    `prepare_decoder_input_ids_from_labels` (mBART's moves the end token to the front), else the
+    labels shifted right after the decoder start token, as M2M100's forward does."""
+    prepare = getattr(model, "prepare_decoder_input_ids_from_labels", None)
+    if prepare is not None:
+        return prepare(labels=labels)
+    config = model.config
+    shifted = labels.new_zeros(labels.shape)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = config.decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, config.pad_token_id)
+
+
+def turn_off_layerdrop(model) -> dict[str, float]:
+    """Sets the encoder's and decoder's LayerDrop probability to 0 on `model` (in place; its
+    config keeps the checkpoint's values).
+
+    BART and its relatives skip whole layers at random in training mode (`layerdrop`; M2M100's
+    config defaults to 0.05). nash's training compares every student layer's hidden state with a
+    teacher layer's, and under DDP a skipped layer's parameters get no gradient, so its runs train
+    every layer.
+
+    Returns:
+        The probabilities that were above 0, by stack name ("encoder", "decoder").
+    """
+    turned_off: dict[str, float] = {}
+    for stack, module in (("encoder", model.get_encoder()), ("decoder", model.get_decoder())):
+        probability = float(getattr(module, "layerdrop", 0.0) or 0.0)
+        if probability > 0.0:
+            module.layerdrop = 0.0
+            turned_off[stack] = probability
+    return turned_off
 
 
 def encoder_layer_heads(config, index: int, num_heads: int) -> tuple[int, ...]:

@@ -37,6 +37,9 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
     "vocab.txt",
+    "source.spm",  # Marian: the source and target SentencePiece models beside its vocab.json
+    "target.spm",
+    "target_vocab.json",
     "chat_template.jinja",
 )
 

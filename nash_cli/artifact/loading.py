@@ -198,6 +198,8 @@ def load_model(
     if unexpected:
         raise NashError(_shape_failure(source, f"the weights have {unexpected[0]}, the config's model does not"))
     refuse_non_finite(model, source)
+    for tensor in family_of(model).fixed_parameters(model):
+        tensor.requires_grad_(False)  # a sinusoidal table: never trained (see ArchFamily.fixed_parameters)
     return model.eval()
 
 
@@ -363,7 +365,7 @@ def check_tokenizer_fits(source, tokenizer, vocab_size: Any) -> None:
 
 
 #: SentencePiece model files a tokenizer may be read from (`TOKENIZER_FILES`).
-SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model")
+SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model", "source.spm", "target.spm")
 
 
 def _tokenizer_files_failure(directory: Path, error: BaseException) -> str | None:

@@ -90,6 +90,24 @@ SourcePrefixOption = Annotated[
         rich_help_panel=_PANEL,
     ),
 ]
+SourceLangOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--source-lang",
+        help="Language of the inputs: the data's column (or translation entry) of that name where no "
+        "--source-column is given, and the tokenizer's source code (NLLB eng_Latn, mBART-50 en_XX, M2M100 en).",
+        rich_help_panel=_PANEL,
+    ),
+]
+TargetLangOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--target-lang",
+        help="Language of the outputs: the references' column or translation entry, the tokenizer's target "
+        "code, forced as the first generated token (Marian multilingual: >>lang<< before every input).",
+        rich_help_panel=_PANEL,
+    ),
+]
 MaxSourceLengthOption = Annotated[
     int,
     typer.Option(

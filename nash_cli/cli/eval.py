@@ -1,4 +1,4 @@
-"""`nash eval`: generate on a data set and score the outputs (ROUGE, METEOR, BLEU, EM, accuracy)."""
+"""`nash eval`: generate on a data set and score the outputs (ROUGE, METEOR, BLEU, chrF, EM, accuracy)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from nash_cli.cli._options import (
     LimitOption,
     MaxSourceLengthOption,
     SourceColumnOption,
+    SourceLangOption,
     SourcePrefixOption,
     SourceTemplateOption,
     SplitOption,
     TargetColumnOption,
+    TargetLangOption,
     ThreadsOption,
     TrustRemoteCodeOption,
     VocabMapOption,
@@ -35,7 +37,8 @@ def command(
         typer.Option(
             "--metric",
             "-m",
-            help="rouge, meteor, bleu, exact_match or accuracy; repeat for several (default: rouge).",
+            help="rouge, meteor, bleu, chrf, exact_match or accuracy; repeat for several (default: rouge). "
+            "bleu and chrf are sacrebleu's corpus scores.",
         ),
     ] = None,
     split: SplitOption = Options.split,
@@ -43,6 +46,8 @@ def command(
     target_column: TargetColumnOption = Options.target_column,
     source_template: SourceTemplateOption = Options.source_template,
     source_prefix: SourcePrefixOption = Options.source_prefix,
+    source_lang: SourceLangOption = Options.source_lang,
+    target_lang: TargetLangOption = Options.target_lang,
     max_source_length: MaxSourceLengthOption = Options.max_source_length,
     limit: LimitOption = Options.limit,
     batch: Annotated[int, typer.Option("--batch", help="Examples per generate() call.", rich_help_panel=_GEN)] = Options.batch,
@@ -91,6 +96,8 @@ def command(
         target_column=target_column,
         source_template=source_template,
         source_prefix=source_prefix,
+        source_lang=source_lang,
+        target_lang=target_lang,
         max_source_length=max_source_length,
         limit=limit,
         batch=batch,
@@ -134,6 +141,12 @@ def print_result(result: dict, console) -> None:
     for name, value in result["scores"].items():
         table.add_row(name, f"{100 * value:.2f}")
     console.print(table)
+    for name, signature in (result.get("signatures") or {}).items():
+        console.print(f"{name} signature (sacrebleu): {signature}", style="dim", markup=False)
+    languages = result.get("languages")
+    if languages:
+        set_codes = " -> ".join(str(code) for code in (languages["source"], languages["target"]) if code)
+        console.print(f"languages: {set_codes}", style="dim", markup=False)
     console.print(
         f"{result['seconds']['generation']:.1f}s generating "
         f"({result['examples_per_s']:.2f} examples/s); several references: best per example",

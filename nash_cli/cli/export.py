@@ -14,10 +14,12 @@ from nash_cli.cli._options import (
     JsonOption,
     MaxSourceLengthOption,
     SourceColumnOption,
+    SourceLangOption,
     SourcePrefixOption,
     SourceTemplateOption,
     SplitOption,
     TargetColumnOption,
+    TargetLangOption,
     ThreadsOption,
     TrustRemoteCodeOption,
 )
@@ -72,6 +74,8 @@ def command(
     target_column: TargetColumnOption = Options.target_column,
     source_template: SourceTemplateOption = Options.source_template,
     source_prefix: SourcePrefixOption = Options.source_prefix,
+    source_lang: SourceLangOption = Options.source_lang,
+    target_lang: TargetLangOption = Options.target_lang,
     max_source_length: MaxSourceLengthOption = Options.max_source_length,
     allow_pickle: AllowPickleOption = Options.allow_pickle,
     trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
@@ -81,7 +85,8 @@ def command(
     if vocab_map is None:
         # (the stage lets these through alone, for recipes, which pass their data options to every stage)
         columns = [flag for flag, value in (("--source-column", source_column), ("--target-column", target_column),
-                                            ("--source-template", source_template), ("--source-prefix", source_prefix))
+                                            ("--source-template", source_template), ("--source-prefix", source_prefix),
+                                            ("--source-lang", source_lang), ("--target-lang", target_lang))
                    if value]
         if columns:
             raise NashError(f"{' / '.join(columns)} read the data of a vocabulary map; give --vocab-map train.jsonl too")
@@ -101,6 +106,8 @@ def command(
         target_column=target_column,
         source_template=source_template,
         source_prefix=source_prefix,
+        source_lang=source_lang,
+        target_lang=target_lang,
         max_source_length=max_source_length,
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,

@@ -13,10 +13,12 @@ from nash_cli.cli._options import (
     DataOption,
     JsonOption,
     SourceColumnOption,
+    SourceLangOption,
     SourcePrefixOption,
     SourceTemplateOption,
     SplitOption,
     TargetColumnOption,
+    TargetLangOption,
     TrustRemoteCodeOption,
 )
 from nash_cli.stages.prune_vocab import PruneVocabOptions as Options
@@ -27,8 +29,21 @@ def command(
     data: DataOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the reduced-vocabulary model to.")],
     keep_source_tokens: Annotated[
-        bool, typer.Option("--keep-source-tokens", help="Also keep the tokens of the inputs (tasks that copy from them).")
+        Optional[bool],
+        typer.Option(
+            "--keep-source-tokens/--no-keep-source-tokens",
+            help="Also keep the tokens of the inputs (tasks that copy from them). Default: on for translation models "
+            "(language codes, or Marian), off otherwise.",
+            show_default=False,
+        ),
     ] = Options.keep_source_tokens,
+    keep_language: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--keep-language",
+            help="A language code to keep besides the target's and the source's (repeatable); all keeps every one.",
+        ),
+    ] = None,
     min_count: Annotated[
         int, typer.Option("--min-count", help="Keep a data token only if it occurs at least N times.")
     ] = Options.min_count,
@@ -49,6 +64,8 @@ def command(
     target_column: TargetColumnOption = Options.target_column,
     source_template: SourceTemplateOption = Options.source_template,
     source_prefix: SourcePrefixOption = Options.source_prefix,
+    source_lang: SourceLangOption = Options.source_lang,
+    target_lang: TargetLangOption = Options.target_lang,
     allow_pickle: AllowPickleOption = Options.allow_pickle,
     trust_remote_code: TrustRemoteCodeOption = Options.trust_remote_code,
     force: Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")] = Options.force,
@@ -60,6 +77,7 @@ def command(
         data=data,
         output=output,
         keep_source_tokens=keep_source_tokens,
+        keep_language=list(keep_language or []),
         min_count=min_count,
         multiple_of=multiple_of,
         eval_data=eval_data,
@@ -69,6 +87,8 @@ def command(
         target_column=target_column,
         source_template=source_template,
         source_prefix=source_prefix,
+        source_lang=source_lang,
+        target_lang=target_lang,
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         force=force,
@@ -110,6 +130,14 @@ def print_result(result: dict, console) -> None:
             else ""
         )
     )
+    languages = vocabulary.get("languages")
+    if languages:
+        kept = ", ".join(f"{code} ({why})" for code, why in list(languages["kept"].items())[:6])
+        more = len(languages["kept"]) - 6
+        console.print(
+            f"language codes: {len(languages['kept'])} kept ({kept}{f', {more} more' if more > 0 else ''}), "
+            f"{languages['dropped']} dropped"
+        )
     training = result["training"]
     console.print(
         f"training targets: {training['covered']:,} of {training['references']:,} fully kept; "

@@ -2,7 +2,9 @@
 
 `load_examples` picks the input (`--source-column`, or `--source-template` over several columns,
 after `--source-prefix`) and the references (`--target-column`, one or a list) of every record
-that `nash_cli.data.sources` reads. `read_examples` calls it with a stage's options
+that `nash_cli.data.sources` reads. Records in the Hugging Face translation format
+(`{"translation": {"de": ..., "en": ...}}`) are read as if their languages were columns, and
+`--source-lang` / `--target-lang` pick the column of that language where no column is named. `read_examples` calls it with a stage's options
 (`nash_cli.data.options`), so every stage reads the same split of the same data.
 """
 
@@ -35,6 +37,8 @@ TARGET_COLUMNS = (
 )
 #: Half of a UTF-16 surrogate pair: JSON's "\ud800" escape parses to it, and it is not text.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: The field of the Hugging Face translation format: an object of texts keyed by language.
+TRANSLATION_FIELD = "translation"
 #: The split read where the options name none: the stage's data at its train split, held-out
 #: data at its validation split (hub datasets, saved DatasetDicts, JSON keyed by split).
 DEFAULT_SPLITS = {"train": "train", "eval": "validation"}
@@ -59,6 +63,8 @@ def load_examples(
     target_column: str | None = None,
     source_template: str | None = None,
     source_prefix: str = "",
+    source_lang: str | None = None,
+    target_lang: str | None = None,
     limit: int | None = None,
     require_references: bool = False,
 ) -> list[Example]:
@@ -77,6 +83,9 @@ def load_examples(
         source_template: Builds the input from several columns instead, e.g.
             `"question: {Question} context: {Tweet}"`; excludes `source_column`.
         source_prefix: Text put before every input, e.g. `"summarize: "`.
+        source_lang: Without `source_column` or `source_template`, the input is the column of
+            this language (see `language_column`), where the data has one.
+        target_lang: Without `target_column`, the references are the column of this language.
         limit: Keep only the first `limit` examples.
         require_references: Raise NashError unless every example has at least one reference
             (training and scoring need them; benchmarking does not). When False and no target
@@ -96,6 +105,7 @@ def load_examples(
     records, where = read_records(data, split=split, limit=limit)
     if not records:
         raise NashError(f"{where} holds no examples; point --data at a file with at least one record")
+    records, languages = _translation_columns(records)
     columns = _columns(records)
 
     template_fields: list[str] = []
@@ -108,8 +118,10 @@ def load_examples(
                 f"its columns are {quoted_names(columns)}"
             )
     else:
-        source_column = _pick_column(columns, source_column, SOURCE_COLUMNS, "source", where)
-    target = _pick_column(columns, target_column, TARGET_COLUMNS, "target", where, required=require_references)
+        source_column = _pick_column(columns, source_column, SOURCE_COLUMNS, "source", where,
+                                     language=source_lang, languages=languages)
+    target = _pick_column(columns, target_column, TARGET_COLUMNS, "target", where, required=require_references,
+                          language=target_lang, languages=languages)
 
     examples: list[Example] = []
     for row, record in enumerate(records, start=1):
@@ -185,9 +197,45 @@ def read_examples(options, which="train", *, data=None, limit=None, require_refe
         target_column=options.target_column if isinstance(options, ExampleReading) else None,
         source_template=options.source_template,
         source_prefix=options.source_prefix,
+        source_lang=options.source_lang,
+        target_lang=options.target_lang,
         limit=limit,
         require_references=require_references,
     )
+
+
+def _translation_columns(records: list[Any]) -> tuple[list[Any], list[str]]:
+    """Records of the Hugging Face translation format with their languages as columns, and the
+    languages (none: the data is not in that format, and its records are returned as they are).
+
+    `{"translation": {"de": "Hallo", "en": "Hello"}, "id": 1}` reads as `{"id": 1, "de": "Hallo",
+    "en": "Hello"}`, so `--source-lang de` (or `--source-column de`) names the German text.
+    """
+    head = [record for record in records[:100] if isinstance(record, dict)]
+    if not head or not all(isinstance(record.get(TRANSLATION_FIELD), dict) for record in head):
+        return records, []
+    languages = list(dict.fromkeys(language for record in head for language in record[TRANSLATION_FIELD]))
+    flat = []
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get(TRANSLATION_FIELD), dict):
+            record = {**{k: v for k, v in record.items() if k != TRANSLATION_FIELD}, **record[TRANSLATION_FIELD]}
+        flat.append(record)
+    return flat, languages
+
+
+def language_column(columns: Sequence[str], language: str) -> str | None:
+    """The column of `language`: the one named so (ignoring case), else the only one whose name and
+    the language agree on the language part before an `_` or `-` (`de_DE` finds `de`, `de` finds
+    `de_DE`); None when there is none (or several)."""
+    by_lower = {column.lower(): column for column in columns}
+    if language.lower() in by_lower:
+        return by_lower[language.lower()]
+
+    def part(name: str) -> str:
+        return re.split(r"[_-]", name.lower(), maxsplit=1)[0]
+
+    matches = [column for column in columns if part(column) == language.lower() or column.lower() == part(language)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _columns(records: Sequence[Any]) -> list[str]:
@@ -207,11 +255,25 @@ def _pick_column(
     where: str,
     *,
     required: bool = True,
+    language: str | None = None,
+    languages: Sequence[str] = (),
 ) -> str | None:
     if given is not None:
         if given not in columns:
             raise NashError(f"{where} has no column {given!r}; its columns are {quoted_names(columns)}")
         return given
+    flag = "--source-lang" if role == "source" else "--target-lang"
+    if language is not None:
+        column = language_column(languages or columns, language)
+        if column is not None:
+            return column
+        if languages and required:
+            # The translation format holds nothing but its languages: no column to fall back to.
+            raise NashError(
+                f"{where} holds translations in {quoted_names(languages)}, not {language!r} ({flag}); give {flag} "
+                f"one of them, or name the data's language with --{role}-column beside it "
+                f"(e.g. --{role}-column {languages[0]} {flag} {language})"
+            )
     by_lower = {column.lower(): column for column in columns}
     for candidate in candidates:
         if candidate in by_lower:
@@ -219,6 +281,16 @@ def _pick_column(
     if not required:
         return None
     option = "--source-column or --source-template" if role == "source" else "--target-column"
+    if languages:
+        raise NashError(
+            f"{where} holds translations in {quoted_names(languages)}; pass --source-lang and --target-lang "
+            "(or --source-column and --target-column) to choose the direction"
+        )
+    if language is not None:
+        raise NashError(
+            f"{where} has no column {language!r} ({flag}) and no obvious {role} column; its columns are "
+            f"{quoted_names(columns)}; pass {option}"
+        )
     raise NashError(f"{where} has no obvious {role} column; its columns are {quoted_names(columns)}; pass {option}")
 
 

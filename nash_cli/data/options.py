@@ -4,16 +4,16 @@ Each group is a kw_only dataclass of flat fields (the flags' names, types and de
 stage that inherits one takes the same flags, recipe keys and manifest arguments as if it had
 declared them itself. The groups nest by what the stages share:
 
-| group            | fields                                               | taken by                  |
-|------------------|------------------------------------------------------|---------------------------|
-| `InputReading`   | split, source_column, source_template, source_prefix | bench                     |
-| `ExampleReading` | `InputReading`'s and target_column                   | eval                      |
-| `HeldOutReading` | `ExampleReading`'s and eval_data, eval_split         | export, prune-vocab       |
-| `SourceLength`   | max_source_length                                    | bench, eval, export       |
-| `DataOptions`    | all of the above and data, max_target_length, limit  | training (distill, prune-encoder) |
+| group            | fields                                                   | taken by                          |
+|------------------|----------------------------------------------------------|-----------------------------------|
+| `InputReading`   | split, source_column, source_template, source_prefix,    | bench                             |
+|                  | source_lang, target_lang                                 |                                   |
+| `ExampleReading` | `InputReading`'s and target_column                       | eval, plan                        |
+| `HeldOutReading` | `ExampleReading`'s and eval_data, eval_split             | export, prune-vocab               |
+| `SourceLength`   | max_source_length                                        | bench, eval, export, plan         |
+| `DataOptions`    | all of the above and data, max_target_length, limit      | training (distill, prune-encoder) |
 
-(`plan` declares the fields of `ExampleReading` and `SourceLength` itself, for now.) Where the
-data lives (`data`, or export's `vocab_map`) stays on each stage: whether it is required, and what
+Where the data lives (`data`, or export's `vocab_map`) stays on each stage: whether it is required, and what
 it means, differ. `nash_cli.data.examples.read_examples` reads a stage's examples through these
 groups, with the default splits in one place.
 """
@@ -37,11 +37,22 @@ class InputReading:
     """Builds the input from several columns, e.g. "question: {Question} context: {Tweet}"."""
     source_prefix: str = ""
     """Text put before every input."""
+    source_lang: str | None = None
+    """Language of the inputs: picks the data's column (or the `translation` field's entry) of that
+    name, and sets the tokenizer's source language (NLLB, M2M100, mBART)."""
+    target_lang: str | None = None
+    """Language of the outputs: picks the references' column or entry, sets the tokenizer's target
+    language and forces its code as the first generated token (NLLB, M2M100, mBART; Marian
+    multilingual models: `>>lang<<` before every input)."""
 
     def check(self) -> None:
-        """NashError for both an input column and a template (each one is the whole input)."""
+        """NashError for both an input column and a template (each one is the whole input), or a
+        language that is empty or holds spaces."""
         if self.source_template is not None and self.source_column is not None:
             raise NashError("--source-template and --source-column both given; pass only one of them")
+        for flag, language in (("--source-lang", self.source_lang), ("--target-lang", self.target_lang)):
+            if language is not None and (not language.strip() or language != language.strip() or " " in language):
+                raise NashError(f"{flag} {language!r} is not a language code; give one such as de, en_XX or deu_Latn")
 
 
 @dataclass(kw_only=True)

@@ -257,11 +257,12 @@ class CTranslate2Model:
             minimum = max(minimum, int(config.min_length) - 1)
         maximum = int(settings.max_new_tokens)
         prefix: list[str] = []
-        if config.forced_bos_token_id is not None:
+        forced = settings.forced_bos_token_id if settings.forced_bos_token_id is not None else config.forced_bos_token_id
+        if forced is not None:
             # A forced first token is a one-token target prefix. translate_batch returns the prefix
             # in the hypothesis and counts it in the lengths and the length normalisation, as
             # transformers counts the forced token.
-            prefix = [self.tokens[int(config.forced_bos_token_id)]]
+            prefix = [self.tokens[int(forced)]]
         options = {
             "beam_size": int(settings.num_beams),
             "num_hypotheses": 1,

@@ -1,11 +1,12 @@
 """Model classes for compacted checkpoints whose encoder layers have their own widths.
 
-Each family has one self-contained file here (`modeling_nash_t5.py`, `modeling_nash_bart.py`)
-that imports only torch and transformers. `nash compact` copies the family's file into its
-output and names it in the config's `auto_map`, so stock transformers loads the result with
-`trust_remote_code=True`.
+Each family has a self-contained file here that imports only torch and transformers:
+`modeling_nash_t5.py`, `modeling_nash_bart.py`, and `modeling_nash_bart_like.py` for BART's
+relatives (Marian, M2M100 / NLLB, mBART, Pegasus: one file, a config and a model class per
+family). `nash compact` copies the family's file into its output and names its classes in the
+config's `auto_map`, so stock transformers loads the result with `trust_remote_code=True`.
 
-The config keeps the stock `model_type` ("t5" / "bart") and adds `encoder_heads` and
+The config keeps the stock `model_type` ("t5", "bart", "marian", ...) and adds `encoder_heads` and
 `encoder_ffn_dims`. A nash model type would make every Auto class, AutoTokenizer included, ask
 "run the custom code? [y/N]" before reading the config (AutoConfig does not know the type); with
 the stock type, AutoTokenizer reads a stock config and loads the stock tokenizer without code.
@@ -22,6 +23,10 @@ from typing import Any
 FILES = {
     "t5": ("modeling_nash_t5.py", "NashT5Config", "NashT5ForConditionalGeneration"),
     "bart": ("modeling_nash_bart.py", "NashBartConfig", "NashBartForConditionalGeneration"),
+    "marian": ("modeling_nash_bart_like.py", "NashMarianConfig", "NashMarianMTModel"),
+    "m2m_100": ("modeling_nash_bart_like.py", "NashM2M100Config", "NashM2M100ForConditionalGeneration"),
+    "mbart": ("modeling_nash_bart_like.py", "NashMBartConfig", "NashMBartForConditionalGeneration"),
+    "pegasus": ("modeling_nash_bart_like.py", "NashPegasusConfig", "NashPegasusForConditionalGeneration"),
 }
 
 #: The model types earlier nash versions gave compact outputs (still loaded).
@@ -29,7 +34,7 @@ LEGACY_MODEL_TYPES = {"nash_t5": "t5", "nash_bart": "bart"}
 
 
 def family_of_config(config: Mapping[str, Any]) -> str | None:
-    """The family ("t5" or "bart") whose nash classes a `config.json` dict needs, or None.
+    """The family (a key of `FILES`) whose nash classes a `config.json` dict needs, or None.
 
     A config needs them when it lists per-layer encoder widths (`encoder_heads`), or carries a
     model type older nash versions wrote (`nash_t5`, `nash_bart`).
@@ -43,14 +48,12 @@ def family_of_config(config: Mapping[str, Any]) -> str | None:
 
 
 def classes(family: str):
-    """The `(config_class, model_class)` of a family ("t5" or "bart")."""
-    if family == "t5":
-        from nash_cli.modeling.modeling_nash_t5 import NashT5Config, NashT5ForConditionalGeneration
+    """The `(config_class, model_class)` of a family (a key of `FILES`)."""
+    import importlib
 
-        return NashT5Config, NashT5ForConditionalGeneration
-    from nash_cli.modeling.modeling_nash_bart import NashBartConfig, NashBartForConditionalGeneration
-
-    return NashBartConfig, NashBartForConditionalGeneration
+    file, config_name, model_name = FILES[family]
+    module = importlib.import_module(f"nash_cli.modeling.{file.removesuffix('.py')}")
+    return getattr(module, config_name), getattr(module, model_name)
 
 
 def auto_map(family: str) -> dict[str, str]:

@@ -67,6 +67,16 @@ def check_inputs(recipe: Recipe, *, source: str = "recipe") -> None:
             f"teacher: {recipe.teacher} is not a local directory, and the hub is offline (HF_HUB_OFFLINE) with no "
             f"cached copy of it; give the checkpoint's path (./{recipe.teacher} for a directory here)"
         )
+    if (recipe.data.source_lang or recipe.data.target_lang) and not is_builtin(recipe.teacher) and artifact.is_local(recipe.teacher):
+        # Every stage sets the pair on the teacher's tokenizer (its students keep it): a code it lacks fails now.
+        from nash_cli.data import set_languages
+
+        trust = any(getattr(options, "trust_remote_code", False) for options in recipe.stages.values())
+        try:
+            tokenizer = artifact.load_tokenizer(recipe.teacher, trust_remote_code=trust)
+            set_languages(tokenizer, recipe.data.source_lang, recipe.data.target_lang, where=f"the teacher {recipe.teacher}")
+        except NashError as error:
+            raise refuse(f"data: {error}") from None
     for name, data in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
         if data is not None and not is_builtin(data):
             try:

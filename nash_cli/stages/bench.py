@@ -78,6 +78,8 @@ class BenchOptions(InputReading, SourceLength, LoadOptions):
         require_seed("--seed", self.seed)
         if not self.models:
             raise NashError("give at least one model to benchmark")
+        if self.data is None and (self.source_lang or self.target_lang):
+            raise NashError("--source-lang / --target-lang are the languages of texts; give --data too, or drop them")
         for flag, value in (("--batch", self.batch), ("--beams", self.beams), ("--repeats", self.repeats),
                             ("--num-batches", self.num_batches), ("--source-length", self.source_length),
                             ("--fixed-length", self.fixed_length), ("--max-new-tokens", self.max_new_tokens),
@@ -277,10 +279,19 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             notes.append(f"{name}: --breakdown hooks torch modules; CTranslate2 models have no breakdown")
 
     if options.data is not None:
-        from nash_cli.data import read_examples
+        from nash_cli.data import read_examples, set_languages
 
         examples = read_examples(options, limit=options.batch * options.num_batches)
         tokenizers = own_tokenizers(names, trust_remote_code=options.trust_remote_code)
+        # Each tokenizer gets the pair (a pruned vocabulary numbers the codes its own way), and
+        # each model the target's code as its first generated token.
+        languages = {}
+        for name, tokenizer in tokenizers.items():
+            if id(tokenizer) not in languages:
+                languages[id(tokenizer)] = set_languages(tokenizer, options.source_lang, options.target_lang, where=name)
+        for name in names:
+            generation[name] = languages[id(tokenizers[name])].generation(generation[name])
+        examples = languages[id(tokenizers[names[0]])].inputs(examples)
 
         max_source_length = options.max_source_length
         for model in loaded.values():  # within every model's positions (BART's end)
@@ -299,6 +310,8 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
         # a model with another vocabulary (prune-vocab) reads the same texts through its own tokenizer
         model_batches = {name: encode(t) for name, t in tokenizers.items() if t is not tokenizers[names[0]]}
         origin = {"kind": "data", "data": options.data, "tokenizer": names[0]}
+        if options.source_lang or options.target_lang:
+            origin["languages"] = languages[id(tokenizers[names[0]])].to_dict()
         if model_batches:
             origin["tokenizers"] = {name: name if name in model_batches else names[0] for name in names}
     else:
@@ -314,7 +327,7 @@ def run(options: BenchOptions, *, progress: Progress | None = None) -> BenchStag
             batch_size=options.batch,
             source_length=options.source_length,
             num_batches=options.num_batches,
-            low=max([4] + [s + 1 for s in special if isinstance(s, int)]),
+            special_ids=special,
             eos_token_id=config.eos_token_id if isinstance(config.eos_token_id, int) else None,
             seed=options.seed,
         )

@@ -7,6 +7,8 @@ is evaluated in CTranslate2 with the same tokenisation, batches and generation s
 Generation is batched with sources sorted by length (`nash_cli.generation.generate_texts`);
 scores come from `nash_cli.metrics`. With several references per example every metric takes
 the best reference for that example (BLEU, a corpus metric, uses all references at once).
+`--source-lang` / `--target-lang` set a translation tokenizer's languages and force the target's
+code as the first generated token (`nash_cli.data.languages`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
-from nash_cli.data import Example, ExampleReading, SourceLength
+from nash_cli.data import Example, ExampleReading, LanguagePair, SourceLength
 from nash_cli.errors import NashError, require_at_least, require_finite_options
 from nash_cli.metrics import MetricScores, check_metrics
 from nash_cli.progress import Progress
@@ -43,7 +45,7 @@ class EvalOptions(ExampleReading, SourceLength, LoadOptions):
     data: str
     """Evaluation data (any format `distill` reads)."""
     metric: list[str] = field(default_factory=lambda: ["rouge"])
-    """rouge, meteor, bleu, exact_match or accuracy (several allowed)."""
+    """rouge, meteor, bleu, chrf, exact_match or accuracy (several allowed)."""
     limit: int | None = None
     """Use only the first N examples."""
     batch: int = 16
@@ -205,7 +207,8 @@ def metrics_document(result: EvalResult, examples: Sequence[Example], *, metrics
         "num_examples": len(examples),
         "metrics": list(check_metrics(metrics)),
         "scores": result.metrics.scores,
-        "multi_reference": "best reference per example (BLEU: all references, corpus-level)",
+        **({"signatures": result.metrics.signatures} if result.metrics.signatures else {}),
+        "multi_reference": "best reference per example (corpus-level BLEU: all references; chrF: the best per sentence)",
         "references_per_example": {
             "min": min(len(example.references) for example in examples),
             "max": max(len(example.references) for example in examples),
@@ -268,7 +271,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
         NashError: bad options or data, an existing output without `force`, METEOR without WordNet.
     """
     from nash_cli import artifact
-    from nash_cli.data import read_examples
+    from nash_cli.data import read_examples, set_languages
     from nash_cli.generation import as_engine, resolve_settings
     from nash_cli.stages.bench import is_exported, load_for_generation, resolve_device
 
@@ -291,11 +294,13 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
         require_ctranslate2(f"evaluating {options.checkpoint} (a CTranslate2 model)")
     config = None if exported else artifact.load_config(options.checkpoint, **load)
     tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
+    languages = set_languages(tokenizer, options.source_lang, options.target_lang, where=options.checkpoint)
+    examples = languages.inputs(examples)
     model, notes = load_for_generation(
         options.checkpoint, options, device=resolve_device(options.device), dtype=options.dtype, config=config,
         vocab_map=options.vocab_map,
     )
-    settings = resolve_settings(model, num_beams=options.beams, max_new_tokens=options.max_new_tokens)
+    settings = languages.generation(resolve_settings(model, num_beams=options.beams, max_new_tokens=options.max_new_tokens))
     masks_applied = bool(notes)
     engine = as_engine(model)
     notes = notes + engine.notes(settings.num_beams)
@@ -322,6 +327,7 @@ def run(options: EvalOptions, *, progress: Progress | None = None) -> EvalReport
         dtype=options.dtype,
         engine=engine.engine_info(),
         masks_applied=masks_applied,
+        **({"languages": languages.to_dict()} if languages != LanguagePair() else {}),
     )
     if paths:
         write_results(document, generation_records(result, examples), *paths)

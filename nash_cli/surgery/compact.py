@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nash_cli.arch import family_of
+from nash_cli.surgery.layers import keep_generation_config
 from nash_cli.surgery.slicing import LinearKeys, Plan, apply_plan, attention_plan, ffn_plan, kept_indices
 
 
@@ -121,4 +122,5 @@ def compact_model(model, heads_mask: torch.Tensor, ffn_mask: torch.Tensor):
         model_class = type(model)
     with quiet_transformers():
         compact = model_class.from_pretrained(None, config=config, state_dict=state, dtype=next(model.parameters()).dtype)
+    keep_generation_config(model, compact)
     return compact.eval(), custom

@@ -155,4 +155,18 @@ def select_layers(model, *, decoder: Sequence[int] | None = None, encoder: Seque
 
     with quiet_transformers():
         student = type(model).from_pretrained(None, config=config, state_dict=state)
+    keep_generation_config(model, student)
     return student.eval()
+
+
+def keep_generation_config(source, built) -> None:
+    """Gives a model built from a config the generation settings of the model it came from.
+
+    `from_pretrained(None, config=...)` derives them from the model config, which loses what only
+    the generation config holds: NLLB's and mBART-50's forced target language
+    (`forced_bos_token_id`), Marian's banned pad token (`bad_words_ids`), beams, lengths.
+    """
+    import copy
+
+    if getattr(source, "generation_config", None) is not None:
+        built.generation_config = copy.deepcopy(source.generation_config)

@@ -141,7 +141,13 @@ def close_ids(document: Mapping[str, Any], ids: Iterable[int]) -> set[int]:
 
 
 def fill_to_multiple(
-    document: Mapping[str, Any], kept: Iterable[int], multiple_of: int, *, preferred: Iterable[int] = (), below: int | None = None
+    document: Mapping[str, Any],
+    kept: Iterable[int],
+    multiple_of: int,
+    *,
+    preferred: Iterable[int] = (),
+    below: int | None = None,
+    excluded: Iterable[int] = (),
 ) -> set[int]:
     """`kept` grown with whole tokens until it holds a multiple of `multiple_of` ids.
 
@@ -159,6 +165,7 @@ def fill_to_multiple(
         multiple_of: The count to round up to a multiple of (1 = no rounding).
         preferred: Ids to add first, in this order.
         below: Only ids below this are candidates (the model's vocabulary rows).
+        excluded: Ids never added (language codes chosen to be dropped).
 
     Returns:
         A superset of `kept`: a multiple of `multiple_of` ids when the tokenizer has enough
@@ -166,8 +173,10 @@ def fill_to_multiple(
     """
     kept = set(kept)
     tokens = token_strings(document)
-    if below is not None:
-        tokens = {index: token for index, token in tokens.items() if index < below}
+    excluded = set(excluded)
+    tokens = {
+        index: token for index, token in tokens.items() if (below is None or index < below) and index not in excluded
+    }
     target = min(-(-len(kept) // multiple_of) * multiple_of, len(kept | set(tokens)))
     if len(kept) >= target:
         return kept
@@ -258,12 +267,30 @@ def _renumber_processor(processor: dict[str, Any], new_id: Mapping[int, int]) ->
     return processor
 
 
-def renumber_tokenizer_config(config: Mapping[str, Any], new_id: Mapping[int, int]) -> dict[str, Any]:
-    """`tokenizer_config.json` with its ids renumbered (`added_tokens_decoder` keys, `unk_id`)."""
+#: tokenizer_config.json fields listing special tokens by their text (NLLB's language codes are
+#: its `extra_special_tokens`; a dropped one left there would be added back as a new token).
+SPECIAL_TOKEN_LISTS = ("extra_special_tokens", "additional_special_tokens")
+
+
+def renumber_tokenizer_config(
+    config: Mapping[str, Any], new_id: Mapping[int, int], kept_tokens: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """`tokenizer_config.json` with its ids renumbered (`added_tokens_decoder` keys, `unk_id`) and,
+    given the kept tokens' texts, its special-token lists cut to the kept ones."""
     config = copy.deepcopy(dict(config))
     decoder = config.get("added_tokens_decoder")
     if isinstance(decoder, dict):
         config["added_tokens_decoder"] = {str(new_id[int(i)]): entry for i, entry in decoder.items() if int(i) in new_id}
     if isinstance(config.get("unk_id"), int):
         config["unk_id"] = new_id[config["unk_id"]]
+    if kept_tokens is not None:
+        kept_tokens = set(kept_tokens)
+        for key in SPECIAL_TOKEN_LISTS:
+            if isinstance(config.get(key), list):
+                config[key] = [token for token in config[key] if _token_text(token) in kept_tokens]
     return config
+
+
+def _token_text(token: Any) -> str:
+    """A special-token entry's text: a string, or an AddedToken written as a dict."""
+    return str(token.get("content")) if isinstance(token, dict) else str(token)

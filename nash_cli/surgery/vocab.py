@@ -11,6 +11,7 @@ import ast
 import copy
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nash_cli.arch import (
@@ -18,6 +19,7 @@ from nash_cli.arch import (
     GENERATION_ID_LISTS,
     GENERATION_ID_SEQUENCES,
     TOKEN_ID_FIELDS,
+    VOCABULARY_SIZE_FIELDS,
     family_of,
 )
 from nash_cli.errors import NashError
@@ -212,7 +214,8 @@ def renumber_config(config: Any, kept: Sequence[int], *, vocab_size: bool = True
     Args:
         config: A `PretrainedConfig` or `GenerationConfig`.
         kept: The kept original ids, sorted.
-        vocab_size: Also set `vocab_size` to the number of kept ids (model configs).
+        vocab_size: Also set `vocab_size` (and Marian's `decoder_vocab_size`) to the number of kept ids
+            (model configs).
         name: How the refusals name the config (default: from its type).
 
     Raises:
@@ -251,7 +254,9 @@ def renumber_config(config: Any, kept: Sequence[int], *, vocab_size: bool = True
             kept_entries = [([mapping[i] for i in ids], part) for ids, part in entries if all(i in mapping for i in ids)]
             setattr(config, field, _rebuild(field, kept_entries) if kept_entries else None)
     if vocab_size:
-        config.vocab_size = len(kept)
+        for field in VOCABULARY_SIZE_FIELDS:
+            if field == "vocab_size" or getattr(config, field, None) is not None:
+                setattr(config, field, len(kept))
     return config
 
 
@@ -308,3 +313,79 @@ def prune_vocabulary(model, kept: Sequence[int]):
     if getattr(model, "generation_config", None) is not None:
         pruned.generation_config = renumber_config(model.generation_config, kept, vocab_size=False)
     return pruned.eval()
+
+
+#: `--keep-language` value that keeps every language code.
+ALL_LANGUAGES = "all"
+
+
+@dataclass
+class LanguageChoice:
+    """Which language codes a reduced vocabulary keeps."""
+
+    kept: dict[str, int]
+    """Code -> original id, for every kept code."""
+    dropped: dict[str, int]
+    """Code -> original id, for every other code."""
+    why: dict[str, str]
+    """Code -> why it is kept: "target", "source", "named", "fixed" (the tokenizer class adds it
+    whenever it loads) or "no target set" (every code is kept when no target language is known)."""
+
+
+def choose_languages(
+    codes: Mapping[str, int],
+    *,
+    source: str | None,
+    target: str | None,
+    config_ids: Iterable[int] = (),
+    fixed: Iterable[str] = (),
+    named: Sequence[str] = (),
+) -> LanguageChoice:
+    """The language codes to keep: the target's (the decoder emits it first), the source's when
+    the encoder input carries it, the ones the tokenizer class always adds, and the named ones.
+
+    The target is the tokenizer's `tgt_lang` and every code a config names (`forced_bos_token_id`).
+    When none is known and no code is named, every code is kept: which language the model is to
+    write cannot be told.
+
+    Args:
+        codes: Every language code of the tokenizer -> its id.
+        source: The source code in the encoder input (None when the input carries none).
+        target: The tokenizer's target code (None when unset).
+        config_ids: The ids the model and generation configs name.
+        fixed: Codes the tokenizer class adds whenever it loads.
+        named: Codes the user asks for (`--keep-language`); `all` keeps every code.
+
+    Raises:
+        NashError: a named code the tokenizer does not know, or codes named for a tokenizer
+            without any.
+    """
+    named = list(named)
+    if named and not codes:
+        raise NashError(
+            f"--keep-language {named[0]}: the tokenizer has no language codes; the option is for translation "
+            "tokenizers (NLLB, mBART-50, multilingual Marian)"
+        )
+    unknown = [code for code in named if code != ALL_LANGUAGES and code not in codes]
+    if unknown:
+        known = sorted(codes)
+        listed = ", ".join(known[:8]) + (f", ... ({len(known)} codes)" if len(known) > 8 else "")
+        raise NashError(f"--keep-language {unknown[0]}: the tokenizer has no such language code; it knows {listed}, or use all")
+    why: dict[str, str] = {}
+    config_ids = set(config_ids)
+    targets = [code for code, index in codes.items() if index in config_ids] + ([target] if target in codes else [])
+    for code in targets:
+        why.setdefault(code, "target")
+    if source in codes:
+        why.setdefault(source, "source")
+    for code in fixed:
+        if code in codes:
+            why.setdefault(code, "fixed")
+    everything = ALL_LANGUAGES in named or (not targets and not named)
+    for code in codes if everything else named:
+        why.setdefault(code, "named" if named else "no target set")
+    return LanguageChoice(
+        kept={code: codes[code] for code in codes if code in why},
+        dropped={code: index for code, index in codes.items() if code not in why},
+        why=why,
+    )

@@ -43,17 +43,24 @@ class TrainingOptions(TrainConfig, DataOptions, LoadOptions):
             raise NashError("--decoder-layer-map / --encoder-layer-map need a --teacher; drop them or add --teacher")
 
 
-def load_features(spec: DataOptions, tokenizer):
-    """Reads and tokenises the training and eval data. Returns (train, eval or None)."""
-    from nash_cli.data import read_examples, tokenize_examples
+def load_features(spec: DataOptions, tokenizer, *, where: str = "the student"):
+    """Reads and tokenises the training and eval data. Returns (train, eval or None).
 
-    def tokenize(examples):
-        return tokenize_examples(
-            examples, tokenizer, max_source_length=spec.max_source_length, max_target_length=spec.max_target_length
-        )
+    `--source-lang` / `--target-lang` are set on the tokenizer first (`nash_cli.data.set_languages`),
+    so inputs carry the source code and labels, tokenised with `text_target=`, the target code.
+    """
+    from nash_cli.data import read_examples, set_languages, tokenize_examples
 
     train = read_examples(spec, limit=spec.limit, require_references=True)
     evaluation = read_examples(spec, "eval", limit=spec.limit, require_references=True)
+    languages = set_languages(tokenizer, spec.source_lang, spec.target_lang, where=where)
+
+    def tokenize(examples):
+        return tokenize_examples(
+            languages.inputs(examples), tokenizer,
+            max_source_length=spec.max_source_length, max_target_length=spec.max_target_length,
+        )
+
     return tokenize(train), tokenize(evaluation) if evaluation is not None else None
 
 
@@ -280,6 +287,7 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
             may be in.
     """
     from nash_cli import artifact
+    from nash_cli.arch import turn_off_layerdrop
     from nash_cli.stages import open_input
 
     options.check()
@@ -299,12 +307,21 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
                 "(the checkpoint the student came from)"
             )
     tokenizer = artifact.load_tokenizer(options.student, trust_remote_code=options.trust_remote_code)
-    train_features, eval_features = load_features(within_positions(options, student_config), tokenizer)
+    train_features, eval_features = load_features(
+        within_positions(options, student_config), tokenizer, where=options.student
+    )
     notes: list[str] = fit_batch_to_data(options, len(train_features))
 
     student = artifact.load_model(options.student, config=student_config, **load)
     storage_dtypes, note = train_in_float32(student, "student", options.mixed_precision)
     dtype_notes = [note] if note else []
+    layerdrop = turn_off_layerdrop(student)
+    if layerdrop:
+        settings = ", ".join(f"{stack} {probability:g}" for stack, probability in layerdrop.items())
+        notes.append(
+            f"LayerDrop ({settings}) is off while nash trains: its hidden-state losses compare every layer; "
+            "the output's config keeps the setting"
+        )
     teacher = None
     encoder, decoder = None, None
     if options.teacher is not None:

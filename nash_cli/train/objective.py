@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from nash_cli.arch import decoder_input_ids
 from nash_cli.data import IGNORE_INDEX
 from nash_cli.train.config import TrainConfig
 from nash_cli.train.losses import cross_entropy, hidden_mse, kl_divergence
@@ -137,7 +138,7 @@ class Objective:
         sum normalised by the global token counts given (`n_target` labels, `n_source` inputs).
 
         `model` is what runs the forward pass (possibly wrapped for data parallelism);
-        `unwrapped` is the plain model, for `prepare_decoder_input_ids_from_labels`."""
+        `unwrapped` is the plain model, for its decoder inputs (`arch.decoder_input_ids`)."""
         c = self.config
         labels = batch["labels"]
         mask = labels != IGNORE_INDEX
@@ -145,7 +146,7 @@ class Objective:
         outputs = model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
-            decoder_input_ids=unwrapped.prepare_decoder_input_ids_from_labels(labels=labels),
+            decoder_input_ids=decoder_input_ids(unwrapped, labels),
             use_cache=False,
         )
         logits = outputs.logits
@@ -160,7 +161,7 @@ class Objective:
                 teacher_logits = self.teacher(
                     input_ids=batch["input_ids"],
                     attention_mask=batch["attention_mask"],
-                    decoder_input_ids=self.teacher.prepare_decoder_input_ids_from_labels(labels=labels),
+                    decoder_input_ids=decoder_input_ids(self.teacher, labels),
                     use_cache=False,
                 ).logits
             kl = kl_divergence(logits, teacher_logits, mask, temperature=c.temperature, normalizer=n_target)

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from conftest import CORPUS, assert_user_error, kill_when, latest_step, snapshot, write_checkpoint, write_masked
 
+from nash_cli.toy import tiny_model
+
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = sorted({w for line in CORPUS for w in line.split() if w.isalpha()})
 
@@ -376,3 +378,20 @@ def test_resume_refuses_a_different_student(setup, tmp_path, cli, tokenizer, mon
     resumed = cli("distill", student, *common, "--resume", "--json")
     assert resumed.exit_code == 0, resumed.stderr
     assert resumed.json()["resumed_from"] == 2
+
+
+def test_layerdrop_is_off_while_training_and_kept_in_the_output(tmp_path, tokenizer, cli):
+    # A layer skipped by LayerDrop has no hidden state for the layer-wise loss: before, distilling a
+    # student whose config had encoder_layerdrop > 0 (M2M100's default) failed with a KeyError.
+    model = tiny_model("bart", vocab_size=len(tokenizer))
+    model.config.encoder_layerdrop = model.config.decoder_layerdrop = 0.9
+    teacher = write_checkpoint(tmp_path / "teacher", model, tokenizer)
+    data = write_task(tmp_path / "train.jsonl", 8)
+    result = cli(
+        "distill", teacher, "--teacher", teacher, "--data", data, "--max-steps", "2", "--batch-size", "4",
+        "-o", tmp_path / "out", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert any("LayerDrop (encoder 0.9, decoder 0.9) is off" in note for note in result.json()["notes"])
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["encoder_layerdrop"], config["decoder_layerdrop"]) == (0.9, 0.9)

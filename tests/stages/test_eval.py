@@ -37,17 +37,16 @@ def bart(make_checkpoint):
 
 
 def test_eval_writes_metrics_and_complete_generations(bart, data, tmp_path, cli):
-    from nltk.translate.bleu_score import corpus_bleu
+    import sacrebleu
     from rouge_score.rouge_scorer import RougeScorer
 
     from nash_cli.artifact import load_model, load_tokenizer
     from nash_cli.generation import generate_texts, resolve_settings
-    from nash_cli.metrics import tokenize
 
     out = tmp_path / "run" / "metrics.json"
     result = cli(
         "eval", bart, "--data", data, "--source-column", "dialogue", "--target-column", "summary",
-        "-m", "rouge", "-m", "bleu", "-m", "exact_match", "-m", "accuracy",
+        "-m", "rouge", "-m", "bleu", "-m", "chrf", "-m", "exact_match", "-m", "accuracy",
         "--batch", "2", "--beams", "2", "--max-new-tokens", "6", "-o", out, "--json",
     )
     assert result.exit_code == 0, result.stderr
@@ -58,7 +57,11 @@ def test_eval_writes_metrics_and_complete_generations(bart, data, tmp_path, cli)
     assert document["generation"]["batch_size"] == 2
     assert document["references_per_example"] == {"min": 1, "max": 2}
     assert document["seconds"]["generation"] > 0
-    assert set(document["scores"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "accuracy"}
+    assert set(document["scores"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match", "accuracy"}
+    assert set(document["signatures"]) == {"bleu", "chrf"} and "tok:13a" in document["signatures"]["bleu"]
+    printed = cli("eval", bart, "--data", data, "--source-column", "dialogue", "--target-column", "summary",
+                  "-m", "bleu", "--limit", "1", "--max-new-tokens", "2").stdout
+    assert "bleu signature (sacrebleu)" in printed and "nrefs:2|case:mixed|eff:no|tok:13a|smooth:exp" in printed
 
     lines = (tmp_path / "run" / "generations.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
@@ -84,8 +87,10 @@ def test_eval_writes_metrics_and_complete_generations(bart, data, tmp_path, cli)
         per_example = [max(scorer.score(ref, r["prediction"])[name].fmeasure for ref in r["references"]) for r in records]
         assert [r["scores"][name] for r in records] == pytest.approx(per_example, abs=1e-12)
         assert document["scores"][name] == pytest.approx(sum(per_example) / 5, abs=1e-12)
-    bleu = corpus_bleu([[tokenize(x) for x in r["references"]] for r in records], [tokenize(p) for p in predictions])
+    streams = [[r["references"][i] if i < len(r["references"]) else None for r in records] for i in range(2)]
+    bleu = sacrebleu.corpus_bleu(predictions, streams).score / 100
     assert document["scores"]["bleu"] == pytest.approx(bleu, abs=1e-12)
+    assert document["scores"]["chrf"] == pytest.approx(sacrebleu.corpus_chrf(predictions, streams).score / 100, abs=1e-12)
     assert document["scores"]["accuracy"] == sum(
         any(p.strip() == ref.strip() for ref in r["references"]) for p, r in zip(predictions, records)
     ) / 5

@@ -241,3 +241,67 @@ def test_real_t5_unigram_reduction_is_exact(shared_dir):
     reduced = tokenizer_surgery.reduce_tokenizer(document, kept)
     assert len(reduced["model"]["vocab"]) == len(kept) and reduced["model"]["unk_id"] == 2
     assert [a["id"] for a in reduced["added_tokens"]] == sorted(a["id"] for a in reduced["added_tokens"])
+
+
+CODES = {"eng_Latn": 10, "deu_Latn": 11, "fra_Latn": 12, "spa_Latn": 13}
+
+
+@pytest.mark.parametrize(
+    "settings, kept",
+    [
+        # the target (a config's forced first token, or the tokenizer's tgt_lang) and the source in the input
+        ({"source": "eng_Latn", "target": None, "config_ids": {2, 11}}, {"deu_Latn": "target", "eng_Latn": "source"}),
+        ({"source": None, "target": "fra_Latn"}, {"fra_Latn": "target"}),
+        # codes the tokenizer class always adds, and named ones
+        ({"source": "eng_Latn", "target": "deu_Latn", "fixed": ["spa_Latn"], "named": ["fra_Latn"]},
+         {"deu_Latn": "target", "eng_Latn": "source", "spa_Latn": "fixed", "fra_Latn": "named"}),
+        ({"source": None, "target": "deu_Latn", "named": ["all"]},
+         {"deu_Latn": "target", "eng_Latn": "named", "fra_Latn": "named", "spa_Latn": "named"}),
+        # no target known: every code stays
+        ({"source": "eng_Latn", "target": None},
+         {"eng_Latn": "source", "deu_Latn": "no target set", "fra_Latn": "no target set", "spa_Latn": "no target set"}),
+    ],
+)
+def test_choose_languages(settings, kept):
+    choice = vocab.choose_languages(CODES, **settings)
+    assert choice.why == kept
+    assert choice.kept == {code: CODES[code] for code in kept}
+    assert choice.dropped == {code: index for code, index in CODES.items() if code not in kept}
+
+
+def test_choose_languages_refuses_unknown_codes():
+    with pytest.raises(NashError, match="no such language code; it knows deu_Latn, eng_Latn"):
+        vocab.choose_languages(CODES, source=None, target=None, named=["xx"])
+    with pytest.raises(NashError, match="has no language codes"):
+        vocab.choose_languages({}, source=None, target=None, named=["deu_Latn"])
+
+
+def test_tokenizer_config_special_lists_keep_only_kept_tokens():
+    from nash_cli.surgery.tokenizer import renumber_tokenizer_config
+
+    config = {"extra_special_tokens": ["eng_Latn", {"content": "deu_Latn"}, "fra_Latn"], "unk_id": 3,
+              "added_tokens_decoder": {"3": {"content": "<unk>"}, "12": {"content": "fra_Latn"}}}
+    renumbered = renumber_tokenizer_config(config, {3: 0, 10: 1, 11: 2}, kept_tokens={"<unk>", "eng_Latn", "deu_Latn"})
+    assert renumbered["extra_special_tokens"] == ["eng_Latn", {"content": "deu_Latn"}]
+    assert renumbered["unk_id"] == 0 and renumbered["added_tokens_decoder"] == {"0": {"content": "<unk>"}}
+
+
+def test_sentencepiece_restriction_marks_dropped_pieces_unused():
+    import sentencepiece
+
+    from nash_cli.surgery.spm_vocab import reduce_vocab, restrict_sentencepiece
+    from translation_tokenizers import _sentencepiece_model, sentences
+
+    unigram = _sentencepiece_model("unigram").read_bytes()
+    original = sentencepiece.SentencePieceProcessor(model_proto=unigram)
+    text = sentences(1, seed=4)[0]
+    pieces = original.encode(text, out_type=str)
+    restricted, done = restrict_sentencepiece(unigram, {pieces[0]})
+    assert done
+    spelled = sentencepiece.SentencePieceProcessor(model_proto=restricted).encode(text, out_type=str)
+    assert pieces[0] not in spelled and "".join(spelled) == "".join(pieces)
+    bpe = _sentencepiece_model("bpe").read_bytes()
+    assert restrict_sentencepiece(bpe, {"▁the"}) == (bpe, False)
+    assert reduce_vocab({"</s>": 0, "a": 1, "b": 2, "<pad>": 3}, [0, 2, 3]) == {"</s>": 0, "b": 1, "<pad>": 2}
+    with pytest.raises(NashError, match="token id 4 is not in the tokenizer's vocab.json"):
+        reduce_vocab({"</s>": 0}, [0, 4])

@@ -138,8 +138,10 @@ class PlanOptions(ExampleReading, SourceLength, LoadOptions):
         for value in self.sparsities:
             if not 0 <= value < 1:
                 raise NashError(f"--sparsities values must be in [0, 1), got {value:g}")
-        if self.data is None and (self.source_column or self.target_column or self.source_template or self.split):
-            raise NashError("--source-column / --target-column / --source-template / --split read --data; give --data too")
+        if self.data is None and (self.source_column or self.target_column or self.source_template or self.split
+                                  or self.source_lang or self.target_lang):
+            raise NashError("--source-column / --target-column / --source-template / --split / --source-lang / "
+                            "--target-lang read --data; give --data too")
         ExampleReading.check(self)
 
 

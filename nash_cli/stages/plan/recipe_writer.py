@@ -77,7 +77,7 @@ def recipe_text(options: PlanOptions, choice: Candidate, speedup: float, timed: 
 
     name = f"{Path(options.checkpoint.rstrip('/')).name or 'teacher'}-nash{choice.decoder_layers}".replace(" ", "-")
     data: dict[str, Any] = {"train": options.data or "train.jsonl"}
-    for key in ("split", "source_column", "target_column", "source_template"):
+    for key in ("split", "source_column", "target_column", "source_template", "source_lang", "target_lang"):
         value = getattr(options, key)
         if value is not None:
             data["train_split" if key == "split" else key] = value
@@ -100,7 +100,8 @@ def recipe_text(options: PlanOptions, choice: Candidate, speedup: float, timed: 
     if options.threads is not None:
         bench["threads"] = options.threads
     stages["bench"] = bench
-    stages["eval"] = {"metric": ["rouge"], "beams": options.beams}
+    metric = ["bleu", "chrf"] if options.target_lang else ["rouge"]  # translation is scored as the field reports it
+    stages["eval"] = {"metric": metric, "beams": options.beams}
     document = {
         "name": name,
         "description": f"nash plan: {choice.label}, {speedup:.2f}x {'measured' if timed else 'predicted'} (target {options.speedup:g}x)",

@@ -84,9 +84,10 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
     sources: list[str] = []
     batch = None
     if options.data is not None:
-        from nash_cli.data import read_examples
+        from nash_cli.data import read_examples, set_languages
 
-        examples = read_examples(options)
+        languages = set_languages(tokenizer, options.source_lang, options.target_lang, where=options.checkpoint)
+        examples = languages.inputs(read_examples(options))
         targets = [reference for example in examples for reference in example.references[:1]]
         sources = [example.source for example in examples]
         if options.source_length is None:
@@ -104,7 +105,7 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
                                                           "decoder_start_token_id", "unk_token_id")]
         (batch,) = random_batches(
             vocab_size=config.vocab_size, batch_size=options.batch, source_length=length,
-            low=max([4] + [s + 1 for s in special if isinstance(s, int)]),
+            special_ids=special,
             eos_token_id=config.eos_token_id if isinstance(config.eos_token_id, int) else None, seed=options.seed,
         )
         origin["source_from"] = "--source-length" if options.source_length else "random tokens, 512 (the default)"
@@ -115,7 +116,7 @@ def _inputs(options: PlanOptions, teacher, tokenizer, progress: Progress):
         from nash_cli.generation import generate, generated_lengths, resolve_settings
 
         progress.update(status="the teacher's own outputs")
-        settings = resolve_settings(teacher, num_beams=options.beams)
+        settings = languages.generation(resolve_settings(teacher, num_beams=options.beams))
         with torch.inference_mode():
             sequences = generate(teacher, batch.input_ids, batch.attention_mask, settings)
         lengths = generated_lengths(sequences, teacher.generation_config.eos_token_id or config.eos_token_id)

@@ -3,15 +3,15 @@
 Once the decoder is shallow, the lm_head (and beam search's softmax and top-k over the whole
 vocabulary) is a large share of each generated token's cost. This stage keeps the special
 tokens, every single-character or byte token (no text becomes unknown), the tokens of the
-training targets (and sources, on request), and every token BPE needs to build those; it slices
-the model's vocabulary rows and writes a tokenizer with the same tokens, renumbered in the order
-of the original ids. The id choice and the slicing are `nash_cli.surgery.vocab`; the tokenizer's
-reduction is `nash_cli.surgery.tokenizer`.
+training targets (and sources: by default for translation models), the language codes a
+translation needs, and every token BPE needs to build those; it slices the model's vocabulary rows
+and writes a tokenizer with the same tokens, renumbered in the order of the original ids. The
+choice is `tokens` (over `nash_cli.surgery.vocab`), the files `files`; the tokenizer's reduction
+is `nash_cli.surgery.tokenizer` (fast tokenizers) and `nash_cli.surgery.spm_vocab` (Marian's).
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,9 +20,12 @@ from typing import Any
 
 from nash_cli.artifact import LoadOptions, releases_outputs
 from nash_cli.data import HeldOutReading
-from nash_cli.errors import NashError, require_at_least, require_finite_options
+from nash_cli.errors import require_at_least, require_finite_options
 from nash_cli.progress import Progress
 from nash_cli.stages import Stage, arguments, declare, open_input, output_state
+from nash_cli.stages.prune_vocab.tokens import TokenChoice, choose_tokens, tokenizer_document
+
+__all__ = ["PruneVocabOptions", "PruneVocabResult", "TokenChoice", "choose_tokens", "run", "tokenizer_document"]
 
 #: The id map written beside the weights: `{"kept_ids": [...]}`, new id i = kept_ids[i].
 ID_MAP_FILE = "vocab_map.json"
@@ -40,8 +43,14 @@ class PruneVocabOptions(HeldOutReading, LoadOptions):
     """Directory to write the reduced-vocabulary checkpoint to."""
     data: str
     """Training data whose target tokens are kept (any format `nash distill` reads)."""
-    keep_source_tokens: bool = False
-    """Also keep the tokens of the inputs (tasks that copy from the input: names, numbers)."""
+    keep_source_tokens: bool | None = None
+    """Also keep the tokens of the inputs (tasks that copy from the input: names, numbers). None
+    (the default): on for a translation model (a tokenizer with language codes, or a Marian model),
+    whose encoder reads the source language through the embedding the pruning cuts; off otherwise."""
+    keep_language: list[str] = field(default_factory=list)
+    """Language codes to keep besides the target's (the forced first token) and the source's (when
+    the encoder input carries it); `all` keeps every code. Without a known target language (no
+    `forced_bos_token_id`, no tokenizer `tgt_lang`) and without this, every code is kept."""
     min_count: int = 1
     """Keep a data token only if it occurs at least this many times."""
     multiple_of: int = 64
@@ -69,7 +78,8 @@ class PruneVocabResult:
     """`before` (the model's rows), `tokenizer_before` (the tokenizer's tokens), `kept`, `share`
     (kept / before), `required` (specials, single characters, bytes: kept whatever the data),
     `from_data` (data tokens at or above `min_count`), `closure` (BPE parts added), `filled`
-    (added to reach a multiple of `multiple_of`), `multiple_of`."""
+    (added to reach a multiple of `multiple_of`), `multiple_of`, `keep_source_tokens` (as applied)
+    and `languages` (None without language codes: `kept`, code -> why, and `dropped`, a count)."""
     parameters: dict[str, dict[str, int]]
     """`{"before"|"after": nash_cli.arch.count_parameters(...)}`."""
     file_size: dict[str, int]
@@ -93,102 +103,18 @@ class PruneVocabResult:
         return asdict(self)
 
 
-def tokenizer_document(tokenizer, source: str | Path) -> dict[str, Any]:
-    """The `tokenizer.json` document of a fast tokenizer that prune-vocab can rewrite.
-
-    Raises:
-        NashError: a slow tokenizer, or a model other than Unigram, BPE or WordLevel.
-    """
-    from nash_cli.surgery import tokenizer as tokenizer_surgery
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise NashError(f"the tokenizer of {source} is not a fast (tokenizers) tokenizer; prune-vocab rewrites tokenizer.json")
-    document = json.loads(backend.to_str())
-    tokenizer_surgery.model_type(document)
-    return document
-
-
-@dataclass
-class TokenChoice:
-    """Which token ids prune-vocab keeps, and why."""
-
-    required: set[int]
-    """Ids kept whatever the data: special, config and generation-config ids, single characters."""
-    chosen: list[int]
-    """`required` and the data's tokens (seen `min_count` times), sorted."""
-    closed: list[int]
-    """`chosen` and the BPE merges' closure of it, sorted."""
-    kept: list[int]
-    """`closed` and the tokens that round its count up to `multiple_of`, sorted: the new
-    vocabulary in old ids."""
-
-
-def choose_tokens(
-    document: dict[str, Any],
-    tokenizer,
-    config,
-    counts,
-    *,
-    generation_config=None,
-    min_count: int = 1,
-    multiple_of: int = 1,
-) -> TokenChoice:
-    """prune-vocab's selection: what must stay, the data's tokens, the BPE closure of both, and
-    enough further tokens to make the count a multiple of `multiple_of`.
-
-    `nash plan` sizes its vocabulary candidates with this same function.
-
-    Args:
-        document: The tokenizer's `tokenizer.json` (`tokenizer_document`).
-        tokenizer: The fast tokenizer (its special ids).
-        config: The model config (pad, eos, decoder start ids).
-        generation_config: The generation config, when the checkpoint has one (its ids).
-        counts: Data token id -> occurrences (`surgery.vocab.count_tokens`).
-        min_count: A data token is kept from this many occurrences.
-        multiple_of: Round the kept count up to a multiple of this (the data's rarer tokens
-            first, by count); never beyond the config's `vocab_size` rows.
-
-    Returns:
-        The required, chosen, closed and kept ids.
-    """
-    from nash_cli.surgery import tokenizer as tokenizer_surgery
-    from nash_cli.surgery import vocab
-
-    generation_ids = set()
-    if generation_config is not None:
-        generation_ids = vocab.config_ids(generation_config, name=_GENERATION_NAME)
-        rows = getattr(config, "vocab_size", None)
-        beyond = sorted(i for i in generation_ids if i < 0 or (rows is not None and i >= rows))
-        if beyond:
-            field = vocab.field_naming(generation_config, beyond[0])
-            raise NashError(
-                f"{_GENERATION_NAME}'s {field} names token {beyond[0]}, beyond the model's {rows} vocabulary rows "
-                "(0..{}); fix or remove it in that file".format(rows - 1 if rows else 0)
-            )
-    required = (
-        tokenizer_surgery.required_ids(document)
-        | set(tokenizer.all_special_ids)
-        | vocab.config_ids(config)
-        | generation_ids
-    )
-    chosen = vocab.choose_kept_ids(required, counts, min_count)
-    closed = tokenizer_surgery.close_ids(document, chosen)
-    rarer = sorted((token for token, count in counts.items() if count < min_count), key=lambda t: (-counts[t], t))
-    kept = tokenizer_surgery.fill_to_multiple(
-        document, closed, multiple_of, preferred=rarer, below=getattr(config, "vocab_size", None)
-    )
-    return TokenChoice(required=required, chosen=chosen, closed=sorted(closed), kept=sorted(kept))
-
-
 def _texts(examples, *, sources: bool) -> tuple[list[str], list[str]]:
     references = [reference for example in examples for reference in example.references]
     return references, [example.source for example in examples] if sources else []
 
 
-def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+def _encode(tokenizer, texts: list[str], *, target: bool = False) -> list[list[int]]:
+    """The texts' token ids without special tokens; references as targets (Marian segments them
+    with its target language's SentencePiece model)."""
     if not texts:
         return []
+    if target:
+        return tokenizer(text_target=texts, add_special_tokens=False)["input_ids"]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
@@ -202,12 +128,20 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
 
     Raises:
         NashError: an existing output without `force`; a masked checkpoint; missing, empty or
-            unreadable data; a tokenizer that is not a fast Unigram, BPE or WordLevel one.
+            unreadable data; a tokenizer that is neither a fast Unigram, BPE or WordLevel one nor
+            Marian's; a `keep_language` code the tokenizer does not know.
     """
     from nash_cli import artifact
     from nash_cli.arch import count_parameters
-    from nash_cli.data import read_examples
-    from nash_cli.surgery import tokenizer as tokenizer_surgery
+    from nash_cli.arch.tokenizers import tokenizer_languages, translates
+    from nash_cli.data import read_examples, set_languages
+    from nash_cli.stages.prune_vocab.files import (
+        GENERATION_FILE,
+        as_config,
+        generation_document,
+        renumbered_generation_text,
+        write_tokenizer,
+    )
     from nash_cli.surgery import vocab
 
     progress = progress or Progress("prune-vocab")
@@ -226,24 +160,40 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     held_out = read_examples(options, "eval", require_references=True)
     tokenizer = artifact.load_tokenizer(options.checkpoint, trust_remote_code=options.trust_remote_code)
     document = tokenizer_document(tokenizer, options.checkpoint)
+    set_languages(tokenizer, options.source_lang, options.target_lang, where=options.checkpoint)  # a code it lacks fails
 
     progress.advance(status="choosing tokens")
-    references, sources = _texts(examples, sources=options.keep_source_tokens)
-    target_ids = _encode(tokenizer, references)
+    keep_source = options.keep_source_tokens
+    if keep_source is None:
+        keep_source = translates(config, tokenizer_languages(tokenizer))
+    references, sources = _texts(examples, sources=keep_source)
+    target_ids = _encode(tokenizer, references, target=True)
     counts = vocab.count_tokens(target_ids + _encode(tokenizer, sources))
-    generation = _generation_document(options.checkpoint)
+    generation = generation_document(options.checkpoint)
     choice = choose_tokens(
         document,
         tokenizer,
         config,
         counts,
-        generation_config=_as_config(generation),
+        generation_config=as_config(generation),
         min_count=options.min_count,
         multiple_of=options.multiple_of,
+        keep_language=options.keep_language,
     )
     required, chosen, kept = choice.required, choice.chosen, choice.kept
     kept_set = set(kept)
     from_data = {token for token, count in counts.items() if count >= options.min_count}
+    notes: list[str] = []
+
+    languages = None
+    if choice.languages is not None:
+        languages = {"kept": dict(sorted(choice.languages.why.items())), "dropped": len(choice.languages.dropped)}
+        if "no target set" in choice.languages.why.values():
+            notes.append(
+                "no target language is set (no forced_bos_token_id in the generation config, no tgt_lang in the "
+                f"tokenizer): all {len(choice.languages.why)} language codes are kept; set one, or name the codes to "
+                "keep with --keep-language"
+            )
 
     progress.advance(status="slicing")
     model = artifact.load_model(options.checkpoint, config=config, **load)
@@ -252,7 +202,6 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     pruned = vocab.prune_vocabulary(model, kept)
     after = count_parameters(pruned)
     del model
-    notes = []
     if options.multiple_of > 1 and len(kept) % options.multiple_of:
         every_token = len(kept) >= min(len(tokenizer), original_rows)
         notes.append(
@@ -269,12 +218,13 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
     mapping = vocab.id_map(kept)
     with tempfile.TemporaryDirectory(prefix="nash-tokenizer-") as scratch:
         scratch_dir = Path(scratch)
-        new_tokenizer = _write_tokenizer(tokenizer, tokenizer_surgery.reduce_tokenizer(document, kept), mapping, scratch_dir)
+        new_tokenizer, tokenizer_notes = write_tokenizer(tokenizer, document, kept, scratch_dir)
+        notes += tokenizer_notes
         covered = [ids for ids in target_ids if kept_set.issuperset(ids)]
         covered_texts = [text for text, ids in zip(references, target_ids, strict=True) if kept_set.issuperset(ids)]
         exact = sum(
             new == [mapping[i] for i in old]
-            for new, old in zip(_encode(new_tokenizer, covered_texts), covered, strict=True)
+            for new, old in zip(_encode(new_tokenizer, covered_texts, target=True), covered, strict=True)
         )
         if exact != len(covered):
             notes.append(
@@ -283,7 +233,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
             )
         coverage = None
         if held_out is not None:
-            held_ids = _encode(tokenizer, _texts(held_out, sources=False)[0])
+            held_ids = _encode(tokenizer, _texts(held_out, sources=False)[0], target=True)
             hit = sum(kept_set.issuperset(ids) for ids in held_ids)
             input_ids = _encode(tokenizer, [example.source for example in held_out])
             inputs_hit = sum(kept_set.issuperset(ids) for ids in input_ids)
@@ -299,7 +249,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
                 notes.append(
                     f"{len(input_ids) - inputs_hit} of {len(input_ids)} --eval-data inputs hold dropped tokens: the reduced "
                     "tokenizer spells those words with smaller pieces, so the encoder reads a longer, different input"
-                    + ("" if options.keep_source_tokens else "; --keep-source-tokens keeps the training inputs' tokens")
+                    + ("" if keep_source else "; --keep-source-tokens keeps the training inputs' tokens")
                 )
         extra = {
             "prune_vocab": {
@@ -308,7 +258,8 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
                 "id_map": ID_MAP_FILE,
                 "min_count": options.min_count,
                 "multiple_of": options.multiple_of,
-                "keep_source_tokens": options.keep_source_tokens,
+                "keep_source_tokens": keep_source,
+                "languages": languages,
                 "coverage": coverage,
             }
         }
@@ -317,7 +268,7 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
         if generation is not None:
             # The checkpoint's own generation_config.json, renumbered: every field it holds, also
             # those transformers does not load (forced_decoder_ids), names the same tokens.
-            generation_text = _renumbered_generation_text(generation, kept)
+            generation_text = renumbered_generation_text(generation, kept)
             files[GENERATION_FILE] = lambda directory: (directory / GENERATION_FILE).write_text(generation_text)
         artifact.save_checkpoint(
             pruned,
@@ -346,6 +297,8 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
             "closure": len(choice.closed) - len(chosen),
             "filled": len(kept) - len(choice.closed),
             "multiple_of": options.multiple_of,
+            "keep_source_tokens": keep_source,
+            "languages": languages,
         },
         parameters={"before": before, "after": after},
         file_size={"before": size_before, "after": size_after},
@@ -355,83 +308,6 @@ def run(options: PruneVocabOptions, *, progress: Progress | None = None) -> Prun
         seconds=time.perf_counter() - started,
         notes=notes,
     )
-
-
-GENERATION_FILE = "generation_config.json"
-#: How refusals name the generation config.
-_GENERATION_NAME = "the generation config (generation_config.json)"
-
-
-def _generation_document(source: str) -> dict[str, Any] | None:
-    """The checkpoint's generation_config.json as written (None without one).
-
-    Read as JSON, not through `GenerationConfig`, which drops fields it does not know (such as
-    `forced_decoder_ids`) but whose token ids still have to be kept and renumbered. It must also
-    load in transformers, which `check_generation_config` asks first.
-
-    Raises:
-        NashError: an unreadable file, one that is not a JSON object, or one transformers refuses.
-    """
-    from nash_cli.artifact.checkpoints import read_json_object
-    from nash_cli.artifact.loading import check_generation_config
-
-    path = Path(source) / GENERATION_FILE
-    if not path.is_file():
-        return None
-    check_generation_config(source)  # a JSON list was a TypeError; an unparsable file was ignored
-    # the file check_generation_config has just read (artifact reads a file once while it is unchanged)
-    return read_json_object(path, fix="re-save the checkpoint")
-
-
-def _as_config(document: dict[str, Any] | None):
-    """A generation config document as an object `nash_cli.surgery.vocab` reads fields of."""
-    from types import SimpleNamespace
-
-    return None if document is None else SimpleNamespace(**document)
-
-
-def _renumbered_generation_text(document: dict[str, Any], kept: list[int]) -> str:
-    """`document` with every token id renumbered to the kept ids (`surgery.vocab.renumber_config`)."""
-    from nash_cli.surgery import vocab
-
-    renumbered = vocab.renumber_config(_as_config(document), kept, vocab_size=False, name=_GENERATION_NAME)
-    fields = {key: value for key, value in vars(renumbered).items() if value is not None or document.get(key) is None}
-    return json.dumps(fields, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-#: Vocabulary files other than tokenizer.json: they would describe the original vocabulary.
-_STALE_FILES = ("spiece.model", "sentencepiece.bpe.model", "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json")
-
-
-def _write_tokenizer(tokenizer, document: dict[str, Any], mapping: dict[int, int], directory: Path):
-    """Writes the reduced tokenizer into `directory` and returns it as AutoTokenizer loads it.
-
-    `save_pretrained` writes the tokenizer's own config (class, special tokens); tokenizer.json is
-    then replaced by the reduced document, and any SentencePiece or BPE vocabulary file is removed
-    so that only the reduced vocabulary can be loaded.
-    """
-    from transformers import AutoTokenizer
-
-    from nash_cli._hf import quiet_transformers
-    from nash_cli.surgery.tokenizer import renumber_tokenizer_config
-
-    with quiet_transformers():
-        tokenizer.save_pretrained(directory)
-    for name in _STALE_FILES:
-        (directory / name).unlink(missing_ok=True)
-    (directory / "tokenizer.json").write_text(json.dumps(document, ensure_ascii=False))
-    config_path = directory / "tokenizer_config.json"
-    if config_path.is_file():
-        config = renumber_tokenizer_config(json.loads(config_path.read_text()), mapping)
-        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    with quiet_transformers():
-        reloaded = AutoTokenizer.from_pretrained(str(directory))
-    if len(reloaded) != len(mapping):
-        raise NashError(
-            f"the reduced tokenizer loads with {len(reloaded)} tokens instead of {len(mapping)}; "
-            "its class rebuilds the vocabulary differently (please report this)"
-        )
-    return reloaded
 
 
 STAGE = declare(Stage(name="prune_vocab", command="prune-vocab", options=PruneVocabOptions, run=run, order=60, data="train"))
