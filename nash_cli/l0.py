@@ -209,24 +209,23 @@ def shift_for_target(heads_log_alpha: torch.Tensor, ffn_log_alpha: torch.Tensor,
 
     if abs(sparsity(0.0) - target) <= 1e-12:
         return 0.0
-    low, high = -64.0, 64.0  # Q(0) is at its clamp well inside these
-    for _ in range(200):
-        middle = (low + high) / 2
-        if sparsity(middle) < target:
-            low = middle
-        else:
-            high = middle
-        if high - low < 1e-12:
-            break
-    return (low + high) / 2
+    return _bisect(sparsity, target)
 
 
 def _shift_for_drops(log_alpha: torch.Tensor, total: float) -> float:
     """The common amount to lower `log_alpha` by so that its expected drops sum to `total`."""
+    return _bisect(lambda shift: float(expected_drops(log_alpha, shift).sum()), total)
+
+
+def _bisect(increasing, target: float) -> float:
+    """The shift in [-64, 64] at which `increasing(shift)` (non-decreasing) reaches `target`.
+
+    Q(0) is at its clamp well inside [-64, 64], so every reachable target lies in it.
+    """
     low, high = -64.0, 64.0
     for _ in range(200):
         middle = (low + high) / 2
-        if float(expected_drops(log_alpha, middle).sum()) < total:
+        if increasing(middle) < target:
             low = middle
         else:
             high = middle
