@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nash_cli.rounding import allowed_drops, best, prefix_sums, rounded, roundings
+
 #: HardConcrete temperature.
 BETA = 2.0 / 3.0
 #: Lower end of the stretch interval.
@@ -180,6 +182,9 @@ class DropCounts:
     shift: float
     """What every log_alpha was lowered by so that the expected sparsity is the target (0 when
     it already was; positive when the run had pruned too little)."""
+    ffn_shift: float = 0.0
+    """With uniform heads: what the FFN log_alphas alone were lowered by (instead of `shift`) so
+    that the FFN removes what the uniform head count leaves of the target (0 otherwise)."""
 
 
 def expected_drops(log_alpha: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
@@ -204,10 +209,23 @@ def shift_for_target(heads_log_alpha: torch.Tensor, ffn_log_alpha: torch.Tensor,
 
     if abs(sparsity(0.0) - target) <= 1e-12:
         return 0.0
-    low, high = -64.0, 64.0  # Q(0) is at its clamp well inside these
+    return _bisect(sparsity, target)
+
+
+def _shift_for_drops(log_alpha: torch.Tensor, total: float) -> float:
+    """The common amount to lower `log_alpha` by so that its expected drops sum to `total`."""
+    return _bisect(lambda shift: float(expected_drops(log_alpha, shift).sum()), total)
+
+
+def _bisect(increasing, target: float) -> float:
+    """The shift in [-64, 64] at which `increasing(shift)` (non-decreasing) reaches `target`.
+
+    Q(0) is at its clamp well inside [-64, 64], so every reachable target lies in it.
+    """
+    low, high = -64.0, 64.0
     for _ in range(200):
         middle = (low + high) / 2
-        if sparsity(middle) < target:
+        if increasing(middle) < target:
             low = middle
         else:
             high = middle
@@ -216,8 +234,19 @@ def shift_for_target(heads_log_alpha: torch.Tensor, ffn_log_alpha: torch.Tensor,
     return (low + high) / 2
 
 
+def max_uniform_heads_sparsity(shape: EncoderShape) -> float:
+    """The highest sparsity masks with one head per layer can reach (every FFN unit removed)."""
+    return 1.0 - shape.num_layers * shape.params_per_head / shape.prunable_params
+
+
 def drop_counts_for_target(
-    heads_log_alpha: torch.Tensor, ffn_log_alpha: torch.Tensor, shape: EncoderShape, target: float
+    heads_log_alpha: torch.Tensor,
+    ffn_log_alpha: torch.Tensor,
+    shape: EncoderShape,
+    target: float,
+    *,
+    uniform_heads: bool = False,
+    ffn_multiple_of: int = 1,
 ) -> DropCounts:
     """Per-layer drop counts that meet `target`, each the floor or the ceiling of the layer's
     expected count.
@@ -234,44 +263,77 @@ def drop_counts_for_target(
     Since the expected sparsity is the target, the target lies between all floors and all
     ceilings, and the result is within half a head's share of it (half an FFN unit's where the
     heads alone cannot come closer).
+
+    With `ffn_multiple_of` m > 1, "floor" and "ceiling" are the nearest kept widths that are
+    multiples of m (or the full width), so the result is within half of m FFN units' share.
+
+    With `uniform_heads`, every layer keeps the same number of heads k >= 1: the k nearest the
+    layers' mean expected kept heads (the other rounding next, and so on, where that cannot meet
+    the target). The FFN units then make up the difference: their log_alphas alone are lowered
+    (or raised) together until their expected drops remove what the heads leave of the target
+    (`ffn_shift`), and each layer is rounded as above.
+
+    Raises:
+        ValueError: no uniform head count meets the target (above `max_uniform_heads_sparsity`).
     """
     shift = shift_for_target(heads_log_alpha, ffn_log_alpha, shape, target)
     budget = target * shape.prunable_params
-    kinds = []
-    for log_alpha, size in ((heads_log_alpha, shape.params_per_head), (ffn_log_alpha, shape.params_per_unit)):
-        expected = expected_drops(log_alpha, shift)
-        floor = expected.floor()
-        fraction = expected - floor
-        # rows that can round up, nearest their ceiling first; a stable sort keeps layer order on ties
-        order = torch.sort(-fraction, stable=True).indices
-        order = order[fraction[order] > 0]
-        # cost[k]: how far the first k round-ups move the counts from the expected ones, in units
-        cost = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(1 - 2 * fraction[order], 0)])
-        kinds.append((expected, floor, order, cost, size))
-    (_, head_floor, head_order, head_cost, head_size), (_, ffn_floor, ffn_order, ffn_cost, ffn_size) = kinds
-    base = float(head_floor.sum()) * head_size + float(ffn_floor.sum()) * ffn_size
-    up_heads = torch.arange(len(head_order) + 1, dtype=torch.float64)[:, None]
-    up_units = torch.arange(len(ffn_order) + 1, dtype=torch.float64)[None, :]
-    removed = base + up_heads * head_size + up_units * ffn_size
-    distance = (removed - budget).abs()
-    deviation = head_cost[:, None] + ffn_cost[None, :]
-    # lexicographic minimum of (distance, removed, deviation) over the grid
-    chosen = distance == distance.min()
-    chosen &= removed == removed[chosen].min()
-    chosen &= deviation == deviation[chosen].min()
-    a, b = (int(i) for i in chosen.nonzero()[0])
-    counts = []
-    for (expected, floor, order, _, _), rounded_up in ((kinds[0], a), (kinds[1], b)):
-        count = floor.clone()
-        count[order[:rounded_up]] += 1
-        counts.append([int(n) for n in count])
+    expected_heads = expected_drops(heads_log_alpha, shift)
+    if uniform_heads:
+        return _uniform_counts(ffn_log_alpha, shape, budget, expected_heads, shift, ffn_multiple_of)
+    expected_ffn = expected_drops(ffn_log_alpha, shift)
+    head = roundings(expected_heads, list(range(shape.num_heads + 1)))
+    ffn = roundings(expected_ffn, allowed_drops(shape.d_ff, ffn_multiple_of))
+    head_base, head_removed, head_cost = prefix_sums(*head, shape.params_per_head)
+    ffn_base, ffn_removed, ffn_cost = prefix_sums(*ffn, shape.params_per_unit)
+    removed = head_base + ffn_base + head_removed[:, None] + ffn_removed[None, :]
+    a, b = best((removed - budget).abs(), removed, head_cost[:, None] + ffn_cost[None, :])
     return DropCounts(
-        heads=counts[0],
-        ffn_units=counts[1],
-        expected_heads=kinds[0][0].tolist(),
-        expected_ffn_units=kinds[1][0].tolist(),
+        heads=rounded(head[0], head[1], head[3], a),
+        ffn_units=rounded(ffn[0], ffn[1], ffn[3], b),
+        expected_heads=expected_heads.tolist(),
+        expected_ffn_units=expected_ffn.tolist(),
         shift=shift,
     )
+
+
+def _uniform_counts(ffn_log_alpha, shape: EncoderShape, budget: float, expected_heads, shift: float,
+                    ffn_multiple_of: int) -> DropCounts:
+    """`drop_counts_for_target` with the same head count in every layer (see there)."""
+    layers, heads = shape.num_layers, shape.num_heads
+    mean_kept = heads - float(expected_heads.mean())
+    # nearest the mean first; a tie keeps more heads (removes less)
+    for kept in sorted(range(1, heads + 1), key=lambda k: (abs(k - mean_kept), -k)):
+        rest = budget - layers * (heads - kept) * shape.params_per_head
+        if not 0.0 <= rest <= layers * shape.d_ff * shape.params_per_unit:
+            continue
+        ffn_shift = _shift_for_drops(ffn_log_alpha, rest / shape.params_per_unit)
+        expected_ffn = expected_drops(ffn_log_alpha, ffn_shift)
+        ffn = roundings(expected_ffn, allowed_drops(shape.d_ff, ffn_multiple_of))
+        base, removed, cost = prefix_sums(*ffn, shape.params_per_unit)
+        (b,) = best((base + removed - rest).abs(), removed, cost)
+        return DropCounts(
+            heads=[heads - kept] * layers,
+            ffn_units=rounded(ffn[0], ffn[1], ffn[3], b),
+            expected_heads=expected_heads.tolist(),
+            expected_ffn_units=expected_ffn.tolist(),
+            shift=shift,
+            ffn_shift=ffn_shift,
+        )
+    raise ValueError(
+        f"no head count per layer meets sparsity {budget / shape.prunable_params:.4f}: with one head in every layer "
+        f"the encoder's sparsity is at most {max_uniform_heads_sparsity(shape):.4f}"
+    )
+
+
+def meets_structure(heads: torch.Tensor, ffn: torch.Tensor, *, uniform_heads: bool, ffn_multiple_of: int) -> bool:
+    """Whether binary masks keep the same number of heads in every layer (when asked) and FFN
+    widths that are multiples of `ffn_multiple_of` or the full width."""
+    kept_heads = {int(n) for n in heads.sum(dim=-1)}
+    if uniform_heads and (len(kept_heads) > 1 or 0 in kept_heads):
+        return False
+    full = ffn.shape[-1]
+    return all(int(n) % ffn_multiple_of == 0 or int(n) == full for n in ffn.sum(dim=-1))
 
 
 def masks_for_target(
@@ -281,6 +343,8 @@ def masks_for_target(
     target: float,
     *,
     tolerance: float = TARGET_TOLERANCE,
+    uniform_heads: bool = False,
+    ffn_multiple_of: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Binary `(heads, ffn)` masks that remove `target` of the encoder's prunable parameters.
 
@@ -308,12 +372,22 @@ def masks_for_target(
     T5 still computes the shared position bias in the layer that owns it), and the masked model
     computes the same thing.
 
+    With a structure for the serving engine (`uniform_heads`: the same number of heads in every
+    layer; `ffn_multiple_of` m: FFN widths that are multiples of m), step 1 keeps the Lagrangian's
+    masks only when they already have that structure, step 2 rounds under it
+    (`drop_counts_for_target`), and step 3 does not apply: the structure is a promise too.
+
     Args:
         heads_log_alpha: `(L, H)` log_alphas of the encoder heads.
         ffn_log_alpha: `(L, F)` log_alphas of the encoder FFN units.
         shape: The encoder's prunable shape (parameter counts per head and per unit).
         target: Fraction of `shape.prunable_params` to remove, in [0, 1].
         tolerance: How close the Lagrangian's masks must be to the target to be kept as they are.
+        uniform_heads: Keep the same number of heads (at least 1) in every layer.
+        ffn_multiple_of: Keep FFN widths that are multiples of this (or the full width).
+
+    Raises:
+        ValueError: `uniform_heads` with a target no head count per layer reaches.
 
     Returns:
         Float masks (1 kept, 0 removed) with the shapes and device of the inputs.
@@ -322,12 +396,16 @@ def masks_for_target(
     ffn_la = ffn_log_alpha.detach()
     lagrangian = (deterministic_mask(heads_la), deterministic_mask(ffn_la))
     lagrangian_gap = abs(mask_sparsity(*lagrangian, shape) - target)
-    if lagrangian_gap <= tolerance:
+    structured = uniform_heads or ffn_multiple_of > 1
+    fits = meets_structure(*lagrangian, uniform_heads=uniform_heads, ffn_multiple_of=ffn_multiple_of)
+    if lagrangian_gap <= tolerance and fits:
         return lagrangian
-    counts = drop_counts_for_target(heads_la, ffn_la, shape, target)
+    counts = drop_counts_for_target(
+        heads_la, ffn_la, shape, target, uniform_heads=uniform_heads, ffn_multiple_of=ffn_multiple_of
+    )
     heads = drop_lowest(heads_la, torch.tensor(counts.heads))
     ffn = drop_lowest(ffn_la, torch.tensor(counts.ffn_units))
-    if abs(mask_sparsity(heads, ffn, shape) - target) >= lagrangian_gap:
+    if not structured and abs(mask_sparsity(heads, ffn, shape) - target) >= lagrangian_gap:
         return lagrangian
     return heads, ffn
 

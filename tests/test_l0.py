@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nash_cli import l0
+from nash_cli import l0, rounding
 
 
 def test_constants_match_the_method():
@@ -429,3 +429,86 @@ def test_the_target_fall_back_keeps_the_distributions_structure(head_drop, ffn_d
     assert counts.ffn_units == [int(n) for n in (ffn == 0).sum(-1)]
     assert counts.shift == pytest.approx(0.0, abs=1e-6)  # expected sparsity is the target: no shift
     assert counts.expected_heads == pytest.approx(_expected_drops(heads_la).tolist())
+
+
+# ---------------------------------------------------------------------- the engine structure
+
+#: T5-base's encoder: 12 layers of 12 heads x 64 and 3072 ReLU FFN units, d_model 768
+BASE = l0.EncoderShape(num_layers=12, num_heads=12, head_dim=64, d_ff=3072, d_model=768, gated=False, bias=False)
+
+
+def _trend(shape, seed=0, spread=2.0):
+    """Untrained scores with later layers pruned more, as real runs prune them."""
+    generator = torch.Generator().manual_seed(seed)
+    offset = torch.linspace(spread, -spread, shape.num_layers, dtype=torch.float64)[:, None]
+    return (torch.randn(shape.num_layers, shape.num_heads, generator=generator, dtype=torch.float64) + offset,
+            torch.randn(shape.num_layers, shape.d_ff, generator=generator, dtype=torch.float64) + offset)
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.6])
+def test_uniform_heads_and_aligned_widths_meet_the_target_from_the_scores(target):
+    heads_la, ffn_la = _trend(BASE)
+    free = l0.masks_for_target(heads_la, ffn_la, BASE, target)
+    heads, ffn = l0.masks_for_target(heads_la, ffn_la, BASE, target, uniform_heads=True, ffn_multiple_of=64)
+    kept_heads = heads.sum(1).tolist()
+    widths = ffn.sum(1).long().tolist()
+    assert len(set(kept_heads)) == 1 and all(w % 64 == 0 for w in widths), (kept_heads, widths)
+    # the unconstrained masks of the same scores differ per layer: the structure changed something
+    assert len(set(free[0].sum(1).tolist())) > 1
+    # the target is met within half of 64 FFN units' share
+    assert abs(l0.mask_sparsity(heads, ffn, BASE) - target) <= 32 * BASE.params_per_unit / BASE.prunable_params
+    # the head count is the nearest to the layers' mean expected kept heads at the target
+    shift = l0.shift_for_target(heads_la, ffn_la, BASE, target)
+    mean_kept = BASE.num_heads - float(l0.expected_drops(heads_la, shift).mean())
+    assert abs(kept_heads[0] - mean_kept) <= 0.5
+    # within a layer the highest log_alphas stay, and the layers' order of widths is the scores'
+    for row, scores in zip(heads, heads_la):
+        assert scores[row == 1].min() >= scores[row == 0].max()
+    assert widths == sorted(widths, reverse=True)
+
+
+def test_each_half_of_the_structure_alone():
+    heads_la, ffn_la = _trend(BASE, seed=1)
+    heads, ffn = l0.masks_for_target(heads_la, ffn_la, BASE, 0.5, uniform_heads=True, ffn_multiple_of=1)
+    assert len(set(heads.sum(1).tolist())) == 1 and any(int(w) % 64 for w in ffn.sum(1))
+    assert abs(l0.mask_sparsity(heads, ffn, BASE) - 0.5) <= BASE.params_per_unit / BASE.prunable_params
+    heads, ffn = l0.masks_for_target(heads_la, ffn_la, BASE, 0.5, uniform_heads=False, ffn_multiple_of=64)
+    assert len(set(heads.sum(1).tolist())) > 1 and all(int(w) % 64 == 0 for w in ffn.sum(1))
+    assert abs(l0.mask_sparsity(heads, ffn, BASE) - 0.5) <= 32 * BASE.params_per_unit / BASE.prunable_params
+
+
+def test_the_lagrangian_masks_stay_when_they_already_have_the_structure():
+    shape = l0.EncoderShape(num_layers=2, num_heads=4, head_dim=8, d_ff=8, d_model=32, gated=False, bias=False)
+    # settled log_alphas (at the clamp): one head and 4 of 8 FFN units of each layer far below the rest
+    low, high = l0.LOG_ALPHA_MIN, l0.LOG_ALPHA_MAX
+    heads_la = torch.full((2, 4), high)
+    heads_la[:, 0] = low
+    ffn_la = torch.full((2, 8), high)
+    ffn_la[:, :4] = low
+    lagrangian = (l0.deterministic_mask(heads_la), l0.deterministic_mask(ffn_la))
+    assert lagrangian[0].sum(1).tolist() == [3, 3] and lagrangian[1].sum(1).tolist() == [4, 4]
+    target = l0.mask_sparsity(*lagrangian, shape) + 0.005  # within the tolerance, not exact
+    chosen = l0.masks_for_target(heads_la, ffn_la, shape, target, uniform_heads=True, ffn_multiple_of=4)
+    assert all(torch.equal(a, b) for a, b in zip(chosen, lagrangian))
+    # a multiple they do not meet (4 kept is not a multiple of 8): rounded under it
+    heads, ffn = l0.masks_for_target(heads_la, ffn_la, shape, target, uniform_heads=True, ffn_multiple_of=8)
+    assert set(ffn.sum(1).tolist()) <= {0.0, 8.0} and len(set(heads.sum(1).tolist())) == 1
+
+
+def test_a_width_that_is_no_multiple_keeps_its_full_width_as_an_option():
+    assert rounding.allowed_drops(100, 64) == [0, 36, 100]
+    shape = l0.EncoderShape(num_layers=3, num_heads=4, head_dim=8, d_ff=100, d_model=32, gated=True, bias=True)
+    heads, ffn = l0.masks_for_target(*_trend(shape, spread=0.5), shape, 0.1, uniform_heads=True, ffn_multiple_of=64)
+    assert set(ffn.sum(1).long().tolist()) <= {0, 64, 100}
+
+
+def test_a_target_no_uniform_head_count_reaches_is_refused():
+    assert l0.max_uniform_heads_sparsity(BASE) == pytest.approx(1 - 1 / 36)
+    heads_la, ffn_la = _trend(BASE)
+    heads, ffn = l0.masks_for_target(heads_la, ffn_la, BASE, 0.97, uniform_heads=True, ffn_multiple_of=64)
+    assert heads.sum(1).tolist() == [1.0] * 12
+    with pytest.raises(ValueError, match="at most 0.9722"):
+        l0.masks_for_target(heads_la, ffn_la, BASE, 0.98, uniform_heads=True, ffn_multiple_of=64)
+    # without uniform heads a layer may lose every head: 0.98 is reachable
+    heads, ffn = l0.masks_for_target(heads_la, ffn_la, BASE, 0.98)
+    assert abs(l0.mask_sparsity(heads, ffn, BASE) - 0.98) < 0.01

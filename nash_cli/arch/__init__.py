@@ -222,14 +222,14 @@ SUPPORTED = (
 
 def family_of(model_or_config) -> ArchFamily:
     """Returns the family of a model or config, or raises NashError naming the model type."""
-    from nash_cli.arch import bart, bart_like, t5
+    from nash_cli.arch import bart, t5
     from nash_cli.modeling import LEGACY_MODEL_TYPES
 
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
     if isinstance(model_type, str):
         model_type = LEGACY_MODEL_TYPES.get(model_type, model_type)  # compact outputs of earlier nash versions
-    for family in (t5.FAMILY, bart.FAMILY, *bart_like.FAMILIES):
+    for family in (t5.FAMILY, *bart.FAMILIES):
         if model_type in family.model_types:
             reason = family.refusal(config)
             if reason:

@@ -55,3 +55,5 @@ def print_result(result: dict, console) -> None:
     console.print(layers)
     code = "nash modeling file (per-layer widths; trust_remote_code=True outside nash)" if result["custom_code"] else "stock"
     console.print(f"weights: {result['file_size'] / 2**20:.1f} MiB; model class: {code}; {result['seconds']:.1f}s")
+    if result.get("engine"):
+        console.print(result["engine"], style="dim", markup=False)

@@ -97,6 +97,22 @@ def command(
         float,
         typer.Option("--droprate-init", help="Initial drop rate p of every mask: log_alpha ~ N(log((1-p)/p), 0.01).", rich_help_panel=_PRUNE),
     ] = Options.droprate_init,
+    uniform_heads: Annotated[
+        bool,
+        typer.Option(
+            "--uniform-heads/--no-uniform-heads",
+            help="Keep the same number of heads in every encoder layer (chosen from the log_alphas), so CTranslate2 runs the encoder without zero heads.",
+            rich_help_panel=_PRUNE,
+        ),
+    ] = Options.uniform_heads,
+    ffn_multiple_of: Annotated[
+        int,
+        typer.Option(
+            "--ffn-multiple-of",
+            help="Round each encoder layer's kept FFN width to a multiple of this (1: off); 64 suits CPU engines.",
+            rich_help_panel=_PRUNE,
+        ),
+    ] = Options.ffn_multiple_of,
     epochs: EpochsOption = Options.epochs,
     max_steps: MaxStepsOption = Options.max_steps,
     batch_size: BatchSizeOption = Options.batch_size,
@@ -153,6 +169,8 @@ def command(
         sparsity_warmup=sparsity_warmup,
         reg_lr=reg_lr,
         droprate_init=droprate_init,
+        uniform_heads=uniform_heads,
+        ffn_multiple_of=ffn_multiple_of,
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
@@ -206,12 +224,19 @@ def print_result(result: dict, console) -> None:
     table.add_row("expected sparsity", f"{pruning['expected_sparsity']:.4f}")
     if pruning.get("lagrangian_sparsity") is not None:
         table.add_row("Lagrangian's sparsity", f"{pruning['lagrangian_sparsity']:.4f}")
-    selection = {"ranked_to_target": " (ranked by log_alpha)", "lagrangian": " (Lagrangian's masks)"}.get(
+    selection = {"ranked_to_target": " (ranked by log_alpha)", "lagrangian": " (Lagrangian's masks)",
+                 "structured": " (ranked by log_alpha, engine structure)"}.get(
         pruning.get("mask_selection"), ""
     )
     table.add_row(f"final sparsity{selection}", f"{pruning['deterministic_sparsity']:.4f}")
     if pruning.get("whole_model_sparsity") is not None:
         table.add_row("whole-model sparsity (vs teacher)", f"{pruning['whole_model_sparsity']:.4f}")
+    structure = pruning.get("structure") or {}
+    if structure:
+        table.add_row(
+            "structure",
+            f"uniform heads {'on' if structure['uniform_heads'] else 'off'}, FFN multiple of {structure['ffn_multiple_of']}",
+        )
     table.add_row("output weights", result["selected"])
     console.print(table)
     layers = Table(title="encoder layers (final masks)", show_header=True)

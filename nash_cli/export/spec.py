@@ -68,22 +68,43 @@ class Padding:
     """FFN units each encoder layer kept."""
     zero_ffn_units: int
     """Zero FFN units added (one per layer that kept none)."""
+    ffn_alignment: int = 64
+    """The largest power of two, up to `FFN_ALIGNMENT`, that divides every encoder layer's FFN
+    width (`prune-encoder --ffn-multiple-of 64` makes it 64)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
 
     def summary(self) -> str:
-        """One sentence for the user: what the padding costs."""
+        """One sentence for the user: what the padding costs, and whether the FFN widths are aligned."""
+        ffn = (
+            f"FFN widths are multiples of {FFN_ALIGNMENT}"
+            if self.ffn_alignment >= FFN_ALIGNMENT
+            else f"FFN widths are not all multiples of {FFN_ALIGNMENT}, which CPU engines run slower per unit "
+            f"(prune-encoder --ffn-multiple-of {FFN_ALIGNMENT} aligns them)"
+        )
         if not self.zero_heads:
-            return "no padding: every encoder layer keeps the same number of heads"
+            return f"no padding: every encoder layer keeps {self.engine_heads} heads; {ffn}"
         kept = sum(self.heads_per_layer)
         return (
             f"CTranslate2 has one head count per stack: {self.zero_heads} zero heads pad the encoder to "
             f"{self.engine_heads} heads per layer ({kept} kept); the output is exact, but their attention is "
             f"computed: {100 * (self.attention_work - 1):.0f}% more encoder attention work, "
-            f"{self.zero_head_parameters:,} zero parameters"
+            f"{self.zero_head_parameters:,} zero parameters (prune-encoder --uniform-heads avoids it); {ffn}"
         )
+
+
+#: FFN widths that are multiples of this run at full speed per unit on CPU engines.
+FFN_ALIGNMENT = 64
+
+
+def ffn_alignment(widths: list[int]) -> int:
+    """The largest power of two, at most `FFN_ALIGNMENT`, dividing every width (0 divides by any)."""
+    alignment = FFN_ALIGNMENT
+    while alignment > 1 and any(width % alignment for width in widths):
+        alignment //= 2
+    return alignment
 
 
 def activation_of(name: str):
@@ -298,5 +319,6 @@ def build_spec(model, tokens: list[str], special: dict[str, int | None]):
         attention_work=(engine_heads * len(kept) / sum(kept)) if sum(kept) else float(engine_heads * len(kept)),
         ffn_units_per_layer=[block.ffn.output.in_features for block in anatomy.encoder.blocks],
         zero_ffn_units=zero_units,
+        ffn_alignment=ffn_alignment([block.ffn.output.in_features for block in anatomy.encoder.blocks]),
     )
     return spec, padding

@@ -58,6 +58,9 @@ class CompactResult:
     """Bytes of the output's weight files."""
     seconds: float
     """Wall time of loading, slicing and writing."""
+    engine: str = ""
+    """One sentence: whether CTranslate2 runs this encoder as it is (the same heads in every layer,
+    FFN widths multiples of 64) or pads it, and the structure prune-encoder recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready result."""
@@ -131,7 +134,30 @@ def run(options: CompactOptions, *, progress: Progress | None = None) -> Compact
         full_units=shape.d_ff,
         file_size=size,
         seconds=time.perf_counter() - started,
+        engine=engine_fit(heads, units, (manifest.get("prune_encoder") or {}).get("structure")),
     )
+
+
+def engine_fit(heads: list[int], units: list[int], structure: dict | None) -> str:
+    """What CTranslate2 will make of these widths (`nash_cli.export.spec` pads heads to the most
+    any layer kept), and the constraint prune-encoder recorded (`structure`, None before it had one)."""
+    from nash_cli.export.spec import FFN_ALIGNMENT, ffn_alignment
+
+    recorded = ""
+    if structure is not None:
+        recorded = (
+            f" (prune-encoder: uniform heads {'on' if structure['uniform_heads'] else 'off'}, "
+            f"FFN multiple of {structure['ffn_multiple_of']})"
+        )
+    aligned = ffn_alignment(units) >= FFN_ALIGNMENT
+    if len(set(heads)) == 1 and heads[0] > 0 and aligned:
+        return f"CTranslate2 runs this encoder without padding: {heads[0]} heads in every layer, FFN widths multiples of {FFN_ALIGNMENT}{recorded}"
+    problems = []
+    if len(set(heads)) > 1:
+        problems.append(f"heads differ per layer, so nash export pads every layer to {max(heads)} with zero heads")
+    if not aligned:
+        problems.append(f"FFN widths are not all multiples of {FFN_ALIGNMENT}")
+    return f"for CTranslate2: {'; '.join(problems) or 'no head is kept'}{recorded}"
 
 
 STAGE = declare(

@@ -70,6 +70,21 @@ def _reference_non_embedding(teacher, student_manifest: dict) -> tuple[int | Non
     return None, None
 
 
+def structure_note(pruning: dict) -> str:
+    """One line on the masks chosen under the engine structure (`mask_selection: structured`)."""
+    structure = pruning["structure"]
+    parts = []
+    if structure["uniform_heads"]:
+        parts.append(f"{pruning['heads_per_layer'][0]} of {pruning['num_heads']} heads in every encoder layer")
+    if structure["ffn_multiple_of"] > 1:
+        parts.append(f"FFN widths that are multiples of {structure['ffn_multiple_of']}")
+    return (
+        f"the final masks keep {' and '.join(parts)}, ranked by log_alpha (CTranslate2 then runs the encoder without "
+        f"padding): sparsity {pruning['deterministic_sparsity']:.4f}, the Lagrangian's own masks "
+        f"{pruning['lagrangian_sparsity']:.4f}"
+    )
+
+
 @releases_outputs
 def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
     """Trains L0 masks on the student's encoder (with distillation) and writes a `masked` checkpoint.
@@ -118,8 +133,16 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
             f"the final masks were chosen by log_alpha to remove {pruning['deterministic_sparsity']:.3f} "
             f"(target {options.target_sparsity}); train longer for masks the training chose itself"
         )
+    if pruning["mask_selection"] == "structured":
+        notes.append(structure_note(pruning))
     gap = pruning["deterministic_sparsity"] - options.target_sparsity
-    if abs(gap) > 0.01:
+    if abs(gap) > 0.01 and pruning["mask_selection"] == "structured":
+        notes.append(
+            f"the final masks remove {pruning['deterministic_sparsity']:.4f} of the encoder, {gap:+.4f} from the "
+            f"target {options.target_sparsity}: the structure's steps are too coarse for this encoder to come closer "
+            f"(a smaller --ffn-multiple-of, or --no-uniform-heads, comes closer)"
+        )
+    elif abs(gap) > 0.01:
         notes.append(
             f"the final masks remove {pruning['deterministic_sparsity']:.4f} of the encoder, "
             f"{gap:+.4f} from the target {options.target_sparsity}: one head is "

@@ -172,10 +172,22 @@ class PruneSettings:
     """Learning rate of the log_alphas and (negated, for gradient ascent) of lambda1 and lambda2."""
     droprate_init: float = 0.5
     """Initial drop rate p: log_alpha starts at N(log(1 - p) - log(p), 0.01)."""
+    uniform_heads: bool = True
+    """The final masks keep the same number of heads in every encoder layer (chosen from the
+    log_alphas), so CTranslate2, which has one head count per stack, runs the encoder narrow
+    instead of padding it with zero heads (docs/prune-encoder.md, "An encoder the engine runs narrow")."""
+    ffn_multiple_of: int = 64
+    """The final masks keep FFN widths that are multiples of this (or the full width); 1 turns it
+    off. Widths that are multiples of 64 run faster per unit on CPU engines."""
 
     def check(self) -> None:
         """NashError for an impossible pruning option."""
         require_finite_options(self)
+        if isinstance(self.ffn_multiple_of, bool) or not isinstance(self.ffn_multiple_of, int) or self.ffn_multiple_of < 1:
+            raise NashError(
+                f"--ffn-multiple-of must be a positive whole number (64 aligns FFN widths for the engine, 1 turns it off), "
+                f"not {self.ffn_multiple_of!r}"
+            )
         if not 0.0 < self.target_sparsity < 1.0:
             raise NashError(f"--target-sparsity must be between 0 and 1 (e.g. 0.3), not {self.target_sparsity}")
         if self.sparsity_warmup < 0:

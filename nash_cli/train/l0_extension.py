@@ -23,9 +23,11 @@ from nash_cli.l0 import (
     lagrangian_term,
     mask_sparsity,
     masks_for_target,
+    max_uniform_heads_sparsity,
     resolve_warmup,
     target_at,
 )
+from nash_cli.errors import NashError
 from nash_cli.masking import MASKS_FILE, attach_l0, encoder_shape, pruned_params, save_masks, whole_model_sparsity
 from nash_cli.train.config import PruneSettings, TrainConfig
 
@@ -46,6 +48,7 @@ class L0Extension:
         settings.check()
         self.settings = settings
         self.shape = encoder_shape(model)
+        check_structure(settings, self.shape)
         generator = torch.Generator().manual_seed(seed)
         self.masks = L0Masks(self.shape, settings.droprate_init, generator=generator)
         self.lagrangian = Lagrangian()
@@ -135,8 +138,13 @@ class L0Extension:
         restored the log_alphas of the weights it outputs (`--keep best`, `--resume`) by now.
         """
         return masks_for_target(
-            self.masks.heads_log_alpha, self.masks.ffn_log_alpha, self.shape, self.settings.target_sparsity
+            self.masks.heads_log_alpha, self.masks.ffn_log_alpha, self.shape, self.settings.target_sparsity,
+            **self.structure(),
         )
+
+    def structure(self) -> dict[str, Any]:
+        """The constraint the final masks meet: `uniform_heads`, `ffn_multiple_of`."""
+        return {"uniform_heads": self.settings.uniform_heads, "ffn_multiple_of": self.settings.ffn_multiple_of}
 
     def results(self) -> dict[str, Any]:
         """Target, achieved sparsity (expected, Lagrangian's, final), whole-model sparsity, kept widths.
@@ -149,10 +157,16 @@ class L0Extension:
         # the per-layer counts the final masks were rounded from: the distribution's own (the
         # Lagrangian's masks round them), or those the fall-back met the target with
         heads_log_alpha, ffn_log_alpha = self.masks.heads_log_alpha, self.masks.ffn_log_alpha
-        if own:
-            shift = 0.0
-        else:
-            shift = drop_counts_for_target(heads_log_alpha, ffn_log_alpha, self.shape, self.settings.target_sparsity).shift
+        structure = self.structure()
+        structured = structure["uniform_heads"] or structure["ffn_multiple_of"] > 1
+        shift = ffn_shift = 0.0
+        if not own:
+            counts = drop_counts_for_target(
+                heads_log_alpha, ffn_log_alpha, self.shape, self.settings.target_sparsity, **structure
+            )
+            shift = counts.shift
+            # uniform heads: the FFN's counts were rounded from their own shift (see l0)
+            ffn_shift = counts.ffn_shift if structure["uniform_heads"] else shift
         removed = pruned_params(self.shape, heads, ffn)
         whole = None
         if self.teacher_non_embedding:
@@ -162,13 +176,15 @@ class L0Extension:
             "expected_sparsity": float(self.masks.expected_sparsity().detach()),
             "lagrangian_sparsity": mask_sparsity(lagrangian_heads, lagrangian_ffn, self.shape),
             "deterministic_sparsity": mask_sparsity(heads, ffn, self.shape),
-            "mask_selection": "lagrangian" if own else "ranked_to_target",
+            "mask_selection": "lagrangian" if own else ("structured" if structured else "ranked_to_target"),
+            "structure": structure,
             "whole_model_sparsity": whole,
             "heads_per_layer": [int(row.sum()) for row in heads],
             "ffn_units_per_layer": [int(row.sum()) for row in ffn],
             "expected_heads_dropped_per_layer": [round(n, 6) for n in expected_drops(heads_log_alpha, shift).tolist()],
-            "expected_ffn_units_dropped_per_layer": [round(n, 6) for n in expected_drops(ffn_log_alpha, shift).tolist()],
+            "expected_ffn_units_dropped_per_layer": [round(n, 6) for n in expected_drops(ffn_log_alpha, ffn_shift).tolist()],
             "log_alpha_shift": shift,
+            "ffn_log_alpha_shift": ffn_shift,
             "num_heads": self.shape.num_heads,
             "d_ff": self.shape.d_ff,
             "prunable_params": self.shape.prunable_params,
@@ -181,3 +197,15 @@ class L0Extension:
             "lambda_1": float(self.lagrangian.lambda1.detach()),
             "lambda_2": float(self.lagrangian.lambda2.detach()),
         }
+
+
+def check_structure(settings: PruneSettings, shape) -> None:
+    """NashError, before training, for a structure this encoder cannot have: uniform heads with a
+    target that leaves no head in any layer. (An FFN multiple above the FFN width is allowed: each
+    layer then keeps all its units or none.)"""
+    if settings.uniform_heads and settings.target_sparsity > max_uniform_heads_sparsity(shape):
+        raise NashError(
+            f"--target-sparsity {settings.target_sparsity} leaves no attention head: with the same number of heads "
+            f"in every layer (--uniform-heads) the encoder keeps at least one per layer, at most sparsity "
+            f"{max_uniform_heads_sparsity(shape):.4f}; lower the target or pass --no-uniform-heads"
+        )

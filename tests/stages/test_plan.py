@@ -131,6 +131,21 @@ def test_the_empty_model_of_a_candidate_has_the_shape_the_surgery_builds(family)
     assert pruned.encoder_params < model_shape(teacher).encoder_params
 
 
+def test_planned_encoders_have_the_structure_the_engine_runs_narrow():
+    """The plan times what prune-encoder will produce: the same heads in every layer, FFN widths
+    multiples of 64; a sparsity that leaves no head is refused."""
+    from nash_cli.errors import NashError
+    from nash_cli.stages.plan import encoder_masks
+    from nash_cli.toy import tiny_model
+
+    teacher = tiny_model("t5", vocab_size=64, encoder_layers=4, decoder_layers=2, d_model=32, num_heads=8, d_kv=4, d_ff=512)
+    for heads, ffn in encoder_masks(teacher, [0.3, 0.5, 0.6], seed=0).values():
+        assert len(set(heads.sum(1).tolist())) == 1 and heads.sum(1)[0] >= 1
+        assert all(int(width) % 64 == 0 for width in ffn.sum(1))
+    with pytest.raises(NashError, match="leaves no attention head"):
+        encoder_masks(teacher, [0.999], seed=0)
+
+
 @pytest.mark.parametrize("family", ["t5-gated", "bart"])
 def test_a_vocabulary_candidate_is_prune_vocabs_cut_of_the_kept_ids(family):
     import torch
@@ -214,7 +229,8 @@ def test_the_recipe_writes_the_papers_hyperparameters_as_the_shipped_samsum_reci
     assert shipped["distill"] == PAPER.distill()
     stages = yaml.safe_load(recipe_text(PlanOptions(checkpoint="t/", speedup=3), Candidate(2, 0.3), 3.1, True, WORKLOAD,
                                         "t5"))["stages"]
-    assert stages["prune_encoder"] == {"target_sparsity": 0.3, **PAPER.prune_encoder()}
+    # and the structure the plan timed: an encoder CTranslate2 runs without zero heads
+    assert stages["prune_encoder"] == {"target_sparsity": 0.3, **PAPER.prune_encoder(), "uniform_heads": True, "ffn_multiple_of": 64}
     assert stages["distill"] == PAPER.distill()
 
 

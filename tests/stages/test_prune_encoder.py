@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 
+#: prune-encoder without the engine structure: the per-layer rounding these tests check
+UNSTRUCTURED = ("--no-uniform-heads", "--ffn-multiple-of", "1")
+
 def test_settings_are_checked():
     PruneSettings().check()
     for bad in (
@@ -44,7 +47,8 @@ def test_settings_are_checked():
 
 def test_extension_contract(tmp_path):
     model = tiny_model("bart")
-    extension = L0Extension(model, PruneSettings(target_sparsity=0.4, sparsity_warmup=0.5, reg_lr=0.02), teacher_non_embedding=10**6)
+    extension = L0Extension(model, PruneSettings(target_sparsity=0.4, sparsity_warmup=0.5, reg_lr=0.02, uniform_heads=False, ffn_multiple_of=1),
+        teacher_non_embedding=10**6)
     extension.prepare(model, torch.device("cpu"))
     groups = extension.param_groups()
     assert [g["lr"] for g in groups] == [0.02, -0.02]
@@ -106,7 +110,9 @@ def test_lagrangian_drives_sparsity_to_the_target():
     """The extension alone, in a minimal loop: log_alpha descends, the lambdas ascend."""
     torch.manual_seed(0)
     model = tiny_model("t5", d_model=32, num_heads=8, d_kv=4, d_ff=256)
-    extension = L0Extension(model, PruneSettings(target_sparsity=0.3, sparsity_warmup=50, reg_lr=0.1))
+    # the per-layer rounding without the engine structure (its steps are coarse at this tiny shape)
+    settings = PruneSettings(target_sparsity=0.3, sparsity_warmup=50, reg_lr=0.1, uniform_heads=False, ffn_multiple_of=1)
+    extension = L0Extension(model, settings)
     extension.prepare(model, torch.device("cpu"))
     optimizer = torch.optim.AdamW(extension.param_groups())
     model.train()
@@ -166,7 +172,7 @@ def _prune_args(pipeline, out, *extra):
 def test_round_trip_select_prune_compact_distill(pipeline, tmp_path, cli):
     """select-layers -> prune-encoder (reaches the target) -> compact (== masked) -> distill."""
     masked = tmp_path / "masked"
-    result = cli(*_prune_args(pipeline, masked, "--max-steps", "300", "--eval-data", pipeline["eval"], "--json"))
+    result = cli(*_prune_args(pipeline, masked, "--max-steps", "300", "--eval-data", pipeline["eval"], *UNSTRUCTURED, "--json"))
     assert result.exit_code == 0, result.stderr
     summary = result.json()
     pruning = summary["pruning"]
@@ -250,7 +256,7 @@ def test_a_short_run_still_meets_the_target(pipeline, tmp_path, cli):
     masked = tmp_path / "masked"
     args = [
         "prune-encoder", pipeline["student"], "--teacher", pipeline["teacher"], "--data", pipeline["train"],
-        "-o", masked, "--max-steps", "20", "--batch-size", "8", "--json",
+        "-o", masked, "--max-steps", "20", "--batch-size", "8", *UNSTRUCTURED, "--json",
     ]  # fmt: skip
     result = cli(*args)
     assert result.exit_code == 0, result.stderr
@@ -320,6 +326,11 @@ def test_a_short_run_still_meets_the_target(pipeline, tmp_path, cli):
         (["--reg-lr", "-0.01"], ["--reg-lr"]),
         (["--sparsity-warmup", "-3"], ["--sparsity-warmup"]),
         (["--droprate-init", "1"], ["--droprate-init"]),
+        (["--ffn-multiple-of", "0"], ["--ffn-multiple-of", "positive whole number"]),
+        (["--ffn-multiple-of", "-64"], ["--ffn-multiple-of", "positive whole number"]),
+        (["--ffn-multiple-of", "2.5"], ["--ffn-multiple-of"]),
+        # one head in each of the 2 layers is 1/40 of this encoder: uniform heads reach at most 0.975
+        (["--target-sparsity", "0.99"], ["leaves no attention head", "0.9750", "--no-uniform-heads"]),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(extra, fragments, pipeline, tmp_path, cli):
@@ -422,3 +433,38 @@ def test_a_bfloat16_student_prunes_in_float32_and_is_written_in_bfloat16(pipelin
     assert result.exit_code == 0, result.stderr
     assert any("stored in bfloat16: it trains in float32" in note for note in result.json()["notes"])
     assert {t.dtype for t in load_file(str(out / "model.safetensors")).values()} == {torch.bfloat16}
+
+
+def test_the_default_structure_is_one_the_engine_runs_narrow(pipeline, tmp_path, cli):
+    """By default the final masks keep the same heads in every layer and FFN widths that are
+    multiples of 64, chosen from the stored log_alphas; the manifest records the structure,
+    compact keeps it, and the export needs no zero head and says so."""
+    masked = tmp_path / "masked"
+    result = cli(*_prune_args(pipeline, masked, "--max-steps", "10", "--json"))
+    assert result.exit_code == 0, result.stderr
+    pruning = result.json()["pruning"]
+    assert pruning["structure"] == {"uniform_heads": True, "ffn_multiple_of": 64}
+    assert pruning["mask_selection"] == "structured"
+    assert len(set(pruning["heads_per_layer"])) == 1 and pruning["heads_per_layer"][0] >= 1
+    assert all(units % 64 == 0 for units in pruning["ffn_units_per_layer"]), pruning
+    assert any("heads in every encoder layer" in note for note in result.json()["notes"])
+    # the stored masks are the structured choice from the stored log_alphas
+    stored = load_file(str(masked / "masks.safetensors"))
+    shape = encoder_shape(artifact.load_model(pipeline["student"]))
+    heads, ffn = masks_for_target(stored["heads.log_alpha"], stored["ffn.log_alpha"], shape, 0.3,
+                                  uniform_heads=True, ffn_multiple_of=64)
+    assert torch.equal(heads, stored["heads.mask"]) and torch.equal(ffn, stored["ffn.mask"])
+    assert json.loads((masked / "nash.json").read_text())["prune_encoder"]["structure"]["uniform_heads"] is True
+
+    compact = tmp_path / "compact"
+    result = cli("compact", masked, "-o", compact, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["engine"].startswith("CTranslate2 runs this encoder without padding")
+    assert json.loads((compact / "nash.json").read_text())["prune_encoder"]["structure"]["ffn_multiple_of"] == 64
+    pytest.importorskip("ctranslate2")
+    result = cli("export", compact, "-o", tmp_path / "ct2", "--no-verify", "--json")
+    assert result.exit_code == 0, result.stderr
+    padding = result.json()["padding"]
+    assert padding["zero_heads"] == 0 and padding["engine_heads"] == pruning["heads_per_layer"][0]
+    assert padding["ffn_alignment"] == 64
+    assert result.json()["padding_summary"].startswith("no padding") and "multiples of 64" in result.json()["padding_summary"]

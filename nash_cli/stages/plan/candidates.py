@@ -53,24 +53,48 @@ def _vocabulary_ids(candidate: Candidate, kept: Sequence[int] | None) -> list[in
 # ---------------------------------------------------------------------- encoder masks
 
 
+def _prune_structure() -> dict[str, Any]:
+    from nash_cli.train.config import PruneSettings
+
+    return {"uniform_heads": PruneSettings.uniform_heads, "ffn_multiple_of": PruneSettings.ffn_multiple_of}
+
+
+#: The structure of the planned encoders, prune-encoder's default: the same number of heads in
+#: every layer and FFN widths that are multiples of 64, so CTranslate2 runs each candidate as
+#: narrow as it is (no zero heads); the recipe names it (`recipe_writer`).
+STRUCTURE = _prune_structure()
+
+
 def encoder_masks(teacher, sparsities, *, seed: int) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
     """Per sparsity above 0, the binary (heads, FFN) masks prune-encoder's final step would pick
-    (`nash_cli.l0.masks_for_target`) from random scores: the shapes compact then produces.
+    (`nash_cli.l0.masks_for_target` under `STRUCTURE`) from random scores: the shapes compact
+    then produces, and so the shapes an export runs.
 
     The scores are random because nothing is trained yet: a trained run prunes some layers more
     than others, but the totals the target fixes, and the multiply-adds with them, are the same
-    (docs/plan.md, "What it does not know").
+    (docs/plan.md, "What it does not know"); with uniform heads the head count per layer is the
+    same too.
+
+    Raises:
+        NashError: a sparsity that leaves no head in a layer under uniform heads.
     """
     import torch
 
-    from nash_cli.l0 import masks_for_target
+    from nash_cli.l0 import masks_for_target, max_uniform_heads_sparsity
     from nash_cli.masking import encoder_shape
 
     shape = encoder_shape(teacher)
+    highest = max_uniform_heads_sparsity(shape) if STRUCTURE["uniform_heads"] else 1.0
+    for s in sparsities:
+        if s > highest:
+            raise NashError(
+                f"--sparsities {s:g} leaves no attention head: with the same number of heads in every layer the "
+                f"teacher's encoder keeps at least one per layer, at most sparsity {highest:.4f}; use lower sparsities"
+            )
     generator = torch.Generator().manual_seed(seed)
     heads = torch.randn(shape.num_layers, shape.num_heads, generator=generator)
     units = torch.randn(shape.num_layers, shape.d_ff, generator=generator)
-    return {s: masks_for_target(heads, units, shape, s) for s in sparsities if s > 0}
+    return {s: masks_for_target(heads, units, shape, s, **STRUCTURE) for s in sparsities if s > 0}
 
 
 # ---------------------------------------------------------------------- configs and models

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nash_cli.stages.plan.candidates import STRUCTURE
 from nash_cli.stages.plan.cost import Candidate, Workload
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ def recipe_text(options: PlanOptions, choice: Candidate, speedup: float, timed: 
     data["max_source_length"] = options.max_source_length
     stages: dict[str, Any] = {"select_layers": {"decoder_layers": choice.decoder_layers}}
     if choice.encoder_sparsity > 0:
-        stages["prune_encoder"] = {"target_sparsity": choice.encoder_sparsity, **PAPER.prune_encoder()}
+        # the structure the plan timed (candidates.STRUCTURE), named so the trained encoder has it
+        stages["prune_encoder"] = {"target_sparsity": choice.encoder_sparsity, **PAPER.prune_encoder(), **STRUCTURE}
         stages["compact"] = {}
     stages["distill"] = PAPER.distill()
     if choice.vocab_size is not None and options.engine == "transformers":
