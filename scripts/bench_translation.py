@@ -29,9 +29,10 @@ vocabularies are not available offline, and with random inputs and `--fixed-leng
 vocabulary's size matters to the timing.
 
 The encoder masks come from untrained log_alphas, as `nash prune-encoder` writes them
-(`nash_cli.l0.masks_for_target` on main: per-layer head and FFN-unit counts from the scores, no
-uniform-heads or FFN-multiple structure): N(0, 1) plus a per-layer offset falling linearly from +2
-(first layer) to -2 (last), so that later layers are pruned more, as real runs prune them.
+(`nash_cli.l0.masks_for_target` with `uniform_heads=False, ffn_multiple_of=1`: per-layer head and
+FFN-unit counts from the scores, no structure imposed): N(0, 1) plus a per-layer offset falling
+linearly from +2 (first layer) to -2 (last), so that later layers are pruned more, as real runs
+prune them.
 Everything heavy runs in the `nash` CLI; run the build with OMP_NUM_THREADS=1 on a shared machine.
 """
 
@@ -174,7 +175,8 @@ def write_masked(student: Path, output: Path, sparsity: float, seed: int) -> dic
     model = artifact.load_model(str(student))
     shape = encoder_shape(model)
     heads_la, ffn_la = trend_log_alphas(shape.num_layers, shape.num_heads, shape.d_ff, seed)
-    heads, ffn = masks_for_target(heads_la, ffn_la, shape, sparsity)
+    # no structure (main's defaults; prune-encoder's CLI defaults to --uniform-heads --ffn-multiple-of 64)
+    heads, ffn = masks_for_target(heads_la, ffn_la, shape, sparsity, uniform_heads=False, ffn_multiple_of=1)
 
     def masks(directory: Path) -> None:
         write_mask_file(directory / MASKS_FILE, heads_log_alpha=heads_la, ffn_log_alpha=ffn_la, heads_mask=heads,
