@@ -201,6 +201,24 @@ def test_eval_translates_with_the_target_code_forced(nllb_bart, pairs, tmp_path,
     assert record["prediction"] == tokenizer.decode(forced[0], skip_special_tokens=True).strip()
 
 
+def test_a_student_trained_for_a_pair_records_it(nllb_bart, pairs, tmp_path, cli):
+    # Before, distill wrote the teacher's tokenizer settings and generation config unchanged: a
+    # student trained into French still decoded into the teacher's language without --target-lang.
+    from transformers import AutoTokenizer, GenerationConfig
+
+    output = tmp_path / "student"
+    result = cli("distill", nllb_bart, "--teacher", nllb_bart, "--data", pairs, "--source-lang", "deu_Latn",
+                 "--target-lang", "fra_Latn", "--source-column", "de", "--target-column", "en", "--max-steps", "1",
+                 "-o", output)
+    assert result.exit_code == 0, result.stderr
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    assert (tokenizer.src_lang, tokenizer.tgt_lang) == ("deu_Latn", "fra_Latn")
+    french = tokenizer.convert_tokens_to_ids("fra_Latn")
+    assert tokenizer(text_target="der Hund")["input_ids"][0] == french
+    assert GenerationConfig.from_pretrained(output).forced_bos_token_id == french
+    assert AutoTokenizer.from_pretrained(nllb_bart).tgt_lang == "deu_Latn"  # the input is untouched
+
+
 def test_languages_refused_for_a_model_without_codes_before_anything_is_written(make_checkpoint, pairs, tmp_path, cli):
     t5 = make_checkpoint("t5")
     before = snapshot(tmp_path)

@@ -66,6 +66,19 @@ class LanguagePair:
         """What a result records: the codes set, the forced first token and the input prefix."""
         return dataclasses.asdict(self)
 
+    def record_in(self, model) -> None:
+        """Makes `model`'s generation config force the target's code (in place), so that a
+        checkpoint trained for this pair decodes into its target without `--target-lang`."""
+        if self.forced_bos_token_id is not None and getattr(model, "generation_config", None) is not None:
+            model.generation_config.forced_bos_token_id = self.forced_bos_token_id
+
+    def tokenizer_settings(self) -> dict[str, str]:
+        """The tokenizer config's `src_lang` / `tgt_lang` for this pair (empty when none is set:
+        Marian's `>>lang<<` lives in the input text, not in the tokenizer)."""
+        if self.source is None or self.target is None:
+            return {}
+        return {"src_lang": self.source, "tgt_lang": self.target}
+
 
 def set_languages(tokenizer, source_lang: str | None, target_lang: str | None, *, where: str) -> LanguagePair:
     """Sets `source_lang` / `target_lang` on `tokenizer` (in place) and returns what generation needs.

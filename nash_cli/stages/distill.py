@@ -101,6 +101,7 @@ def run(options: DistillOptions, *, progress=None) -> TrainingStageResult:
         extra={"teacher_checkpoint": teacher_reference(options)},
         force=options.force,
         dtypes=inputs.storage_dtypes,
+        tokenizer_settings=inputs.languages.tokenizer_settings(),
     )
     return TrainingStageResult(
         output=str(options.output),

@@ -159,6 +159,7 @@ def run(options: PruneEncoderOptions, *, progress=None) -> TrainingStageResult:
         extension=extension,
         force=options.force,
         dtypes=inputs.storage_dtypes,
+        tokenizer_settings=inputs.languages.tokenizer_settings(),
     )
     return TrainingStageResult(
         output=str(options.output),

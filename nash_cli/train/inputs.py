@@ -8,12 +8,12 @@ runs before training starts and before anything is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nash_cli.artifact import LoadOptions
-from nash_cli.data import DataOptions
+from nash_cli.data import DataOptions, LanguagePair
 from nash_cli.errors import NashError
 from nash_cli.train.config import TrainConfig
 
@@ -44,7 +44,8 @@ class TrainingOptions(TrainConfig, DataOptions, LoadOptions):
 
 
 def load_features(spec: DataOptions, tokenizer, *, where: str = "the student"):
-    """Reads and tokenises the training and eval data. Returns (train, eval or None).
+    """Reads and tokenises the training and eval data. Returns (train, eval or None, the language
+    pair set on the tokenizer).
 
     `--source-lang` / `--target-lang` are set on the tokenizer first (`nash_cli.data.set_languages`),
     so inputs carry the source code and labels, tokenised with `text_target=`, the target code.
@@ -61,7 +62,7 @@ def load_features(spec: DataOptions, tokenizer, *, where: str = "the student"):
             max_source_length=spec.max_source_length, max_target_length=spec.max_target_length,
         )
 
-    return tokenize(train), tokenize(evaluation) if evaluation is not None else None
+    return tokenize(train), tokenize(evaluation) if evaluation is not None else None, languages
 
 
 def fit_batch_to_data(options: TrainConfig, examples: int) -> list[str]:
@@ -239,6 +240,9 @@ class TrainingInputs:
     """Notes for the user (e.g. a loss turned off)."""
     student_input: StageInput
     """The student checkpoint as opened: its manifest and state."""
+    languages: LanguagePair = field(default_factory=LanguagePair)
+    """The language pair set on the tokenizer, which the output's generation config (the forced
+    first token) and tokenizer config (`src_lang` / `tgt_lang`) record."""
     storage_dtypes: dict[str, Any] | None = None
     """The student's half-precision tensors and their storage dtypes, by name: it trains in float32
     and they are written back in these dtypes; None for a float32 checkpoint."""
@@ -307,7 +311,7 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
                 "(the checkpoint the student came from)"
             )
     tokenizer = artifact.load_tokenizer(options.student, trust_remote_code=options.trust_remote_code)
-    train_features, eval_features = load_features(
+    train_features, eval_features, languages = load_features(
         within_positions(options, student_config), tokenizer, where=options.student
     )
     notes: list[str] = fit_batch_to_data(options, len(train_features))
@@ -315,6 +319,7 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
     student = artifact.load_model(options.student, config=student_config, **load)
     storage_dtypes, note = train_in_float32(student, "student", options.mixed_precision)
     dtype_notes = [note] if note else []
+    languages.record_in(student)  # the output decodes into the target it was trained for
     layerdrop = turn_off_layerdrop(student)
     if layerdrop:
         settings = ", ".join(f"{stack} {probability:g}" for stack, probability in layerdrop.items())
@@ -344,7 +349,7 @@ def load_training_inputs(options: TrainingOptions, stage: Stage) -> TrainingInpu
         notes.extend(map_notes)
     return TrainingInputs(
         student, teacher, tokenizer, train_features, eval_features, encoder, decoder, dtype_notes + notes, opened,
-        storage_dtypes=storage_dtypes,
+        storage_dtypes=storage_dtypes, languages=languages,
     )
 
 

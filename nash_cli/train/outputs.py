@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,9 @@ from typing import Any
 from nash_cli.train import state as st
 from nash_cli.train.config import TrainResult
 from nash_cli.train.extension import TrainingExtension
+
+#: The tokenizer's own settings file, where transformers reads `src_lang` / `tgt_lang` back from.
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def save_output(
@@ -26,6 +30,7 @@ def save_output(
     force: bool = False,
     tokenizer_source: str | Path | None = None,
     dtypes: dict[str, Any] | None = None,
+    tokenizer_settings: dict[str, str] | None = None,
 ) -> Path:
     """Writes the trained student as a nash checkpoint (main process), then drops the staging dir.
 
@@ -35,6 +40,8 @@ def save_output(
     `dtypes` (the student's half-precision tensors by name, `train.inputs.train_in_float32`)
     converts those float32-trained tensors back to their storage dtypes before they are written
     (each its own: a float16 T5 keeps `wo` in float32); None writes them as they are.
+    `tokenizer_settings` (the language pair's `src_lang` / `tgt_lang`) are written into the copied
+    `tokenizer_config.json`, so the output tokenizes for the pair it was trained on.
     """
     from nash_cli.artifact import save_checkpoint
 
@@ -52,6 +59,8 @@ def save_output(
 
         files: dict[str, Callable[[Path], None]] = {st.LOG: write_log}
         manifest = {"training": result.summary()}
+        if tokenizer_settings:
+            files[TOKENIZER_CONFIG] = lambda directory: _update_tokenizer_config(directory, tokenizer_settings)
         if extension is not None:
             files.update(extension.extra_files())
             manifest.update(extension.manifest_extra())
@@ -77,6 +86,17 @@ def save_output(
     if acc is not None:
         acc.wait_for_everyone()
     return Path(output)
+
+
+def _update_tokenizer_config(directory: Path, settings: dict[str, str]) -> None:
+    """Sets `settings` in the tokenizer config copied into `directory` (none copied: nothing to set)."""
+    from nash_cli.artifact import json_text
+
+    path = directory / TOKENIZER_CONFIG
+    if path.is_file():
+        config = json.loads(path.read_text(encoding="utf-8"))
+        config.update(settings)
+        path.write_text(json_text(config), encoding="utf-8")
 
 
 __all__ = ["save_output"]
