@@ -104,7 +104,8 @@ def _decoder_layers(checkpoint: str) -> int | None:
         if is_ctranslate2_dir(checkpoint):  # the export recorded its source's depth
             manifest = artifact.read_manifest(checkpoint) or {}
             return ((manifest.get("ctranslate2") or {}).get("model_config") or {}).get("decoder_layers")
-        config = artifact.load_config(checkpoint)
+        # A hub model's depth only from the local cache: a report never waits on the network.
+        config = artifact.load_config(checkpoint, cached_only=True)
     except NashError:
         return None
     return family_of(config).num_layers(config, "decoder")

@@ -104,6 +104,26 @@ def test_eval_and_bench_never_write_over_their_inputs(teacher, data, tmp_path, c
     assert not (teacher / "metrics.json").exists() and not (teacher / "bench.json").exists()
 
 
+def test_report_never_asks_the_hub(run_dir, monkeypatch, cli):
+    # The teacher "t5" is a hub name: its depth comes from the local cache or not at all. Before,
+    # the report fetched its config, and offline waited about two minutes on retries.
+    import huggingface_hub.constants
+    import huggingface_hub.file_download as download
+
+    asked = []
+
+    def no_network(*args, **kwargs):
+        asked.append(args)
+        raise OSError("no network")
+
+    monkeypatch.setattr(download, "get_hf_file_metadata", no_network)
+    # As when huggingface_hub was imported before the tests' HF_HUB_OFFLINE: a real lookup.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    result = cli("report", run_dir)
+    assert result.exit_code == 0, result.stderr
+    assert (run_dir / "report.md").is_file() and asked == []
+
+
 # --------------------------------------------------------------------------- what --force may replace
 
 

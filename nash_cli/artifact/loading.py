@@ -44,13 +44,19 @@ def _code_failure(source, error) -> str | None:
     )
 
 
-def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False):
+def load_config(
+    source: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False, cached_only: bool = False
+):
     """Loads and validates a checkpoint's config without loading its weights.
 
     A local directory is checked in full first (config, family, readable weights, and, unless
     `trust_remote_code`, that no file of the checkpoint names its own code), so every problem
     surfaces before any heavy work. nash's compact configs (`encoder_heads`) are built with
     nash's own classes (`nash_cli.modeling`), never with the checkpoint's copy of the file.
+
+    `cached_only` reads a hub checkpoint's config from the local Hugging Face cache and never
+    asks the hub (a reader that can do without it, such as `nash report`, must not wait on a
+    network that is not there).
 
     Raises:
         NashError: for a missing or invalid checkpoint, a model type nash does not support, or
@@ -74,7 +80,9 @@ def load_config(source: str | Path, *, allow_pickle: bool = False, trust_remote_
             return config
     with quiet_transformers():
         try:
-            config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(
+                str(source), trust_remote_code=trust_remote_code, local_files_only=cached_only
+            )
         except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as error:
             if is_local(source):
                 raise NashError(_config_failure(source, error)) from None
