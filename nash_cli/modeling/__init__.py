@@ -1,9 +1,10 @@
 """Model classes for compacted checkpoints whose encoder layers have their own widths.
 
 Each family has a self-contained file here that imports only torch and transformers:
-`modeling_nash_t5.py`, `modeling_nash_bart.py`, and `modeling_nash_bart_like.py` for BART's
-relatives (Marian, M2M100 / NLLB, mBART, Pegasus: one file, a config and a model class per
-family). `nash compact` copies the family's file into its output and names its classes in the
+`modeling_nash_t5.py`, and `modeling_nash_bart_like.py` for BART and its relatives (Marian,
+M2M100 / NLLB, mBART, Pegasus: one file, a config and a model class per family; compact BART
+checkpoints of earlier nash versions name `modeling_nash_bart.py`, their own copy, which nash never
+imports). `nash compact` copies the family's file into its output and names its classes in the
 config's `auto_map`, so stock transformers loads the result with `trust_remote_code=True`.
 
 The config keeps the stock `model_type` ("t5", "bart", "marian", ...) and adds `encoder_heads` and
@@ -22,7 +23,7 @@ from typing import Any
 #: Modeling file, config class and model class of each family, as `auto_map` names them.
 FILES = {
     "t5": ("modeling_nash_t5.py", "NashT5Config", "NashT5ForConditionalGeneration"),
-    "bart": ("modeling_nash_bart.py", "NashBartConfig", "NashBartForConditionalGeneration"),
+    "bart": ("modeling_nash_bart_like.py", "NashBartConfig", "NashBartForConditionalGeneration"),
     "marian": ("modeling_nash_bart_like.py", "NashMarianConfig", "NashMarianMTModel"),
     "m2m_100": ("modeling_nash_bart_like.py", "NashM2M100Config", "NashM2M100ForConditionalGeneration"),
     "mbart": ("modeling_nash_bart_like.py", "NashMBartConfig", "NashMBartForConditionalGeneration"),

@@ -1,20 +1,24 @@
 # Copyright the nash authors. Apache-2.0.
-"""BART's relatives with per-layer encoder widths: compacted Marian, M2M100 / NLLB, mBART and Pegasus.
+"""BART and its relatives with per-layer encoder widths: compacted BART, Marian, M2M100 / NLLB, mBART
+and Pegasus.
 
 This file is self-contained: it needs only torch and transformers (no nash). `nash compact`
 copies it into its output and names the family's classes in the config's `auto_map`, so
 
     AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True)
 
-loads the model anywhere. The config keeps the stock model type ("marian", "m2m_100", "mbart"
-or "pegasus"), so `AutoTokenizer.from_pretrained(path)` needs no code and asks nothing, and a
+loads the model anywhere. The config keeps the stock model type ("bart", "marian", "m2m_100",
+"mbart" or "pegasus"), so `AutoTokenizer.from_pretrained(path)` needs no code and asks nothing, and a
 stock load without `trust_remote_code` builds a stock model that refuses these weights (size
 mismatch) instead of running wrong. nash imports the same file from its package for any such
 config with `encoder_heads`, so it loads these checkpoints without remote code.
 
-One file serves the four families: their encoders are BART's, module for module, and differ only
-in the order of norms and residuals (Marian is post-norm, the others pre-norm), which the stock
-layer's `forward` keeps; this file changes only widths. What differs from the stock classes:
+One file serves the five families: their encoders are BART's, module for module, and differ only
+in the order of norms and residuals (BART and Marian are post-norm, the others pre-norm), which the
+stock layer's `forward` keeps; this file changes only widths. (Compact BART checkpoints of earlier
+nash versions carry their own `modeling_nash_bart.py`, whose classes compute the same.)
+
+What differs from the stock classes:
 
 * `config.encoder_heads[l]` lists the original head indices that encoder layer l keeps (their
   count sets the layer's width; heads keep their original size d_model / encoder_attention_heads),
@@ -38,7 +42,8 @@ import warnings
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import M2M100Config, MarianConfig, MBartConfig, PegasusConfig
+from transformers import BartConfig, M2M100Config, MarianConfig, MBartConfig, PegasusConfig
+from transformers.models.bart.modeling_bart import BartAttention, BartEncoder, BartForConditionalGeneration, BartModel
 from transformers.models.m2m_100.modeling_m2m_100 import (
     M2M100Attention,
     M2M100Encoder,
@@ -79,6 +84,15 @@ class _Widths:
 # Each config keeps its stock model type: AutoTokenizer (and every Auto class) first reads the
 # config with AutoConfig, which prompts "run the custom code? [y/N]" for a model type stock
 # transformers does not know; `trust_remote_code=True` still selects these classes by `auto_map`.
+@strict
+class NashBartConfig(BartConfig, _Widths):
+    """BartConfig plus the kept heads and FFN width of every encoder layer."""
+
+    model_type = "bart"
+    encoder_heads: list | None = None
+    encoder_ffn_dims: list | None = None
+
+
 @strict
 class NashMarianConfig(MarianConfig, _Widths):
     """MarianConfig plus the kept heads and FFN width of every encoder layer."""
@@ -166,6 +180,10 @@ class _NarrowAttention:
         return output, weights
 
 
+class NashBartAttention(_NarrowAttention, BartAttention):
+    """BART encoder self-attention with its own number of heads."""
+
+
 class NashMarianAttention(_NarrowAttention, MarianAttention):
     """Marian encoder self-attention with its own number of heads."""
 
@@ -214,6 +232,39 @@ def _restore_checkpointing(model, legacy: bool) -> None:
     if legacy:
         model.config.gradient_checkpointing = True
         model._backward_compatibility_gradient_checkpointing()
+
+
+class NashBartEncoder(BartEncoder):
+    """BART's encoder with per-layer widths (the forward is the stock one)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        _narrow_layers(self, config, NashBartAttention)
+        self.post_init()
+
+
+class NashBartModel(BartModel):
+    """BartModel with a `NashBartEncoder`."""
+
+    config_class = NashBartConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.encoder = NashBartEncoder(config)
+        self.post_init()
+
+
+class NashBartForConditionalGeneration(BartForConditionalGeneration):
+    """BartForConditionalGeneration whose encoder layers have their own widths."""
+
+    config_class = NashBartConfig
+
+    def __init__(self, config):
+        legacy = _legacy_checkpointing(config)
+        super().__init__(config)
+        self.model = NashBartModel(config)
+        self.post_init()
+        _restore_checkpointing(self, legacy)
 
 
 class NashMarianEncoder(MarianEncoder):
@@ -351,6 +402,7 @@ class NashPegasusForConditionalGeneration(PegasusForConditionalGeneration):
 # save_pretrained copies this file beside the weights and writes `auto_map`, so every checkpoint
 # saved from these classes (compact's output, and distill's after it) loads with trust_remote_code.
 for _config, _model in (
+    (NashBartConfig, NashBartForConditionalGeneration),
     (NashMarianConfig, NashMarianMTModel),
     (NashM2M100Config, NashM2M100ForConditionalGeneration),
     (NashMBartConfig, NashMBartForConditionalGeneration),
@@ -360,6 +412,8 @@ for _config, _model in (
     _model.register_for_auto_class("AutoModelForSeq2SeqLM")
 
 __all__ = [
+    "NashBartConfig",
+    "NashBartForConditionalGeneration",
     "NashM2M100Config",
     "NashM2M100ForConditionalGeneration",
     "NashMBartConfig",
